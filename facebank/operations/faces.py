@@ -1,0 +1,69 @@
+"""DetectFaces and CompareFaces."""
+
+from __future__ import annotations
+
+from facebank.errors import InvalidParameterException
+from facebank.operations import Context, Request, Response, operation
+from facebank.operations.images import load_image
+
+MAX_TARGET_FACES = 100  # CompareFaces compares against at most the 100 largest target faces
+
+# QualityFilter for CompareFaces: the lowest detection confidence and sharpness a face must have
+# at each level. NONE keeps everything (the default). Values are percentiles of faces/dev faces
+# (see README "Quality filter").
+QUALITY_BARS = {
+    "NONE": None,
+    "AUTO": {"Confidence": 80.0, "Sharpness": 10.0},
+    "LOW": {"Confidence": 70.0, "Sharpness": 5.0},
+    "MEDIUM": {"Confidence": 80.0, "Sharpness": 10.0},
+    "HIGH": {"Confidence": 88.0, "Sharpness": 20.0},
+}
+
+
+def passes_quality(face, level: str) -> bool:
+    bar = QUALITY_BARS[level]
+    return bar is None or (face.confidence >= bar["Confidence"] and face.quality["Sharpness"] >= bar["Sharpness"])
+
+
+@operation("DetectFaces")
+def detect_faces(request: Request, ctx: Context) -> Response:
+    # DEFAULT, ALL and named attributes are all accepted. Beyond the DEFAULT set, an attribute we
+    # cannot yet estimate from a model is left out rather than invented (README: "Attributes").
+    rgb = load_image(request["Image"], ctx)
+    return {"FaceDetails": [face.detail() for face in ctx.engine.detect(rgb)]}
+
+
+@operation("CompareFaces")
+def compare_faces(request: Request, ctx: Context) -> Response:
+    threshold = request.get("SimilarityThreshold", 80.0)
+    level = request.get("QualityFilter", "NONE")
+    engine = ctx.engine
+    source_rgb = load_image(request["SourceImage"], ctx)
+    source_faces = [f for f in engine.detect(source_rgb) if passes_quality(f, level)]
+    if not source_faces:
+        raise InvalidParameterException("There are no faces in the source image that meet the quality bar")
+    source = source_faces[0]  # the largest
+    target_rgb = load_image(request["TargetImage"], ctx)
+    targets = [f for f in engine.detect(target_rgb, MAX_TARGET_FACES) if passes_quality(f, level)]
+    if not targets:
+        raise InvalidParameterException("There are no faces in the target image that meet the quality bar")
+    probe = engine.embed(source_rgb, source)
+    matches, unmatched = [], []
+    for face in targets:
+        similarity = engine.similarity(probe, engine.embed(target_rgb, face))
+        detail = _compare_face(face)
+        if similarity >= threshold:
+            matches.append({"Similarity": similarity, "Face": detail})
+        else:
+            unmatched.append(detail)
+    matches.sort(key=lambda m: m["Similarity"], reverse=True)
+    return {
+        "SourceImageFace": {"BoundingBox": source.bounding_box(), "Confidence": source.confidence},
+        "FaceMatches": matches,
+        "UnmatchedFaces": unmatched,
+    }
+
+
+def _compare_face(face) -> dict:
+    detail = face.detail()
+    return {k: detail[k] for k in ("BoundingBox", "Confidence", "Landmarks", "Pose", "Quality")}

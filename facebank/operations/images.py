@@ -1,0 +1,48 @@
+"""The Image parameter: inline Bytes or an S3Object, decoded to RGB pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+from botocore.exceptions import BotoCoreError, ClientError
+
+from facebank.engine.image import decode
+from facebank.errors import ImageTooLargeException, InvalidParameterException, InvalidS3ObjectException
+
+S3_MAX_BYTES = 15 * 1024 * 1024  # Rekognition's limit for images stored in S3
+
+
+def image_bytes(image: dict, ctx) -> bytes:
+    if ("Bytes" in image) == ("S3Object" in image):
+        raise InvalidParameterException("Image must contain exactly one of Bytes or S3Object")
+    if "Bytes" in image:
+        return image["Bytes"]
+    return _s3_bytes(image["S3Object"], ctx)
+
+
+def load_image(image: dict, ctx) -> np.ndarray:
+    return decode(image_bytes(image, ctx))
+
+
+def _s3_bytes(obj: dict, ctx) -> bytes:
+    if not obj.get("Bucket") or not obj.get("Name"):
+        raise InvalidParameterException("S3Object must name a Bucket and an object Name")
+    args = {"Bucket": obj["Bucket"], "Key": obj["Name"]}
+    if obj.get("Version"):
+        args["VersionId"] = obj["Version"]
+    where = f"s3://{obj['Bucket']}/{obj['Name']}" + (f" (version {obj['Version']})" if obj.get("Version") else "")
+    try:
+        response = ctx.s3.get_object(**args)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        raise InvalidS3ObjectException(f"Unable to get object metadata from S3 for {where}: {code}") from None
+    except BotoCoreError as exc:
+        raise InvalidS3ObjectException(f"Unable to read {where}: {exc}") from None
+    body = response["Body"]
+    try:
+        if response.get("ContentLength", 0) > S3_MAX_BYTES:
+            raise ImageTooLargeException(
+                f"{where} is {response['ContentLength']} bytes; the limit for S3 images is {S3_MAX_BYTES} bytes"
+            )
+        return body.read(S3_MAX_BYTES + 1)
+    finally:
+        body.close()

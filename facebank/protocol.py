@@ -1,0 +1,68 @@
+"""The Rekognition wire protocol (AWS JSON 1.1), independent of any HTTP server.
+
+``dispatch`` turns (operation name, raw body) into (status, headers, body) exactly as
+Rekognition would, so botocore raises ``client.exceptions.<Name>`` for our errors. The local
+server and the Lambda adapter both call it; neither knows anything about the API's shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+
+from facebank.errors import (
+    InternalServerError,
+    RekognitionError,
+    SerializationException,
+    UnknownOperationException,
+)
+from facebank.operations import OPERATIONS, Context
+from facebank.validation import parse_request
+
+CONTENT_TYPE = "application/x-amz-json-1.1"
+TARGET_PREFIX = "RekognitionService."
+
+log = logging.getLogger("facebank.protocol")
+
+
+@dataclass
+class WireResponse:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def operation_name(target: str | None, path: str) -> str | None:
+    """The operation named by ``X-Amz-Target: RekognitionService.<Op>`` or by a ``/<Op>`` path."""
+    if target:
+        return target[len(TARGET_PREFIX) :] if target.startswith(TARGET_PREFIX) else None
+    name = path.split("?", 1)[0].strip("/")
+    return name or None
+
+
+def error_response(error: RekognitionError, request_id: str) -> WireResponse:
+    body = json.dumps({"__type": error.code, "Message": error.message}).encode()
+    headers = {"Content-Type": CONTENT_TYPE, "x-amzn-RequestId": request_id, "x-amzn-ErrorType": error.code}
+    return WireResponse(error.status, body, headers)
+
+
+def dispatch(name: str | None, body: bytes, ctx: Context, request_id: str | None = None) -> WireResponse:
+    request_id = request_id or str(uuid.uuid4())
+    try:
+        fn = OPERATIONS.get(name or "")
+        if fn is None:
+            raise UnknownOperationException(f"Unknown operation {name!r}")
+        try:
+            payload = json.loads(body or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            raise SerializationException("Request body is not valid JSON") from None
+        result = fn(parse_request(name, payload), ctx)
+        data = json.dumps(result, separators=(",", ":")).encode()
+        return WireResponse(200, data, {"Content-Type": CONTENT_TYPE, "x-amzn-RequestId": request_id})
+    except RekognitionError as error:
+        return error_response(error, request_id)
+    except Exception:  # never leak a traceback to the caller; log it for the operator
+        log.exception("unexpected failure in %s (request %s)", name, request_id)
+        return error_response(InternalServerError("Amazon Rekognition experienced a service issue"), request_id)
