@@ -34,9 +34,26 @@ class FacebankServer(ThreadingHTTPServer):
         self.credentials = credentials or {}
         self.ready = threading.Event()
         self.load_error: str | None = None
+        self.connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
+
+    def track(self, conn: socket.socket, open_: bool) -> None:
+        with self._connections_lock:
+            (self.connections.add if open_ else self.connections.discard)(conn)
+
+    def stop(self) -> None:
+        """Stop accepting, then end idle keep-alive connections so in-flight requests can finish
+        and ``server_close`` does not wait on clients that merely hold a connection open."""
+        self.shutdown()
+        with self._connections_lock:
+            for conn in self.connections:
+                try:
+                    conn.shutdown(socket.SHUT_RD)  # a request being answered can still write
+                except OSError:
+                    pass
 
     def load_models(self) -> None:
         try:
@@ -51,6 +68,16 @@ class Handler(BaseHTTPRequestHandler):
     server: FacebankServer
     protocol_version = "HTTP/1.1"
     server_version = "facebank"
+
+    timeout = 60  # idle keep-alive connections are dropped after a minute
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection, True)
+
+    def finish(self) -> None:
+        self.server.track(self.connection, False)
+        super().finish()
 
     def log_message(self, fmt: str, *args) -> None:
         log.info("%s %s", self.address_string(), fmt % args)
@@ -128,7 +155,7 @@ def serve(host: str, port: int, ctx: Context, credentials: dict[str, str] | None
 
     def stop(signum, frame) -> None:
         log.info("signal %s: finishing in-flight requests and stopping", signum)
-        threading.Thread(target=server.shutdown, daemon=True).start()
+        threading.Thread(target=server.stop, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
