@@ -1,0 +1,1 @@
+"""AWS transports: Lambda handlers behind API Gateway."""

@@ -1,0 +1,1 @@
+"""Lambda entry points: one module per Rekognition operation, each a single line."""
