@@ -71,3 +71,13 @@ def test_compare_faces_without_a_face_is_invalid_parameter(rekognition, side):
     images = {"SourceImage": face, "TargetImage": face, side: landscape}
     with pytest.raises(rekognition.exceptions.InvalidParameterException):
         rekognition.compare_faces(**images)
+
+
+def test_quality_filter_drops_weak_target_faces(rekognition):
+    source = {"Bytes": image_bytes("dev/deepface_angelina/1.jpg")}
+    target = {"Bytes": image_bytes("groups/deepface_selfie-many-people.jpg")}
+    def count(level):
+        r = rekognition.compare_faces(SourceImage=source, TargetImage=target, QualityFilter=level, SimilarityThreshold=0)
+        return len(r["FaceMatches"]) + len(r["UnmatchedFaces"])
+    assert count("NONE") == 7
+    assert count("HIGH") < count("LOW") <= 7
