@@ -1,0 +1,1 @@
+"""CDK infrastructure for deploying facebank into your own AWS account (see ``app.py``)."""

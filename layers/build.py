@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Build the two Lambda layer directories the CDK stack deploys.
+
+    python layers/build.py models [--pack mobile] [--mirror DIR] --out layers/build/models
+    python layers/build.py deps --arch arm64 --out layers/build/deps
+
+``models``: fetches the pack's model files (sha256-verified, from upstream or ``--mirror``) into a
+temporary model cache and copies them to ``<out>/models/<manifest path>``; the layer is mounted at
+``/opt`` so the functions find them under ``FACEBANK_MODEL_DIR=/opt/models``.
+
+``deps``: ``pip install --target <out>/python`` of the runtime dependencies as manylinux wheels for
+the Lambda Python 3.12 runtime and the chosen architecture, at the versions pinned in
+pyproject.toml. No Docker needed: only binary wheels are accepted.
+
+Each command prints the unzipped size; the stack refuses to synthesise above Lambda's 250 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MARKER = "facebank-layer.json"  # read by infra/stack.py
+PYTHON_VERSION = "3.12"
+PLATFORMS = {"arm64": "manylinux_2_28_aarch64", "x86_64": "manylinux_2_28_x86_64"}
+# What the functions import at run time (boto3/botocore come with the Lambda runtime). onnx is
+# imported by facebank.engine.yunet to relabel the detector's input shape.
+DEPENDENCIES = ["numpy", "onnxruntime", "onnx", "pillow", "regex", "aws-lambda-powertools"]
+LIMIT = 250 * 1024 * 1024
+
+
+def tree_size(path: Path) -> int:
+    return sum(os.stat(os.path.join(d, f)).st_size for d, _, files in os.walk(path) for f in files)
+
+
+def report(out: Path) -> None:
+    size = tree_size(out)
+    print(f"{out}: {size / 1e6:.1f} MB unzipped ({size / LIMIT:.0%} of Lambda's 250 MB limit for function + layers)")
+
+
+def _normalise(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def pins() -> dict[str, str]:
+    """Exact pins from pyproject.toml (dependencies and optional dependencies)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    specs = list(project.get("dependencies", []))
+    for group in project.get("optional-dependencies", {}).values():
+        specs += group
+    result = {}
+    for spec in specs:
+        if "==" in spec:
+            name, version = spec.split("==", 1)
+            result[_normalise(name.split("[")[0].strip())] = version.split(";")[0].strip()
+    return result
+
+
+def requirements() -> list[str]:
+    pinned = pins()
+    reqs = []
+    for name in DEPENDENCIES:
+        version = pinned.get(_normalise(name))
+        if version is None:
+            try:
+                version = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                sys.exit(f"build.py: {name} is not pinned in pyproject.toml and not installed here; pin it")
+            print(f"warning: {name} is not pinned in pyproject.toml; using the installed {version}", file=sys.stderr)
+        reqs.append(f"{name}=={version}")
+    return reqs
+
+
+def _fresh(out: Path) -> None:
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+
+
+def build_models(pack_name: str, mirror: str | None, out: Path) -> None:
+    from facebank import models
+    from facebank.engine.packs import pack
+
+    files = pack(pack_name).files
+    with tempfile.TemporaryDirectory(prefix="facebank-models-") as cache:
+        previous = os.environ.get("FACEBANK_MODEL_DIR")
+        os.environ["FACEBANK_MODEL_DIR"] = cache
+        try:
+            models.fetch(files, mirror=mirror)
+            sources = {name: models.resolve(name) for name in files}  # verified again: size + sha256
+        except models.ModelError as exc:
+            sys.exit(f"build.py: {exc}")
+        finally:
+            if previous is None:
+                os.environ.pop("FACEBANK_MODEL_DIR", None)
+            else:
+                os.environ["FACEBANK_MODEL_DIR"] = previous
+        _fresh(out)
+        for name, source in sources.items():
+            dest = out / "models" / name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, dest)
+    (out / MARKER).write_text(json.dumps({"kind": "models", "pack": pack_name, "files": files}, indent=1) + "\n")
+    report(out)
+
+
+def build_deps(arch: str, out: Path) -> None:
+    reqs = requirements()
+    _fresh(out)
+    cmd = [
+        sys.executable, "-m", "pip", "install",
+        "--target", str(out / "python"),
+        "--platform", PLATFORMS[arch],
+        "--implementation", "cp",
+        "--python-version", PYTHON_VERSION,
+        "--only-binary=:all:",
+        "--no-compile",
+        "--disable-pip-version-check",
+        "--no-warn-conflicts",
+        *reqs,
+    ]  # fmt: skip
+    print("+", " ".join(cmd), flush=True)
+    if subprocess.run(cmd, check=False).returncode != 0:
+        shutil.rmtree(out, ignore_errors=True)
+        sys.exit("build.py: pip install failed (see above); the dependency layer was not built")
+    (out / MARKER).write_text(
+        json.dumps({"kind": "deps", "arch": arch, "python": PYTHON_VERSION, "requirements": reqs}, indent=1) + "\n"
+    )
+    report(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("models", help="model layer: verified model files of a pack")
+    m.add_argument("--pack", default="mobile")
+    m.add_argument("--mirror", help="directory holding the model files (offline builds)")
+    m.add_argument("--out", type=Path, default=ROOT / "layers" / "build" / "models")
+    d = sub.add_parser("deps", help="dependency layer: manylinux wheels for Lambda Python 3.12")
+    d.add_argument("--arch", choices=sorted(PLATFORMS), default="arm64")
+    d.add_argument("--out", type=Path, default=ROOT / "layers" / "build" / "deps")
+    args = parser.parse_args(argv)
+    if args.command == "models":
+        build_models(args.pack, args.mirror, args.out.resolve())
+    else:
+        build_deps(args.arch, args.out.resolve())
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    main()
