@@ -1,0 +1,70 @@
+"""Storage-layer errors.
+
+Plain Python exceptions so the adapters stay free of protocol concerns; the operations
+layer maps them to Rekognition errors (e.g. CollectionNotFound -> ResourceNotFoundException).
+"""
+
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    """Base of every error raised on purpose by facebank.storage."""
+
+
+class CollectionExists(StorageError):
+    def __init__(self, collection_id: str):
+        super().__init__(f"collection {collection_id!r} already exists")
+        self.collection_id = collection_id
+
+
+class CollectionNotFound(StorageError):
+    def __init__(self, collection_id: str):
+        super().__init__(f"collection {collection_id!r} not found")
+        self.collection_id = collection_id
+
+
+class FaceNotFound(StorageError):
+    def __init__(self, face_id: str):
+        super().__init__(f"face {face_id!r} not found")
+        self.face_id = face_id
+
+
+class UserExists(StorageError):
+    def __init__(self, user_id: str):
+        super().__init__(f"user {user_id!r} already exists")
+        self.user_id = user_id
+
+
+class UserNotFound(StorageError):
+    def __init__(self, user_id: str):
+        super().__init__(f"user {user_id!r} not found")
+        self.user_id = user_id
+
+
+class FaceUserConflict(StorageError):
+    """set_face_user's condition failed: the face belongs to ``current_user_id`` (None = nobody)."""
+
+    def __init__(self, face_id: str, current_user_id: str | None):
+        super().__init__(f"face {face_id!r} is associated with {current_user_id!r}")
+        self.face_id = face_id
+        self.current_user_id = current_user_id
+
+
+class SegmentExists(StorageError):
+    """Segments are immutable: a name can be written once."""
+
+
+class SegmentNotFound(StorageError):
+    pass
+
+
+class CorruptSegment(StorageError):
+    """A segment's bytes failed validation (bad magic, size or checksum)."""
+
+
+class InvalidPaginationToken(StorageError, ValueError):
+    pass
+
+
+class StorageBusy(StorageError):
+    """Retries against contention (DynamoDB transaction conflicts) were exhausted."""

@@ -1,0 +1,109 @@
+"""Embedded vector store: one file per segment at <root>/<collection_id>/<name>.seg.
+
+A segment is written to a dot-prefixed temp file in the same directory, fsynced, then published
+with os.link, which is atomic and, unlike os.replace, refuses to overwrite, so an existing
+immutable segment can never be clobbered. Listing ignores dot files, so readers in any thread or
+process see a segment completely or not at all.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from facebank.storage import segments
+from facebank.storage.errors import SegmentExists, SegmentNotFound
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make the new directory entry itself durable (the file's own fsync does not)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # not supported on this platform / filesystem
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class FileVectorStore:
+    def __init__(self, root: str | os.PathLike, *, fsync: bool = True):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._fsync = fsync
+        # Finish deletions a crash interrupted (see delete_collection).
+        for entry in self.root.glob(".deleting-*"):
+            shutil.rmtree(entry, ignore_errors=True)
+
+    def _dir(self, collection_id: str) -> Path:
+        return self.root / segments.safe_component(collection_id)
+
+    def _path(self, collection_id: str, name: str) -> Path:
+        return self._dir(collection_id) / (segments.check_name(name) + segments.SUFFIX)
+
+    def write_segment(
+        self, collection_id: str, name: str, face_ids: list[str], vectors: np.ndarray
+    ) -> None:
+        final = self._path(collection_id, name)
+        data = segments.encode(face_ids, vectors)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".{name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+        try:
+            with open(tmp, "xb") as f:
+                f.write(data)
+                if self._fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            try:
+                os.link(tmp, final)
+            except FileExistsError:
+                raise SegmentExists(f"segment {name!r} already exists") from None
+            except OSError as e:
+                if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise
+                # No hard links on this filesystem: best effort no-clobber, then atomic rename.
+                if final.exists():
+                    raise SegmentExists(f"segment {name!r} already exists") from None
+                os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        if self._fsync:
+            _fsync_dir(final.parent)
+
+    def list_segments(self, collection_id: str) -> list[str]:
+        try:
+            entries = os.listdir(self._dir(collection_id))
+        except FileNotFoundError:
+            return []
+        suffix = segments.SUFFIX
+        return sorted(
+            e[: -len(suffix)] for e in entries if e.endswith(suffix) and not e.startswith(".")
+        )
+
+    def read_segment(self, collection_id: str, name: str) -> tuple[list[str], np.ndarray]:
+        try:
+            data = self._path(collection_id, name).read_bytes()
+        except FileNotFoundError:
+            raise SegmentNotFound(f"segment {name!r} not found") from None
+        return segments.decode(data)
+
+    def delete_segment(self, collection_id: str, name: str) -> None:
+        self._path(collection_id, name).unlink(missing_ok=True)
+
+    def delete_collection(self, collection_id: str) -> None:
+        # Rename first so the collection vanishes for readers in one step, then remove at leisure.
+        src = self._dir(collection_id)
+        doomed = self.root / f".deleting-{uuid.uuid4().hex}"
+        try:
+            os.rename(src, doomed)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(doomed, ignore_errors=True)

@@ -1,0 +1,150 @@
+"""The two storage ports: metadata (collections, faces, users) and vectors (embedding segments).
+
+Adapters: sqlite.SqliteMetadataStore + files.FileVectorStore (embedded),
+dynamodb.DynamoMetadataStore + s3.S3VectorStore (AWS). Contracts every adapter honours
+(tests/storage runs the same suite against both):
+
+- Pagination tokens are opaque strings; a malformed one raises InvalidPaginationToken. Faces and
+  users are listed in id order; collections in an adapter-defined but stable order.
+- Counts (face_count, user_count) change in the same atomic write as the rows they count.
+- Write order for new faces is vectors first, metadata second (see index.VectorIndex.add_faces):
+  a crash in between leaves only orphan vectors, which search filters out and compaction drops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass
+class CollectionRecord:
+    collection_id: str
+    arn: str
+    face_model_version: str
+    pack: str  # which model pack produced the embeddings; searches must not mix packs
+    created: float  # epoch seconds
+    tags: dict[str, str] = field(default_factory=dict)
+    face_count: int = 0
+    user_count: int = 0
+
+
+@dataclass
+class FaceRecord:
+    face_id: str
+    image_id: str
+    external_image_id: str | None
+    bounding_box: dict[str, float]  # Width/Height/Left/Top, ratios of the image size
+    confidence: float
+    index_faces_model_version: str
+    user_id: str | None
+    segment: str  # name of the vector segment holding this face's embedding when indexed
+    created: float
+
+
+@dataclass
+class UserRecord:
+    user_id: str
+    status: str
+    face_ids: list[str] = field(default_factory=list)  # sorted; maintained by set_face_user
+    client_request_token: str | None = None
+    created: float = 0.0
+
+
+
+@runtime_checkable
+class MetadataStore(Protocol):
+    # --- collections
+    def create_collection(self, rec: CollectionRecord) -> None:
+        """Store a new collection (counts start at 0 whatever rec says). Raises CollectionExists."""
+
+    def get_collection(self, collection_id: str) -> CollectionRecord | None: ...
+
+    def list_collections(
+        self, max_results: int, next_token: str | None = None
+    ) -> tuple[list[CollectionRecord], str | None]: ...
+
+    def delete_collection(self, collection_id: str) -> bool:
+        """Remove the collection with its faces and users; False if it did not exist."""
+
+    # --- faces
+    def put_faces(self, collection_id: str, faces: list[FaceRecord]) -> list[FaceRecord]:
+        """Insert the faces not already stored (by face_id) and return them; face_count moves
+        with them in the same atomic write.
+
+        Raises CollectionNotFound. Faces already stored are left untouched and not counted twice.
+        """
+
+    def get_faces(self, collection_id: str, face_ids: list[str]) -> dict[str, FaceRecord]:
+        """The stored faces among face_ids (missing ids are simply absent; no collection check)."""
+
+    def list_faces(
+        self,
+        collection_id: str,
+        max_results: int,
+        next_token: str | None = None,
+        user_id: str | None = None,
+        face_ids: list[str] | None = None,
+    ) -> tuple[list[FaceRecord], str | None]:
+        """Faces in face_id order, optionally only those of user_id and/or among face_ids.
+
+        Raises CollectionNotFound.
+        """
+
+    def delete_faces(self, collection_id: str, face_ids: list[str]) -> list[str]:
+        """Delete faces and return the ids actually deleted (face_count moves with them).
+
+        Faces associated with a user are NOT deleted (Rekognition reports them as
+        ASSOCIATED_TO_AN_EXISTING_USER): disassociate first. Raises CollectionNotFound.
+        """
+
+    # --- users
+    def put_user(self, collection_id: str, rec: UserRecord) -> None:
+        """Create a user with no faces (rec.face_ids must be empty); user_count moves with it.
+
+        Raises UserExists or CollectionNotFound.
+        """
+
+    def get_user(self, collection_id: str, user_id: str) -> UserRecord | None: ...
+
+    def delete_user(self, collection_id: str, user_id: str) -> bool:
+        """Disassociate the user's faces, then delete it; False if it did not exist."""
+
+    def list_users(
+        self, collection_id: str, max_results: int, next_token: str | None = None
+    ) -> tuple[list[UserRecord], str | None]:
+        """Users in user_id order. Raises CollectionNotFound."""
+
+    def set_face_user(
+        self, collection_id: str, face_id: str, user_id: str | None, expected_user_id: str | None
+    ) -> None:
+        """Atomically move face_id from expected_user_id to user_id (None = no user).
+
+        Keeps FaceRecord.user_id and UserRecord.face_ids in step. Raises FaceNotFound,
+        UserNotFound (user_id does not exist) or FaceUserConflict (face's user != expected).
+        """
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    def write_segment(
+        self, collection_id: str, name: str, face_ids: list[str], vectors: np.ndarray
+    ) -> None:
+        """Store an immutable segment atomically (readers see all of it or nothing).
+
+        Raises SegmentExists if the name was already written. Use segments.new_segment_name().
+        """
+
+    def list_segments(self, collection_id: str) -> list[str]:
+        """Names of complete segments, sorted (names sort in creation order)."""
+
+    def read_segment(self, collection_id: str, name: str) -> tuple[list[str], np.ndarray]:
+        """(face_ids, float32 [n, d]). Raises SegmentNotFound or CorruptSegment."""
+
+    def delete_segment(self, collection_id: str, name: str) -> None:
+        """Idempotent."""
+
+    def delete_collection(self, collection_id: str) -> None:
+        """Delete every segment of the collection. Idempotent."""

@@ -1,0 +1,436 @@
+"""Embedded metadata store: one SQLite database under data_dir.
+
+Concurrency: WAL lets readers run beside one writer; every write is a BEGIN IMMEDIATE transaction
+(takes the write lock up front, so two writers never deadlock upgrading read locks) and
+busy_timeout makes the losers wait rather than fail. Connections are per thread (sqlite3
+connections must not be shared while in use) and per process (never reuse one across fork).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from facebank.storage.errors import (
+    CollectionExists,
+    CollectionNotFound,
+    FaceNotFound,
+    FaceUserConflict,
+    UserExists,
+    UserNotFound,
+)
+from facebank.storage.pagination import check_max_results, decode_token, encode_token
+from facebank.storage.ports import CollectionRecord, FaceRecord, UserRecord
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS collections (
+    collection_id TEXT PRIMARY KEY,
+    arn TEXT NOT NULL,
+    face_model_version TEXT NOT NULL,
+    pack TEXT NOT NULL,
+    created REAL NOT NULL,
+    tags TEXT NOT NULL,
+    face_count INTEGER NOT NULL DEFAULT 0,
+    user_count INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS faces (
+    collection_id TEXT NOT NULL,
+    face_id TEXT NOT NULL,
+    image_id TEXT NOT NULL,
+    external_image_id TEXT,
+    bounding_box TEXT NOT NULL,
+    confidence REAL NOT NULL,
+    index_faces_model_version TEXT NOT NULL,
+    user_id TEXT,
+    segment TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (collection_id, face_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS faces_by_user ON faces (collection_id, user_id, face_id);
+CREATE TABLE IF NOT EXISTS users (
+    collection_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    client_request_token TEXT,
+    created REAL NOT NULL,
+    PRIMARY KEY (collection_id, user_id)
+) WITHOUT ROWID;
+"""
+
+_FACE_COLS = (
+    "face_id, image_id, external_image_id, bounding_box, confidence, "
+    "index_faces_model_version, user_id, segment, created"
+)
+
+
+def _face(row: tuple) -> FaceRecord:
+    return FaceRecord(
+        face_id=row[0],
+        image_id=row[1],
+        external_image_id=row[2],
+        bounding_box=json.loads(row[3]),
+        confidence=row[4],
+        index_faces_model_version=row[5],
+        user_id=row[6],
+        segment=row[7],
+        created=row[8],
+    )
+
+
+def _collection(row: tuple) -> CollectionRecord:
+    return CollectionRecord(
+        collection_id=row[0],
+        arn=row[1],
+        face_model_version=row[2],
+        pack=row[3],
+        created=row[4],
+        tags=json.loads(row[5]),
+        face_count=row[6],
+        user_count=row[7],
+    )
+
+
+def _page(rows: list, max_results: int, kind: str, key) -> tuple[list, str | None]:
+    """rows were fetched with LIMIT max_results + 1: the extra row only says "there is more"."""
+    if len(rows) > max_results:
+        rows = rows[:max_results]
+        return rows, encode_token(kind, key(rows[-1]))
+    return rows, None
+
+
+class _ThreadConnection:
+    """One thread's connection, closed when the thread's locals are released at thread exit,
+    so thread-per-request servers do not leak a database handle per request."""
+
+    __slots__ = ("db", "pid", "__weakref__")
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db, self.pid = db, os.getpid()
+
+    def close(self) -> None:
+        if self.pid == os.getpid():
+            self.db.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown, or already closed
+            pass
+
+
+class SqliteMetadataStore:
+    def __init__(
+        self,
+        data_dir: str | os.PathLike,
+        *,
+        filename: str = "metadata.sqlite3",
+        busy_timeout_ms: int = 60_000,
+    ):
+        self.path = Path(data_dir) / filename
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._busy_timeout_ms = busy_timeout_ms
+        self._local = threading.local()
+        self._open: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()  # for close()
+        with self._write() as db:
+            if db.execute("PRAGMA user_version").fetchone()[0] == 0:
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        db.execute(stmt)
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    # --- connections and transactions
+
+    def _conn(self) -> sqlite3.Connection:
+        held: _ThreadConnection | None = getattr(self._local, "held", None)
+        if held is None or held.pid != os.getpid():
+            # A connection inherited through fork is abandoned, not used or closed: closing it
+            # could release locks or checkpoint on behalf of the parent.
+            db = sqlite3.connect(
+                self.path,
+                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                check_same_thread=False,  # only so close()/finalizers may close it elsewhere
+                timeout=self._busy_timeout_ms / 1000,
+            )
+            db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # WAL+NORMAL: durable against process crashes
+            held = self._local.held = _ThreadConnection(db)
+            self._open.add(held)
+        return held.db
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A snapshot for reads spanning several statements."""
+        db = self._conn()
+        db.execute("BEGIN")
+        try:
+            yield db
+        finally:
+            db.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close this process's connections; threads that go on reopen lazily."""
+        for held in list(self._open):
+            held.close()
+        self._local = threading.local()
+
+    @staticmethod
+    def _require_collection(db: sqlite3.Connection, collection_id: str) -> None:
+        if not db.execute(
+            "SELECT 1 FROM collections WHERE collection_id = ?", (collection_id,)
+        ).fetchone():
+            raise CollectionNotFound(collection_id)
+
+    # --- collections
+
+    def create_collection(self, rec: CollectionRecord) -> None:
+        with self._write() as db:
+            try:
+                db.execute(
+                    "INSERT INTO collections VALUES (?, ?, ?, ?, ?, ?, 0, 0)",
+                    (
+                        rec.collection_id,
+                        rec.arn,
+                        rec.face_model_version,
+                        rec.pack,
+                        rec.created,
+                        json.dumps(rec.tags),
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                raise CollectionExists(rec.collection_id) from None
+
+    def get_collection(self, collection_id: str) -> CollectionRecord | None:
+        row = self._conn().execute(
+            "SELECT * FROM collections WHERE collection_id = ?", (collection_id,)
+        ).fetchone()
+        return _collection(row) if row else None
+
+    def list_collections(
+        self, max_results: int, next_token: str | None = None
+    ) -> tuple[list[CollectionRecord], str | None]:
+        check_max_results(max_results)
+        after = decode_token("collections", next_token) or ""
+        rows = self._conn().execute(
+            "SELECT * FROM collections WHERE collection_id > ? ORDER BY collection_id LIMIT ?",
+            (after, max_results + 1),
+        ).fetchall()
+        recs = [_collection(r) for r in rows]
+        return _page(recs, max_results, "collections", lambda c: c.collection_id)
+
+    def delete_collection(self, collection_id: str) -> bool:
+        with self._write() as db:
+            cur = db.execute("DELETE FROM collections WHERE collection_id = ?", (collection_id,))
+            if cur.rowcount == 0:
+                return False
+            db.execute("DELETE FROM faces WHERE collection_id = ?", (collection_id,))
+            db.execute("DELETE FROM users WHERE collection_id = ?", (collection_id,))
+            return True
+
+    # --- faces
+
+    def put_faces(self, collection_id: str, faces: list[FaceRecord]) -> list[FaceRecord]:
+        for f in faces:
+            if f.user_id is not None:
+                raise ValueError("new faces carry no user; associate them with set_face_user")
+        new: list[FaceRecord] = []
+        with self._write() as db:
+            self._require_collection(db, collection_id)
+            for f in faces:
+                cur = db.execute(
+                    f"INSERT INTO faces (collection_id, {_FACE_COLS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?) ON CONFLICT DO NOTHING",
+                    (
+                        collection_id,
+                        f.face_id,
+                        f.image_id,
+                        f.external_image_id,
+                        json.dumps(f.bounding_box),
+                        f.confidence,
+                        f.index_faces_model_version,
+                        f.segment,
+                        f.created,
+                    ),
+                )
+                if cur.rowcount == 1:
+                    new.append(f)
+            if new:
+                db.execute(
+                    "UPDATE collections SET face_count = face_count + ? WHERE collection_id = ?",
+                    (len(new), collection_id),
+                )
+        return new
+
+    def get_faces(self, collection_id: str, face_ids: list[str]) -> dict[str, FaceRecord]:
+        if not face_ids:
+            return {}
+        rows = self._conn().execute(
+            f"SELECT {_FACE_COLS} FROM faces WHERE collection_id = ? "
+            "AND face_id IN (SELECT value FROM json_each(?))",
+            (collection_id, json.dumps(list(face_ids))),
+        ).fetchall()
+        return {r[0]: _face(r) for r in rows}
+
+    def list_faces(
+        self,
+        collection_id: str,
+        max_results: int,
+        next_token: str | None = None,
+        user_id: str | None = None,
+        face_ids: list[str] | None = None,
+    ) -> tuple[list[FaceRecord], str | None]:
+        check_max_results(max_results)
+        after = decode_token("faces", next_token) or ""
+        sql = f"SELECT {_FACE_COLS} FROM faces WHERE collection_id = ? AND face_id > ?"
+        args: list = [collection_id, after]
+        if user_id is not None:
+            sql += " AND user_id = ?"
+            args.append(user_id)
+        if face_ids is not None:
+            sql += " AND face_id IN (SELECT value FROM json_each(?))"
+            args.append(json.dumps(list(face_ids)))
+        sql += " ORDER BY face_id LIMIT ?"
+        args.append(max_results + 1)
+        with self._read() as db:
+            self._require_collection(db, collection_id)
+            rows = db.execute(sql, args).fetchall()
+        return _page([_face(r) for r in rows], max_results, "faces", lambda f: f.face_id)
+
+    def delete_faces(self, collection_id: str, face_ids: list[str]) -> list[str]:
+        deleted: list[str] = []
+        with self._write() as db:
+            self._require_collection(db, collection_id)
+            for fid in dict.fromkeys(face_ids):  # dedupe, keep order
+                cur = db.execute(
+                    "DELETE FROM faces WHERE collection_id = ? AND face_id = ? AND user_id IS NULL",
+                    (collection_id, fid),
+                )
+                if cur.rowcount == 1:
+                    deleted.append(fid)
+            if deleted:
+                db.execute(
+                    "UPDATE collections SET face_count = face_count - ? WHERE collection_id = ?",
+                    (len(deleted), collection_id),
+                )
+        return deleted
+
+    # --- users
+
+    def put_user(self, collection_id: str, rec: UserRecord) -> None:
+        if rec.face_ids:
+            raise ValueError("a new user has no faces; associate them with set_face_user")
+        with self._write() as db:
+            self._require_collection(db, collection_id)
+            try:
+                db.execute(
+                    "INSERT INTO users VALUES (?, ?, ?, ?, ?)",
+                    (collection_id, rec.user_id, rec.status, rec.client_request_token, rec.created),
+                )
+            except sqlite3.IntegrityError:
+                raise UserExists(rec.user_id) from None
+            db.execute(
+                "UPDATE collections SET user_count = user_count + 1 WHERE collection_id = ?",
+                (collection_id,),
+            )
+
+    @staticmethod
+    def _user(db: sqlite3.Connection, collection_id: str, row: tuple) -> UserRecord:
+        face_ids = [
+            r[0]
+            for r in db.execute(
+                "SELECT face_id FROM faces WHERE collection_id = ? AND user_id = ? "
+                "ORDER BY face_id",
+                (collection_id, row[0]),
+            )
+        ]
+        return UserRecord(
+            user_id=row[0],
+            status=row[1],
+            face_ids=face_ids,
+            client_request_token=row[2],
+            created=row[3],
+        )
+
+    def get_user(self, collection_id: str, user_id: str) -> UserRecord | None:
+        with self._read() as db:
+            row = db.execute(
+                "SELECT user_id, status, client_request_token, created FROM users "
+                "WHERE collection_id = ? AND user_id = ?",
+                (collection_id, user_id),
+            ).fetchone()
+            return self._user(db, collection_id, row) if row else None
+
+    def delete_user(self, collection_id: str, user_id: str) -> bool:
+        with self._write() as db:
+            cur = db.execute(
+                "DELETE FROM users WHERE collection_id = ? AND user_id = ?",
+                (collection_id, user_id),
+            )
+            if cur.rowcount == 0:
+                return False
+            db.execute(
+                "UPDATE faces SET user_id = NULL WHERE collection_id = ? AND user_id = ?",
+                (collection_id, user_id),
+            )
+            db.execute(
+                "UPDATE collections SET user_count = user_count - 1 WHERE collection_id = ?",
+                (collection_id,),
+            )
+            return True
+
+    def list_users(
+        self, collection_id: str, max_results: int, next_token: str | None = None
+    ) -> tuple[list[UserRecord], str | None]:
+        check_max_results(max_results)
+        after = decode_token("users", next_token) or ""
+        with self._read() as db:
+            self._require_collection(db, collection_id)
+            rows = db.execute(
+                "SELECT user_id, status, client_request_token, created FROM users "
+                "WHERE collection_id = ? AND user_id > ? ORDER BY user_id LIMIT ?",
+                (collection_id, after, max_results + 1),
+            ).fetchall()
+            users = [self._user(db, collection_id, r) for r in rows[:max_results]]
+        more = len(rows) > max_results
+        return users, encode_token("users", users[-1].user_id) if more else None
+
+    def set_face_user(
+        self, collection_id: str, face_id: str, user_id: str | None, expected_user_id: str | None
+    ) -> None:
+        with self._write() as db:
+            row = db.execute(
+                "SELECT user_id FROM faces WHERE collection_id = ? AND face_id = ?",
+                (collection_id, face_id),
+            ).fetchone()
+            if row is None:
+                raise FaceNotFound(face_id)
+            if row[0] != expected_user_id:
+                raise FaceUserConflict(face_id, row[0])
+            if user_id is not None and not db.execute(
+                "SELECT 1 FROM users WHERE collection_id = ? AND user_id = ?",
+                (collection_id, user_id),
+            ).fetchone():
+                raise UserNotFound(user_id)
+            db.execute(
+                "UPDATE faces SET user_id = ? WHERE collection_id = ? AND face_id = ?",
+                (user_id, collection_id, face_id),
+            )

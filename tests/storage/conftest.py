@@ -1,0 +1,143 @@
+"""Fixtures running every storage test against both adapter pairs.
+
+"embedded": SqliteMetadataStore + FileVectorStore in tmp_path.
+"aws": DynamoMetadataStore + S3VectorStore on moto's mock_aws.
+
+moto's in-process backends are not thread-safe (a TransactWriteItems deep-copies tables that
+other threads are writing). Real DynamoDB and S3 apply each request atomically on the server, so
+we serialise moto's request dispatch to get the same guarantee. Clients still run concurrently:
+the interleaving of requests, conditional failures and retries are all real.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from facebank.storage import open_embedded
+from facebank.storage.ports import MetadataStore, VectorStore
+from storage_helpers import collection_record
+
+
+@dataclass
+class Stores:
+    kind: str
+    meta: MetadataStore
+    vecs: VectorStore
+
+
+@dataclass
+class _Aws:
+    dynamodb: object
+    s3: object
+    bucket: str
+
+
+@pytest.fixture(scope="module")
+def aws() -> Iterator[_Aws]:
+    """One moto mock per test module (starting moto and making boto3 clients costs a few
+    hundred ms); each test gets its own tables and key prefix, so nothing leaks between tests
+    and moto's per-transaction table copies stay small. Not session-scoped: mock_aws intercepts
+    every botocore call in the process, which must not reach other folders' tests (they talk
+    to real local endpoints)."""
+    import boto3
+    from moto import mock_aws
+    from moto.core.botocore_stubber import BotocoreStubber
+
+    lock = threading.RLock()
+    dispatch = BotocoreStubber.process_request
+
+    def serialised(self, req):
+        with lock:
+            return dispatch(self, req)
+
+    with pytest.MonkeyPatch.context() as mp:
+        for var, value in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }.items():
+            mp.setenv(var, value)
+        mp.setattr(BotocoreStubber, "process_request", serialised)
+        _backup_tables_once_per_transaction(mp)
+        with mock_aws():
+            session = boto3.session.Session(region_name="us-east-1")
+            s3 = session.client("s3")
+            s3.create_bucket(Bucket="facebank-test")
+            yield _Aws(session.client("dynamodb"), s3, "facebank-test")
+
+
+def _backup_tables_once_per_transaction(mp: pytest.MonkeyPatch) -> None:
+    """Test speed only: moto's TransactWriteItems deep-copies a table once per *item* as its
+    rollback backup (O(items x table size)); one copy per table is the same backup. Runs under
+    the dispatch lock, so swapping the module's `copy` for the call is safe. If moto changes,
+    this simply stops applying."""
+    import copy
+
+    import moto.dynamodb.models as models
+
+    if getattr(models, "copy", None) is not copy or not hasattr(models, "Table"):
+        return
+
+    class CopyTablesOnce:
+        def __init__(self) -> None:
+            self.tables: dict[int, object] = {}
+
+        def deepcopy(self, obj, *args):
+            if isinstance(obj, models.Table):
+                if id(obj) not in self.tables:
+                    self.tables[id(obj)] = copy.deepcopy(obj)
+                return self.tables[id(obj)]
+            return copy.deepcopy(obj, *args)
+
+        def __getattr__(self, name):
+            return getattr(copy, name)
+
+    transact = models.DynamoDBBackend.transact_write_items
+
+    def transact_write_items(self, transact_items):
+        models.copy = CopyTablesOnce()
+        try:
+            return transact(self, transact_items)
+        finally:
+            models.copy = copy
+
+    mp.setattr(models.DynamoDBBackend, "transact_write_items", transact_write_items)
+
+
+_test_ids = itertools.count()
+
+
+@pytest.fixture
+def aws_stores(aws) -> Stores:
+    """DynamoDB + S3 stores on fresh tables and a fresh key prefix."""
+    from facebank.storage import open_aws
+    from facebank.storage.dynamodb import TableNames, create_tables
+
+    prefix = f"t{next(_test_ids)}-"
+    create_tables(aws.dynamodb, TableNames.with_prefix(prefix))
+    meta, vecs = open_aws(
+        bucket=aws.bucket, table_prefix=prefix, s3_prefix=prefix, dynamodb=aws.dynamodb, s3=aws.s3
+    )
+    return Stores("aws", meta, vecs)
+
+
+@pytest.fixture(params=["embedded", "aws"])
+def stores(request, tmp_path) -> Iterator[Stores]:
+    if request.param == "aws":
+        yield request.getfixturevalue("aws_stores")
+        return
+    meta, vecs = open_embedded(tmp_path / "data")
+    yield Stores("embedded", meta, vecs)
+    meta.close()
+
+
+@pytest.fixture
+def cid(stores: Stores) -> str:
+    stores.meta.create_collection(collection_record("c1"))
+    return "c1"

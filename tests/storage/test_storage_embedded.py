@@ -1,0 +1,96 @@
+"""Embedded-only properties: files, SQLite handles, several OS processes on one data_dir."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+from storage_helpers import collection_record, list_all, unit_vectors
+
+from facebank.storage import VectorIndex, open_embedded, segments
+from facebank.storage.files import FileVectorStore
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_half_written_file_is_invisible(tmp_path):
+    store = FileVectorStore(tmp_path)
+    store.write_segment("c1", "done", ["a"], unit_vectors(1, 1))
+    # What a writer killed before its link leaves behind: a partial temp file.
+    torn = segments.encode(["b"], unit_vectors(1, 2))[:30]
+    (tmp_path / "c1" / ".torn.123.abc.tmp").write_bytes(torn)
+    assert store.list_segments("c1") == ["done"]
+    assert not [p for p in (tmp_path / "c1").iterdir() if p.name.startswith(".done")]
+
+
+def test_interrupted_collection_delete_is_finished_on_open(tmp_path):
+    (tmp_path / ".deleting-123" / "x").mkdir(parents=True)
+    FileVectorStore(tmp_path)
+    assert not (tmp_path / ".deleting-123").exists()
+
+
+_WORKER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from facebank.storage import VectorIndex, open_embedded
+    from facebank.storage.ports import FaceRecord
+
+    data_dir, worker = sys.argv[1], int(sys.argv[2])
+    meta, vecs = open_embedded(data_dir)
+    index = VectorIndex(vecs, meta)
+    rng = np.random.default_rng(worker)
+    for batch in range(5):
+        recs = [
+            FaceRecord(f"w{worker}-{batch}-{i}", "img", None, {}, 99.0, "6", None, "", 0.0)
+            for i in range(4)
+        ]
+        v = rng.standard_normal((4, 16)).astype(np.float32)
+        assert len(index.add_faces("c1", recs, v)) == 4
+    """
+)
+
+
+def test_concurrent_processes_embedded(tmp_path):
+    """Several OS processes write one embedded data_dir: counts stay exact, nothing is lost."""
+    meta, vecs = open_embedded(tmp_path)
+    meta.create_collection(collection_record("c1"))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _WORKER, str(tmp_path), str(w)], env=env)
+        for w in range(4)
+    ]
+    assert [p.wait(timeout=60) for p in procs] == [0] * 4
+    assert meta.get_collection("c1").face_count == 4 * 5 * 4
+    assert len(list_all(lambda t: meta.list_faces("c1", 50, t))) == 80
+    assert len(vecs.list_segments("c1")) == 20
+    index = VectorIndex(vecs, meta)
+    assert len(index.search("c1", np.ones(16, np.float32), 100)) == 80
+
+
+def test_sqlite_connections_of_finished_threads_are_closed(tmp_path):
+    """Thread-per-request servers must not leak one database handle per request."""
+    meta, _ = open_embedded(tmp_path)
+    meta.create_collection(collection_record("c1"))
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    def request():
+        assert meta.get_collection("c1") is not None
+
+    warm = threading.Thread(target=request)  # warm up anything lazily opened
+    warm.start()
+    warm.join()
+    before = fds()
+    for _ in range(20):
+        t = threading.Thread(target=request)
+        t.start()
+        t.join()
+    assert fds() <= before + 2
+    meta.close()
