@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         credentials = {}
         if os.environ.get("FACEBANK_ACCESS_KEY_ID") and os.environ.get("FACEBANK_SECRET_ACCESS_KEY"):
             credentials[os.environ["FACEBANK_ACCESS_KEY_ID"]] = os.environ["FACEBANK_SECRET_ACCESS_KEY"]
-        ctx = Context(pack=args.pack, s3_endpoint_url=args.s3_endpoint_url)
+        ctx = Context(pack=args.pack, s3_endpoint_url=args.s3_endpoint_url, data_dir=args.data_dir)
         run_server(args.host, args.port, ctx, credentials)
         return 0
     except models.ModelError as exc:

@@ -44,3 +44,26 @@ MissingAuthenticationTokenException = _error("MissingAuthenticationTokenExceptio
 UnknownOperationException = _error("UnknownOperationException")
 SerializationException = _error("SerializationException")
 InternalServerError = _error("InternalServerError", 500)
+
+
+def from_storage(exc: Exception) -> RekognitionError | None:
+    """The Rekognition error a storage-layer exception means to a caller, or None (a bug: 500)."""
+    from facebank import storage
+
+    mapping = {
+        storage.CollectionNotFound: lambda e: ResourceNotFoundException(
+            f"The collection id: {e.collection_id} does not exist"
+        ),
+        storage.CollectionExists: lambda e: ResourceAlreadyExistsException(
+            f"The collection id: {e.collection_id} already exists"
+        ),
+        storage.FaceNotFound: lambda e: InvalidParameterException(f"Face {e.face_id} does not exist"),
+        storage.UserNotFound: lambda e: ResourceNotFoundException(f"User {e.user_id} does not exist"),
+        storage.InvalidPaginationToken: lambda e: InvalidPaginationTokenException("Invalid pagination token"),
+        # Contention outlasted the store's own retries; botocore retries ThrottlingException itself.
+        storage.StorageBusy: lambda e: ThrottlingException("Too many concurrent writes; retry"),
+    }
+    for cls, make in mapping.items():
+        if isinstance(exc, cls):
+            return make(exc)
+    return None

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from facebank.errors import (
     InternalServerError,
+    from_storage,
     RekognitionError,
     SerializationException,
     UnknownOperationException,
@@ -63,6 +64,8 @@ def dispatch(name: str | None, body: bytes, ctx: Context, request_id: str | None
         return WireResponse(200, data, {"Content-Type": CONTENT_TYPE, "x-amzn-RequestId": request_id})
     except RekognitionError as error:
         return error_response(error, request_id)
-    except Exception:  # never leak a traceback to the caller; log it for the operator
+    except Exception as exc:  # never leak a traceback to the caller; log it for the operator
+        if (error := from_storage(exc)) is not None:
+            return error_response(error, request_id)
         log.exception("unexpected failure in %s (request %s)", name, request_id)
         return error_response(InternalServerError("Amazon Rekognition experienced a service issue"), request_id)

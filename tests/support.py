@@ -36,6 +36,7 @@ def free_port() -> int:
 class Server:
     def __init__(self, env: dict[str, str], data_dir: Path, extra_args: list[str] = ()):
         self.port = free_port()
+        self.data_dir = data_dir
         self.url = f"http://127.0.0.1:{self.port}"
         args = [sys.executable, "-m", "facebank.cli", "serve", "--port", str(self.port), "--data-dir", str(data_dir)]
         self.log = open(data_dir.parent / f"server-{self.port}.log", "wb")

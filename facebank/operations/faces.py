@@ -5,24 +5,9 @@ from __future__ import annotations
 from facebank.errors import InvalidParameterException
 from facebank.operations import Context, Request, Response, operation
 from facebank.operations.images import load_image
+from facebank.operations.quality import passes_quality
 
 MAX_TARGET_FACES = 100  # CompareFaces compares against at most the 100 largest target faces
-
-# QualityFilter: the detection Confidence and Sharpness a face needs at each level. LOW, MEDIUM and
-# HIGH are the 2nd, 10th and 25th percentiles of the largest face of every faces/dev image (so HIGH
-# drops a quarter of ordinary photos' faces); AUTO is MEDIUM; NONE (the default) keeps everything.
-QUALITY_BARS = {
-    "NONE": None,
-    "LOW": {"Confidence": 88.4, "Sharpness": 43.6},
-    "MEDIUM": {"Confidence": 90.8, "Sharpness": 48.2},
-    "HIGH": {"Confidence": 92.1, "Sharpness": 52.3},
-}
-QUALITY_BARS["AUTO"] = QUALITY_BARS["MEDIUM"]
-
-
-def passes_quality(face, level: str) -> bool:
-    bar = QUALITY_BARS[level]
-    return bar is None or (face.confidence >= bar["Confidence"] and face.quality["Sharpness"] >= bar["Sharpness"])
 
 
 @operation("DetectFaces")
