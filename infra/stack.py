@@ -1,15 +1,24 @@
-"""FacebankStack: one Lambda function per Rekognition operation behind an IAM-authorised REST API.
+"""FacebankStack: the Rekognition-compatible face API in your own AWS account.
 
-Layout of what is deployed:
+What is deployed (``app.py`` reads the parameters from CDK context):
 
-* function code: ``facebank/`` and ``functions/`` only (handler ``functions.<snake>.handler``);
-* model layer: ``layers/build/models`` (``python layers/build.py models``), mounted at
-  ``/opt/models`` and found through ``FACEBANK_MODEL_DIR``;
-* dependency layer: ``layers/build/deps`` (``python layers/build.py deps --arch <arch>``), i.e.
-  ``python/`` with numpy, onnxruntime, pillow, ... for the Lambda Python 3.12 runtime.
+* one Lambda function per registered operation (``facebank.operations.OPERATIONS``), handler
+  ``functions.<snake>.handler``, Python 3.12, arm64 by default, each with its own role granting
+  exactly what ``infra/access.py`` lists for that operation;
+* a REST API (regional, HTTPS): ``POST /<Operation>`` with AWS_IAM (SigV4, service execute-api)
+  on every method, stage throttling, JSON access logs, X-Ray tracing;
+* storage: DynamoDB tables ``<prefix>collections|faces|users`` (the key schemas
+  ``facebank/storage/dynamodb.py`` expects) and the embeddings bucket (segments under
+  ``vectors/``); on-demand, point-in-time recovery, encryption at rest, TLS only, no public access;
+* S3-event indexing: ingest bucket (or an existing one) -> SQS (SSE, TLS only, dead-letter queue
+  and an alarm on it) -> ingest function (``facebank/aws/ingest.py``) with its ledger table;
+* scheduled segment compaction (EventBridge rule -> ``facebank/aws/compaction.py``);
+* a bucket for the S3 server access logs of the buckets above.
 
-Synth refuses to continue when a layer directory is missing or when function + layers would exceed
-Lambda's 250 MB unzipped limit, so a bad deploy fails on the laptop instead of in CloudFormation.
+Layers: ``layers/build/models`` (the pack's verified ONNX files, mounted at /opt/models) and
+``layers/build/deps`` (manylinux wheels for the target architecture), built by ``layers/build.py``.
+Synth refuses to continue when a layer directory is missing or when function + layers would
+exceed Lambda's 250 MB unzipped limit, so a bad deploy fails on the laptop, not in CloudFormation.
 """
 
 from __future__ import annotations
@@ -20,17 +29,34 @@ import os
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from aws_cdk import CfnOutput, Duration, Stack
+from aws_cdk import Aws, CfnOutput, Duration, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_notifications as s3n
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from facebank.engine.packs import pack as get_pack
 from facebank.operations import OPERATIONS
+from infra.access import (
+    COMPACTION_ACCESS,
+    LEDGER_ACTIONS,
+    Access,
+    access_for,
+    ingest_access,
+)
+from infra.nag import acknowledge_role, acknowledge_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_LAYER = ROOT / "layers" / "build" / "models"
@@ -41,47 +67,21 @@ LAYER_MARKER = "facebank-layer.json"  # written by layers/build.py
 LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024
 
 # CloudWatch Logs accepts only these retention periods.
-RETENTION_DAYS = {
-    1,
-    3,
-    5,
-    7,
-    14,
-    30,
-    60,
-    90,
-    120,
-    150,
-    180,
-    365,
-    400,
-    545,
-    731,
-    1096,
-    1827,
-    2192,
-    2557,
-    2922,
-    3288,
-    3653,
-}
+RETENTION_DAYS = {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653}
 
 ARCHITECTURES = {"arm64": lambda_.Architecture.ARM_64, "x86_64": lambda_.Architecture.X86_64}
+REMOVAL_POLICIES = {"retain": RemovalPolicy.RETAIN, "destroy": RemovalPolicy.DESTROY}
 
-# Function code = facebank/ and functions/ from the repository root, nothing else. Glob rules are
-# applied in order, the last match wins: drop everything (``*`` does not match dotfiles, hence
-# ``.*``), re-include the two packages, then drop byte code and dotfiles inside them again.
-CODE_EXCLUDE = [
-    "*",
-    ".*",
-    "!facebank",
-    "!facebank/**",
-    "!functions",
-    "!functions/**",
-    "**/__pycache__",
-    "**/*.pyc",
-    "**/.*",
-]
+# Ingest: object keys <prefix><CollectionId>/<ExternalImageId>.<ext>; S3 filters are case-sensitive.
+INGEST_SUFFIXES = (".jpg", ".jpeg", ".png")
+VECTOR_PREFIX = "vectors/"
+API_TIMEOUT = Duration.seconds(30)  # the REST integration gives up at 29 s; a cold start loads the models
+INGEST_TIMEOUT_S = 120
+COMPACTION_TIMEOUT = Duration.minutes(15)
+PITR_DAYS = 35  # point-in-time recovery window; noncurrent segment versions are kept as long
+
+# Function code = facebank/ and functions/ from the repository root, nothing else (no byte code,
+# no dotfiles).
 CODE_DIRS = ("facebank", "functions")
 
 
@@ -120,6 +120,18 @@ def check_size(parts: dict[str, int], limit: int = LAMBDA_UNZIPPED_LIMIT) -> Non
             f"function code plus layers is {mb(total)} unzipped ({detail}), over Lambda's "
             f"{mb(limit)} (250 MiB) limit: use a smaller model pack or trim the dependency layer"
         )
+
+
+def staged_code() -> Path:
+    """facebank/ and functions/ copied to a temporary directory: the function code asset. Pointing
+    the asset at the repository root with exclude globs would make CDK walk every file below it
+    (layers/build alone holds thousands), which dominated synthesis time."""
+    base = Path(tempfile.mkdtemp(prefix="facebank-code-"))
+    atexit.register(shutil.rmtree, base, ignore_errors=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
+    for d in CODE_DIRS:
+        shutil.copytree(ROOT / d, base / d, ignore=ignore)
+    return base
 
 
 def placeholder_layers() -> tuple[Path, Path]:
@@ -163,30 +175,102 @@ def check_deps_layer(path: Path, arch: str) -> None:
         )
 
 
+@dataclass
+class Settings:
+    """The stack's parameters (``app.py`` fills them from CDK context; defaults in cdk.json)."""
+
+    pack: str | None = None  # None: facebank's default pack (facebank.engine.packs.DEFAULT_PACK)
+    architecture: str = "arm64"
+    memory_size: int = 2048  # functions that decode images or score vectors
+    light_memory_size: int = 512  # metadata-only functions
+    memory: dict[str, int] = field(default_factory=dict)  # per function: {"DetectFaces": 3008, "Ingest": ...}
+    log_retention_days: int = 30
+    removal_policy: str = "retain"  # tables, buckets, log groups: retain | destroy
+    image_buckets: list[str] | None = None  # buckets S3Object images may come from ("*": any)
+    ingest_bucket: str | None = None  # an existing bucket to index from (else one is created)
+    ingest_prefix: str = ""
+    ingest_concurrency: int = 5
+    compaction_minutes: int = 60
+    throttle_rate: int = 50
+    throttle_burst: int = 100
+    api_cloudwatch_role: bool = True
+
+    def validate(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {sorted(ARCHITECTURES)}, not {self.architecture!r}")
+        if self.log_retention_days not in RETENTION_DAYS:
+            raise ValueError(
+                f"logRetentionDays must be one of {sorted(RETENTION_DAYS)}, not {self.log_retention_days}"
+            )
+        if self.removal_policy not in REMOVAL_POLICIES:
+            raise ValueError(f"removalPolicy must be one of {sorted(REMOVAL_POLICIES)}, not {self.removal_policy!r}")
+        for name, size in {"memorySize": self.memory_size, "lightMemorySize": self.light_memory_size,
+                           **self.memory}.items():  # fmt: skip
+            if not 128 <= int(size) <= 10240:
+                raise ValueError(f"memory for {name} must be 128..10240 MB, not {size}")
+        known = set(OPERATIONS) | {"Ingest", "Compaction"}
+        if unknown := sorted(set(self.memory) - known):
+            raise ValueError(f"memory names unknown functions {unknown}; known: {sorted(known)}")
+        if not 2 <= self.ingest_concurrency <= 1000:
+            raise ValueError(f"ingestConcurrency must be 2..1000 (SQS event source), not {self.ingest_concurrency}")
+        if self.compaction_minutes < 20:
+            raise ValueError("compactionMinutes must be >= 20 (runs must not overlap; the timeout is 15 minutes)")
+        if self.ingest_prefix and not re.fullmatch(r"[a-zA-Z0-9!_.*'()/-]+/", self.ingest_prefix):
+            raise ValueError(f"ingestPrefix must be a key prefix ending in '/', not {self.ingest_prefix!r}")
+
+
 class FacebankStack(Stack):
     def __init__(
         self,
         scope: Construct,
         construct_id: str,
         *,
-        pack: str = "mobile",
-        architecture: str = "arm64",
-        memory_size: int = 2048,
-        log_retention_days: int = 30,
+        settings: Settings | None = None,
         model_layer_dir: str | os.PathLike | None = None,
         deps_layer_dir: str | os.PathLike | None = None,
         use_placeholder_layers: bool = False,
+        # Shorthands for the Settings fields most used directly (tests, scripts):
+        pack: str | None = None,
+        architecture: str | None = None,
+        memory_size: int | None = None,
+        log_retention_days: int | None = None,
         image_buckets: list[str] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        if architecture not in ARCHITECTURES:
-            raise ValueError(f"architecture must be one of {sorted(ARCHITECTURES)}, not {architecture!r}")
-        if log_retention_days not in RETENTION_DAYS:
-            raise ValueError(f"logRetentionDays must be one of {sorted(RETENTION_DAYS)}, not {log_retention_days}")
-        model_pack = get_pack(pack)
+        # Server access logs delivered by bucket policy, not ACLs (buckets here disable ACLs). Set on
+        # the stack so it holds however the app is built (cdk.json sets it too).
+        self.node.set_context("@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy", True)
+        cfg = settings or Settings()
+        for name, value in (("pack", pack), ("architecture", architecture), ("memory_size", memory_size),
+                            ("log_retention_days", log_retention_days), ("image_buckets", image_buckets)):  # fmt: skip
+            if value is not None:
+                setattr(cfg, name, value)
+        cfg.validate()
+        self.settings = cfg
+        self.model_pack = get_pack(cfg.pack)
+        self.removal = REMOVAL_POLICIES[cfg.removal_policy]
+        self.arch = ARCHITECTURES[cfg.architecture]
+        self.runtime = lambda_.Runtime.PYTHON_3_12
+        self.table_prefix = f"{self.stack_name}-"
 
-        # --- layers -------------------------------------------------------------------------
+        self._layers(model_layer_dir, deps_layer_dir, use_placeholder_layers)
+        self.code = lambda_.Code.from_asset(str(staged_code()))
+        self._storage()
+        self._ingest_bucket_and_queue()
+        self.roles: dict[str, iam.Role] = {}
+        self.functions: dict[str, lambda_.Function] = {}
+        self._operation_functions()
+        self._ingest_function()
+        self._compaction()
+        self._api()
+        self._outputs()
+        acknowledge_stack(self)
+
+    # --- layers -------------------------------------------------------------------------------
+
+    def _layers(self, model_layer_dir, deps_layer_dir, use_placeholder_layers: bool) -> None:
+        cfg, model_pack = self.settings, self.model_pack
         if use_placeholder_layers:
             placeholder_models, placeholder_deps = placeholder_layers()
             model_dir = Path(model_layer_dir) if model_layer_dir else placeholder_models
@@ -195,95 +279,375 @@ class FacebankStack(Stack):
             model_dir = Path(model_layer_dir or DEFAULT_MODEL_LAYER)
             deps_dir = Path(deps_layer_dir or DEFAULT_DEPS_LAYER)
             check_model_layer(model_dir, model_pack.name, model_pack.files)
-            check_deps_layer(deps_dir, architecture)
+            check_deps_layer(deps_dir, cfg.architecture)
         for path, what in ((model_dir, "model"), (deps_dir, "dependency")):
             if not path.is_dir():
                 raise LayerError(f"{what} layer directory {path} is missing: see layers/build.py --help")
-        check_size(
-            {"function code": code_size(), "model layer": tree_size(model_dir), "dependency layer": tree_size(deps_dir)}
-        )
-
-        arch = ARCHITECTURES[architecture]
-        runtime = lambda_.Runtime.PYTHON_3_12
-        model_layer = lambda_.LayerVersion(
+        self.layer_sizes = {
+            "function code": code_size(),
+            "model layer": tree_size(model_dir),
+            "dependency layer": tree_size(deps_dir),
+        }
+        check_size(self.layer_sizes)
+        self.model_layer = lambda_.LayerVersion(
             self,
             "ModelLayer",
             code=lambda_.Code.from_asset(str(model_dir)),
             description=f"facebank model files for pack {model_pack.name} (mounted at /opt/models)",
-            compatible_runtimes=[runtime],
+            compatible_runtimes=[self.runtime],
             compatible_architectures=list(ARCHITECTURES.values()),
         )
-        deps_layer = lambda_.LayerVersion(
+        self.deps_layer = lambda_.LayerVersion(
             self,
             "DependencyLayer",
             code=lambda_.Code.from_asset(str(deps_dir)),
-            description=f"facebank Python dependencies ({architecture}, Python 3.12)",
-            compatible_runtimes=[runtime],
-            compatible_architectures=[arch],
+            description=f"facebank Python dependencies ({cfg.architecture}, Python 3.12)",
+            compatible_runtimes=[self.runtime],
+            compatible_architectures=[self.arch],
         )
-        code = lambda_.Code.from_asset(str(ROOT), exclude=CODE_EXCLUDE)
 
-        # --- functions ----------------------------------------------------------------------
-        # DetectFaces and CompareFaces read the caller's images (Image.S3Object) with the function's
-        # role: the bucket is chosen by the caller per request, so the grant cannot name it up
-        # front. Read-only object access is all they get; narrow it with the `imageBuckets` context
-        # (comma-separated bucket names) when callers' buckets are known.
-        if image_buckets:
-            image_resources = [f"arn:{self.partition}:s3:::{b}/*" for b in image_buckets]
-        else:
-            image_resources = ["*"]
-        self.functions: dict[str, lambda_.Function] = {}
+    # --- storage ------------------------------------------------------------------------------
+
+    def _table(self, id_: str, name: str, partition: str, sort: str | None = None, ttl: str | None = None):
+        return dynamodb.Table(
+            self,
+            id_,
+            table_name=f"{self.table_prefix}{name}",
+            partition_key=dynamodb.Attribute(name=partition, type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name=sort, type=dynamodb.AttributeType.STRING) if sort else None,
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True, recovery_period_in_days=PITR_DAYS
+            ),
+            encryption=dynamodb.TableEncryption.AWS_MANAGED,
+            removal_policy=self.removal,
+            # Retained tables are also protected from deletion outside CloudFormation.
+            deletion_protection=self.removal == RemovalPolicy.RETAIN,
+            time_to_live_attribute=ttl,
+        )
+
+    def _bucket(self, id_: str, *, logs_prefix: str | None, **kwargs) -> s3.Bucket:
+        destroy = self.removal == RemovalPolicy.DESTROY
+        return s3.Bucket(
+            self,
+            id_,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            enforce_ssl=True,
+            minimum_tls_version=1.2,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            removal_policy=self.removal,
+            auto_delete_objects=destroy,
+            server_access_logs_bucket=self.access_logs if logs_prefix else None,
+            server_access_logs_prefix=logs_prefix,
+            **kwargs,
+        )
+
+    def _storage(self) -> None:
+        # Key schemas: facebank/storage/dynamodb.py (create_tables builds the same for tests).
+        self.tables = {
+            "collections": self._table("CollectionsTable", "collections", "collection_id"),
+            "faces": self._table("FacesTable", "faces", "collection_id", "face_id"),
+            "users": self._table("UsersTable", "users", "collection_id", "user_id"),
+        }
+        self.ledger = self._table("IngestLedgerTable", "ingest", "object_key", ttl="expires")
+        self.access_logs = self._bucket(
+            "AccessLogsBucket",
+            logs_prefix=None,
+            lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(max(self.settings.log_retention_days, 1)))],
+        )
+        # Versioned so a point-in-time restore of the tables can be matched by the segments of
+        # that moment (compaction deletes segments); old versions expire with the PITR window.
+        self.vectors_bucket = self._bucket(
+            "EmbeddingsBucket",
+            logs_prefix="embeddings/",
+            versioned=True,
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="expire-old-segment-versions",
+                    noncurrent_version_expiration=Duration.days(PITR_DAYS),
+                    abort_incomplete_multipart_upload_after=Duration.days(1),
+                ),
+                s3.LifecycleRule(id="drop-expired-delete-markers", expired_object_delete_marker=True),
+            ],
+        )
+
+    def _ingest_bucket_and_queue(self) -> None:
+        cfg = self.settings
+        self.ingest_dlq = sqs.Queue(
+            self,
+            "IngestDeadLetterQueue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+        )
+        self.ingest_queue = sqs.Queue(
+            self,
+            "IngestQueue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,  # S3 can publish to SSE-SQS queues (not to aws/sqs KMS)
+            enforce_ssl=True,
+            visibility_timeout=Duration.seconds(6 * INGEST_TIMEOUT_S),  # AWS: 6x the function timeout
+            retention_period=Duration.days(4),
+            dead_letter_queue=sqs.DeadLetterQueue(queue=self.ingest_dlq, max_receive_count=5),
+        )
+        if cfg.ingest_bucket:
+            # An existing bucket: CDK's notification custom resource adds our configurations and
+            # leaves the bucket's other notifications in place.
+            self.ingest_bucket = s3.Bucket.from_bucket_name(self, "IngestBucket", cfg.ingest_bucket)
+            for event in (s3.EventType.OBJECT_CREATED, s3.EventType.OBJECT_REMOVED):
+                for suffix in INGEST_SUFFIXES:
+                    self.ingest_bucket.add_event_notification(
+                        event,
+                        s3n.SqsDestination(self.ingest_queue),
+                        s3.NotificationKeyFilter(prefix=cfg.ingest_prefix or None, suffix=suffix),
+                    )
+            self.ingest_bucket_name = cfg.ingest_bucket
+            return
+        # A bucket of our own, notifying SQS natively (no custom resource, no Lambda with
+        # s3:PutBucketNotification): S3 checks it may publish when the configuration is created,
+        # so the queue policy must exist first and cannot reference the bucket. Hence a name made of
+        # the stack name, account and region, and the ARN built from it.
+        name = Fn.join("-", [self.stack_name.lower(), "ingest", Aws.ACCOUNT_ID, Aws.REGION])
+        arn = f"arn:{Aws.PARTITION}:s3:::{name}"
+        self.ingest_queue.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowIngestBucketNotifications",
+                principals=[iam.ServicePrincipal("s3.amazonaws.com")],
+                actions=["sqs:SendMessage"],
+                resources=[self.ingest_queue.queue_arn],
+                conditions={"ArnEquals": {"aws:SourceArn": arn}, "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}},
+            )
+        )
+        bucket = self._bucket("IngestBucket", logs_prefix="ingest/", bucket_name=name)
+        prefix_rules = (
+            [s3.CfnBucket.FilterRuleProperty(name="prefix", value=cfg.ingest_prefix)] if cfg.ingest_prefix else []
+        )
+        cfn = bucket.node.default_child
+        cfn.notification_configuration = s3.CfnBucket.NotificationConfigurationProperty(
+            queue_configurations=[
+                s3.CfnBucket.QueueConfigurationProperty(
+                    event=event,
+                    queue=self.ingest_queue.queue_arn,
+                    filter=s3.CfnBucket.NotificationFilterProperty(
+                        s3_key=s3.CfnBucket.S3KeyFilterProperty(
+                            rules=[
+                                *prefix_rules,
+                                s3.CfnBucket.FilterRuleProperty(name="suffix", value=suffix),
+                            ]
+                        )
+                    ),
+                )
+                for event in ("s3:ObjectCreated:*", "s3:ObjectRemoved:*")
+                for suffix in INGEST_SUFFIXES
+            ]
+        )
+        bucket.node.add_dependency(self.ingest_queue.node.find_child("Policy"))
+        self.ingest_bucket = bucket
+        self.ingest_bucket_name = name
+
+    # --- functions ----------------------------------------------------------------------------
+
+    def _log_group(self, id_: str) -> logs.LogGroup:
+        group = logs.LogGroup(self, id_, removal_policy=self.removal)
+        group.node.default_child.retention_in_days = self.settings.log_retention_days
+        return group
+
+    def _memory(self, name: str, access: Access) -> int:
+        cfg = self.settings
+        default = cfg.memory_size if access.heavy else cfg.light_memory_size
+        return int(cfg.memory.get(name, default))
+
+    def _image_resources(self) -> list[str]:
+        """Objects S3Object images may be read from: the ingest bucket plus `imageBuckets`."""
+        buckets = list(self.settings.image_buckets or [])
+        if "*" in buckets:
+            return ["*"]
+        return [f"arn:{Aws.PARTITION}:s3:::{b}/*" for b in [self.ingest_bucket_name, *buckets]]
+
+    def _grant(self, role: iam.Role, access: Access, image_resources: list[str]) -> None:
+        for table_key, actions in access.tables().items():
+            role.add_to_policy(
+                iam.PolicyStatement(
+                    actions=[f"dynamodb:{a}" for a in sorted(actions)], resources=[self.tables[table_key].table_arn]
+                )
+            )
+        object_actions = sorted(f"s3:{a}" for a in access.vectors if a != "ListBucket")
+        if object_actions:
+            role.add_to_policy(
+                iam.PolicyStatement(
+                    actions=object_actions, resources=[self.vectors_bucket.arn_for_objects(f"{VECTOR_PREFIX}*")]
+                )
+            )
+        if "ListBucket" in access.vectors:
+            role.add_to_policy(
+                iam.PolicyStatement(
+                    actions=["s3:ListBucket"],
+                    resources=[self.vectors_bucket.bucket_arn],
+                    conditions={"StringLike": {"s3:prefix": f"{VECTOR_PREFIX}*"}},
+                )
+            )
+        if access.images:
+            role.add_to_policy(
+                iam.PolicyStatement(actions=["s3:GetObject", "s3:GetObjectVersion"], resources=image_resources)
+            )
+
+    def _function(
+        self, name: str, handler: str, access: Access, *, description: str, timeout: Duration,
+        image_resources: list[str], extra_env: dict[str, str] | None = None,
+    ) -> lambda_.Function:  # fmt: skip
+        log_group = self._log_group(f"{name}Logs")
+        # Own role, no managed policy: logs to its own group only, plus the table in access.py.
+        role = iam.Role(
+            self, f"{name}Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"facebank {name}: least privilege (infra/access.py)",
+        )  # fmt: skip
+        log_group.grant_write(role)
+        self._grant(role, access, image_resources)
+        env = {
+            "ORT_DISABLE_TELEMETRY": "1",
+            "POWERTOOLS_SERVICE_NAME": "facebank",
+            "POWERTOOLS_METRICS_NAMESPACE": "facebank",
+            "FACEBANK_PACK": self.model_pack.name,
+        }
+        if access.models:
+            env["FACEBANK_MODEL_DIR"] = "/opt/models"
+        if access.storage:
+            env |= {
+                "FACEBANK_VECTOR_BUCKET": self.vectors_bucket.bucket_name,
+                "FACEBANK_TABLE_PREFIX": self.table_prefix,
+                "FACEBANK_ACCOUNT_ID": Aws.ACCOUNT_ID,
+            }
+        fn = lambda_.Function(
+            self,
+            f"{name}Function",
+            description=description,
+            runtime=self.runtime,
+            architecture=self.arch,
+            handler=handler,
+            code=self.code,
+            layers=[self.deps_layer, self.model_layer] if access.models else [self.deps_layer],
+            memory_size=self._memory(name, access),
+            timeout=timeout,
+            tracing=lambda_.Tracing.ACTIVE,
+            log_group=log_group,
+            role=role,
+            environment=env | (extra_env or {}),
+        )
+        self.roles[name] = role
+        self.functions[name] = fn
+        vector_objects = access.vectors - {"ListBucket"}
+        acknowledge_role(
+            self,
+            role,
+            image_resources if access.images else [],
+            self.vectors_bucket.arn_for_objects(f"{VECTOR_PREFIX}*") if vector_objects else None,
+        )
+        return fn
+
+    def _operation_functions(self) -> None:
+        # DetectFaces, CompareFaces, IndexFaces and Search*ByImage read the caller's S3Object images
+        # with the function's role; the bucket is chosen per request, so the grant names the buckets
+        # allowed up front: the ingest bucket plus the `imageBuckets` context ("*" for any).
+        images = self._image_resources()
+        self.operation_functions: dict[str, lambda_.Function] = {}
         for operation in sorted(OPERATIONS):
             module = snake(operation)
             if not (ROOT / "functions" / f"{module}.py").is_file():
                 raise LayerError(f"operation {operation} has no Lambda entry point functions/{module}.py")
-            log_group = logs.LogGroup(self, f"{operation}Logs")
-            log_group.node.default_child.retention_in_days = log_retention_days
-            fn = lambda_.Function(
-                self,
-                f"{operation}Function",
+            try:
+                access = access_for(operation)
+            except KeyError as exc:
+                raise LayerError(exc.args[0]) from None
+            self.operation_functions[operation] = self._function(
+                operation,
+                f"functions.{module}.handler",
+                access,
                 description=f"facebank {operation} (Rekognition-compatible)",
-                runtime=runtime,
-                architecture=arch,
-                handler=f"functions.{module}.handler",
-                code=code,
-                layers=[deps_layer, model_layer],
-                memory_size=memory_size,
-                # API Gateway REST integrations time out at 29 s; a cold start loads the models.
-                timeout=Duration.seconds(30),
-                tracing=lambda_.Tracing.ACTIVE,
-                log_group=log_group,
-                environment={
-                    "ORT_DISABLE_TELEMETRY": "1",
-                    "FACEBANK_MODEL_DIR": "/opt/models",
-                    "FACEBANK_PACK": model_pack.name,
-                    "POWERTOOLS_SERVICE_NAME": "facebank",
-                },
+                timeout=API_TIMEOUT,
+                image_resources=images,
             )
-            fn.add_to_role_policy(
-                iam.PolicyStatement(actions=["s3:GetObject", "s3:GetObjectVersion"], resources=image_resources)
-            )
-            self.functions[operation] = fn
 
-        # --- API ----------------------------------------------------------------------------
+    def _ingest_function(self) -> None:
+        prefix = self.settings.ingest_prefix
+        access = ingest_access()
+        fn = self._function(
+            "Ingest",
+            "functions.ingest.handler",
+            access,
+            description="facebank: index/delete faces for ingest bucket objects (S3 -> SQS)",
+            timeout=Duration.seconds(INGEST_TIMEOUT_S),
+            image_resources=[f"arn:{Aws.PARTITION}:s3:::{self.ingest_bucket_name}/{prefix}*"],
+            extra_env={
+                "FACEBANK_INGEST_TABLE": self.ledger.table_name,
+                "FACEBANK_INGEST_BUCKET": self.ingest_bucket_name,
+                "FACEBANK_INGEST_PREFIX": prefix,
+            },
+        )
+        self.roles["Ingest"].add_to_policy(
+            iam.PolicyStatement(actions=[f"dynamodb:{a}" for a in sorted(LEDGER_ACTIONS)], resources=[self.ledger.table_arn])
+        )
+        fn.add_event_source(
+            event_sources.SqsEventSource(
+                self.ingest_queue,
+                batch_size=10,
+                max_batching_window=Duration.seconds(2),
+                report_batch_item_failures=True,
+                max_concurrency=self.settings.ingest_concurrency,
+            )
+        )
+        cloudwatch.Alarm(
+            self,
+            "IngestDeadLettersAlarm",
+            alarm_description="facebank: ingest messages failed 5 times and are in the dead-letter queue",
+            metric=self.ingest_dlq.metric_approximate_number_of_messages_visible(period=Duration.minutes(5)),
+            threshold=0,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+
+    def _compaction(self) -> None:
+        fn = self._function(
+            "Compaction",
+            "functions.compact.handler",
+            COMPACTION_ACCESS,
+            description="facebank: merge small vector segments, drop vectors of deleted faces",
+            timeout=COMPACTION_TIMEOUT,
+            image_resources=[],
+        )
+        events.Rule(
+            self,
+            "CompactionSchedule",
+            description="facebank: segment compaction",
+            schedule=events.Schedule.rate(Duration.minutes(self.settings.compaction_minutes)),
+            targets=[targets.LambdaFunction(fn, retry_attempts=0, max_event_age=Duration.minutes(15))],
+        )
+        fn.configure_async_invoke(retry_attempts=0)  # the next scheduled run catches up
+
+    # --- API ----------------------------------------------------------------------------------
+
+    def _api(self) -> None:
+        cfg = self.settings
         # Rekognition requests are JSON with images base64-encoded inside, so no binary media
         # types are needed. API Gateway accepts up to 10 MB, Lambda 6 MB: larger images must be
-        # passed as S3Object (the handler answers ImageTooLargeException otherwise).
-        access_logs = logs.LogGroup(self, "ApiAccessLogs")
-        access_logs.node.default_child.retention_in_days = log_retention_days
+        # passed as S3Object (facebank.client refuses them before sending).
+        access_logs = self._log_group("ApiAccessLogs")
         api = apigw.RestApi(
             self,
             "Api",
             description="facebank: Amazon Rekognition-compatible face API (SigV4, service execute-api)",
             endpoint_types=[apigw.EndpointType.REGIONAL],
-            # Access logging needs API Gateway's account-level CloudWatch role.
-            cloud_watch_role=True,
+            # Access and execution logging need API Gateway's account-level CloudWatch role; set
+            # apiCloudWatchRole=false if your account already has one.
+            cloud_watch_role=cfg.api_cloudwatch_role,
             default_method_options=apigw.MethodOptions(authorization_type=apigw.AuthorizationType.IAM),
             deploy_options=apigw.StageOptions(
                 stage_name="v1",
-                throttling_rate_limit=50,
-                throttling_burst_limit=100,
+                throttling_rate_limit=cfg.throttle_rate,
+                throttling_burst_limit=cfg.throttle_burst,
                 tracing_enabled=True,
+                logging_level=apigw.MethodLoggingLevel.ERROR,
+                data_trace_enabled=False,  # never log request bodies: they hold face images
                 access_log_destination=apigw.LogGroupLogDestination(access_logs),
                 access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
                     caller=True,
@@ -298,9 +662,16 @@ class FacebankStack(Stack):
                 ),
             ),
         )
-        for operation, fn in self.functions.items():
+        for operation, fn in self.operation_functions.items():
             api.root.add_resource(operation).add_method(
                 "POST", apigw.LambdaIntegration(fn), authorization_type=apigw.AuthorizationType.IAM
             )
         self.api = api
-        CfnOutput(self, "ApiUrl", value=api.url, description="POST <ApiUrl><Operation>, SigV4-signed for execute-api")
+
+    def _outputs(self) -> None:
+        CfnOutput(self, "ApiUrl", value=self.api.url, description="facebank.client(ApiUrl); POST <ApiUrl><Operation>, SigV4 execute-api")
+        CfnOutput(self, "IngestBucketName", value=self.ingest_bucket_name,
+                  description="put <CollectionId>/<ExternalImageId>.jpg|png here to index it")  # fmt: skip
+        CfnOutput(self, "IngestDeadLetterQueueUrl", value=self.ingest_dlq.queue_url)
+        CfnOutput(self, "EmbeddingsBucketName", value=self.vectors_bucket.bucket_name)
+        CfnOutput(self, "TablePrefix", value=self.table_prefix)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build the two Lambda layer directories the CDK stack deploys.
 
-    python layers/build.py models [--pack mobile] [--mirror DIR] --out layers/build/models
+    python layers/build.py models [--pack open] [--mirror DIR] --out layers/build/models
     python layers/build.py deps --arch arm64 --out layers/build/deps
 
 ``models``: fetches the pack's model files (sha256-verified, from upstream or ``--mirror``) into a
@@ -33,8 +33,12 @@ MARKER = "facebank-layer.json"  # read by infra/stack.py
 PYTHON_VERSION = "3.12"
 PLATFORMS = {"arm64": "manylinux_2_28_aarch64", "x86_64": "manylinux_2_28_x86_64"}
 # What the functions import at run time (boto3/botocore come with the Lambda runtime). onnx is
-# imported by facebank.engine.yunet to relabel the detector's input shape.
-DEPENDENCIES = ["numpy", "onnxruntime", "onnx", "pillow", "regex", "aws-lambda-powertools"]
+# imported by facebank.engine.yunet to relabel the detector's input shape. Powertools' Tracer needs
+# the X-Ray SDK (and wrapt).
+DEPENDENCIES = ["numpy", "onnxruntime", "onnx", "pillow", "regex", "aws-lambda-powertools", "wrapt"]
+# Installed without their dependencies: aws-xray-sdk requires botocore, which the runtime already
+# has; pulling a second copy into the layer would add ~25 MB and shadow the runtime's.
+NO_DEPS = ["aws-xray-sdk"]
 LIMIT = 250 * 1024 * 1024
 
 
@@ -65,10 +69,10 @@ def pins() -> dict[str, str]:
     return result
 
 
-def requirements() -> list[str]:
+def requirements(names: list[str] = DEPENDENCIES) -> list[str]:
     pinned = pins()
     reqs = []
-    for name in DEPENDENCIES:
+    for name in names:
         version = pinned.get(_normalise(name))
         if version is None:
             try:
@@ -86,10 +90,11 @@ def _fresh(out: Path) -> None:
     out.mkdir(parents=True)
 
 
-def build_models(pack_name: str, mirror: str | None, out: Path) -> None:
+def build_models(pack_name: str | None, mirror: str | None, out: Path) -> None:
     from facebank import models
     from facebank.engine.packs import pack
 
+    pack_name = pack(pack_name).name
     files = pack(pack_name).files
     with tempfile.TemporaryDirectory(prefix="facebank-models-") as cache:
         previous = os.environ.get("FACEBANK_MODEL_DIR")
@@ -114,9 +119,9 @@ def build_models(pack_name: str, mirror: str | None, out: Path) -> None:
 
 
 def build_deps(arch: str, out: Path) -> None:
-    reqs = requirements()
+    reqs, no_deps = requirements(), requirements(NO_DEPS)
     _fresh(out)
-    cmd = [
+    base = [
         sys.executable, "-m", "pip", "install",
         "--target", str(out / "python"),
         "--platform", PLATFORMS[arch],
@@ -126,14 +131,17 @@ def build_deps(arch: str, out: Path) -> None:
         "--no-compile",
         "--disable-pip-version-check",
         "--no-warn-conflicts",
-        *reqs,
     ]  # fmt: skip
-    print("+", " ".join(cmd), flush=True)
-    if subprocess.run(cmd, check=False).returncode != 0:
-        shutil.rmtree(out, ignore_errors=True)
-        sys.exit("build.py: pip install failed (see above); the dependency layer was not built")
+    for cmd in (base + reqs, base + ["--no-deps", "--upgrade"] + no_deps):
+        print("+", " ".join(cmd), flush=True)
+        if subprocess.run(cmd, check=False).returncode != 0:
+            shutil.rmtree(out, ignore_errors=True)
+            sys.exit("build.py: pip install failed (see above); the dependency layer was not built")
     (out / MARKER).write_text(
-        json.dumps({"kind": "deps", "arch": arch, "python": PYTHON_VERSION, "requirements": reqs}, indent=1) + "\n"
+        json.dumps(
+            {"kind": "deps", "arch": arch, "python": PYTHON_VERSION, "requirements": reqs + no_deps}, indent=1
+        )
+        + "\n"
     )
     report(out)
 
@@ -142,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     m = sub.add_parser("models", help="model layer: verified model files of a pack")
-    m.add_argument("--pack", default="mobile")
+    m.add_argument("--pack", default=None, help="model pack (default: facebank's default pack)")
     m.add_argument("--mirror", help="directory holding the model files (offline builds)")
     m.add_argument("--out", type=Path, default=ROOT / "layers" / "build" / "models")
     d = sub.add_parser("deps", help="dependency layer: manylinux wheels for Lambda Python 3.12")

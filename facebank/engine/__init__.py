@@ -7,14 +7,18 @@ composes them into faces described the way Rekognition describes them.
 from __future__ import annotations
 
 import functools
+import math
 import threading
 from dataclasses import dataclass, field
+from typing import Any, Iterable
 
 import numpy as np
 
 from facebank import models
+from facebank.engine import attributes as face_attributes
 from facebank.engine.align import ARCFACE_112, align
 from facebank.engine.detector import FaceDetector
+from facebank.engine.dlib_resnet import DlibResNet
 from facebank.engine.geometry import brightness, head_pose, sharpness
 from facebank.engine.mobilefacenet import MobileFaceNet
 from facebank.engine.packs import Pack, pack
@@ -35,6 +39,9 @@ class Face:
     quality: dict[str, float]
     image_size: tuple[int, int]  # decoded (height, width), for ratios
     embedding: np.ndarray | None = field(default=None, repr=False)
+    # Measured only when attributes beyond DEFAULT are requested (FaceEngine.attribute_models):
+    dense_landmarks: np.ndarray | None = field(default=None, repr=False)  # 30 x 2, attributes.LANDMARK_TYPES
+    attributes: dict[str, Any] = field(default_factory=dict)  # FaceDetail members, e.g. "Smile"
 
     @property
     def area(self) -> float:
@@ -46,38 +53,59 @@ class Face:
         return {"Width": (x2 - x1) / w, "Height": (y2 - y1) / h, "Left": x1 / w, "Top": y1 / h}
 
     def detail(self) -> dict:
-        """Rekognition's FaceDetail for the DEFAULT attributes."""
+        """Rekognition's FaceDetail: the DEFAULT members plus every attribute measured, in its key order."""
         h, w = self.image_size
-        return {
+        types, points = (LANDMARK_TYPES, self.landmarks)
+        if self.dense_landmarks is not None:
+            types, points = face_attributes.LANDMARK_TYPES, self.dense_landmarks
+        members = {
             "BoundingBox": self.bounding_box(),
-            "Landmarks": [
-                {"Type": t, "X": float(x) / w, "Y": float(y) / h} for t, (x, y) in zip(LANDMARK_TYPES, self.landmarks)
-            ],
+            "Landmarks": [{"Type": t, "X": float(x) / w, "Y": float(y) / h} for t, (x, y) in zip(types, points)],
             "Pose": self.pose,
             "Quality": self.quality,
             "Confidence": float(self.confidence),
+            **self.attributes,
         }
+        return {k: members[k] for k in face_attributes.FACE_DETAIL if k in members}
+
+
+RECOGNIZERS = {"dlib-resnet": DlibResNet, "mobilefacenet": MobileFaceNet}  # packs.Recognizer.kind
 
 
 class FaceEngine:
     def __init__(self, model_pack: Pack):
         self.pack = model_pack
         self.detector = FaceDetector(YuNet(models.resolve(model_pack.detector)))
-        self.recognizer = MobileFaceNet(models.resolve(model_pack.recognizer))
+        # (recogniser, sqrt(weight)): see packs.Recognizer.weight
+        self.recognizers = [
+            (RECOGNIZERS[r.kind](*(models.resolve(f) for f in r.files)), math.sqrt(r.weight))
+            for r in model_pack.recognizers
+        ]
+        self.attribute_models = face_attributes.load(model_pack.attributes, models.resolve)
 
-    def detect(self, rgb: np.ndarray, max_faces: int = MAX_FACES) -> list[Face]:
-        """Faces sorted by bounding-box area, largest first."""
+    def detect(
+        self, rgb: np.ndarray, max_faces: int = MAX_FACES, attributes: Iterable[str] = ("DEFAULT",)
+    ) -> list[Face]:
+        """Faces sorted by bounding-box area, largest first, with the requested botocore ``Attribute``s
+        (DEFAULT, ALL or names such as SMILE) measured; those no model here can give are left out."""
         faces = []
         for d in self.detector.detect(rgb):
             aligned = align(rgb, d.landmarks, ARCFACE_112, (112, 112))
             quality = {"Brightness": brightness(rgb, d.box), "Sharpness": sharpness(aligned)}
             faces.append(Face(d.box, d.landmarks, d.score * 100.0, head_pose(d.landmarks), quality, rgb.shape[:2]))
         faces.sort(key=lambda f: f.area, reverse=True)
-        return faces[:max_faces]
+        faces = faces[:max_faces]
+        names = face_attributes.requested(attributes)
+        if names and self.attribute_models is not None:
+            for face in faces:
+                self.attribute_models.describe(rgb, face, names)
+        return faces
 
     def embed(self, rgb: np.ndarray, face: Face) -> np.ndarray:
+        """The pack's L2-normalised vector: per-model unit vectors, weighted and concatenated."""
         if face.embedding is None:
-            face.embedding = self.recognizer.embed(rgb, face.landmarks)
+            vector = np.concatenate([scale * r.embed(rgb, face.landmarks) for r, scale in self.recognizers])
+            face.embedding = (vector / np.linalg.norm(vector)).astype(np.float32)  # weights sum to 1: ~1 already
         return face.embedding
 
     def similarity(self, a: np.ndarray, b: np.ndarray) -> float:

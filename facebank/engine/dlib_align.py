@@ -8,9 +8,10 @@ so a large face is low-pass filtered the same way before it is shrunk to 150x150
 
 dlib's 5-point predictor (``shape_predictor_5_face_landmarks.dat``) gives, in this order: outer and
 inner corner of the image-right eye, outer and inner corner of the image-left eye, base of the
-nose. A detector such as YuNet gives other points (eye centres, nose tip, mouth corners): use
-``face_chip_from_eye_nose_mouth`` for those; it maps their mean position in dlib's chips onto the
-same 150x150 frame.
+nose. A detector such as YuNet gives other points (eye centres, nose tip, mouth corners):
+``face_chip_from_eye_nose_mouth`` maps their mean position in dlib's chips onto the same 150x150
+frame, but the engine predicts dlib's own five points instead (``dlib_shape``), which measured
+better; the template remains the frame in which that predictor's start box is placed.
 """
 
 from __future__ import annotations

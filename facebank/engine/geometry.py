@@ -23,11 +23,43 @@ def head_pose(landmarks: np.ndarray) -> dict[str, float]:
     projection = np.linalg.lstsq(model, image, rcond=None)[0].T  # 2x3 = scale * first two rows of R
     u, _, vt = np.linalg.svd(projection, full_matrices=False)
     rows = u @ vt  # nearest matrix with orthonormal rows
-    rotation = np.vstack([rows, np.cross(rows[0], rows[1])])
-    yaw = -np.degrees(np.arcsin(np.clip(rotation[0, 2], -1, 1)))
-    pitch = np.degrees(np.arctan2(rotation[1, 2], rotation[2, 2]))
+    return pose_angles(np.vstack([rows, np.cross(rows[0], rows[1])]))
+
+
+def pose_angles(rotation: np.ndarray) -> dict[str, float]:
+    """Rekognition's Roll, Yaw, Pitch (degrees, signs as in ``head_pose``) of a model-to-camera rotation.
+
+    The rotation is read as roll (about the camera axis) after yaw after pitch, so turning the
+    image by an angle adds exactly that angle to Roll and leaves Yaw and Pitch alone.
+    """
+    yaw = np.degrees(np.arcsin(np.clip(rotation[2, 0], -1, 1)))
+    pitch = np.degrees(np.arctan2(-rotation[2, 1], rotation[2, 2]))
     roll = np.degrees(np.arctan2(rotation[1, 0], rotation[0, 0]))
     return {"Roll": float(roll), "Yaw": float(yaw), "Pitch": float(pitch)}
+
+
+def pose_rotation(roll: float, yaw: float, pitch: float) -> np.ndarray:
+    """The rotation whose ``pose_angles`` are the given degrees."""
+    r, y, p = np.radians([roll, -yaw, -pitch])
+    rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
+    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
+    rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
+    return rz @ ry @ rx
+
+
+def fit_similarity(model: np.ndarray, points: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Least-squares scale, rotation and shift with ``points ~ scale * rotation @ model + shift``.
+
+    Umeyama (1991): both point sets are N x D in corresponding order; no reflections.
+    """
+    model_mean, points_mean = model.mean(0), points.mean(0)
+    model_c, points_c = model - model_mean, points - points_mean
+    u, s, vt = np.linalg.svd(points_c.T @ model_c)
+    d = np.eye(model.shape[1])
+    d[-1, -1] = np.sign(np.linalg.det(u @ vt))
+    rotation = u @ d @ vt
+    scale = float(np.trace(np.diag(s) @ d) / (model_c**2).sum())
+    return scale, rotation, points_mean - scale * rotation @ model_mean
 
 
 def brightness(rgb: np.ndarray, box: np.ndarray) -> float:

@@ -1,5 +1,9 @@
-"""Model packs: which detector and recogniser a collection was built with, and how the
-recogniser's cosine similarity maps onto Rekognition's 0-100 Similarity scale."""
+"""Model packs: which detector, recogniser(s) and attribute models a collection was built with, and
+how the pack's cosine similarity maps onto Rekognition's 0-100 Similarity scale.
+
+A pack is plain data (no model is loaded here); ``facebank.engine.FaceEngine`` builds it. Numbers
+in the comments are from ``python bench/accuracy.py`` / ``bench/calibrate.py`` on shared/faces/dev.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,18 @@ import math
 import os
 from dataclasses import dataclass
 
+from facebank.engine.attributes import MESH_FILES  # every pack: MediaPipe mesh + iris (Apache-2.0)
+from facebank.models import ModelError
+
 
 @dataclass(frozen=True)
 class Calibration:
     """Logistic map from cosine to 0-100, pinned at two measured operating points.
 
-    ``at_80`` is the cosine whose false-match rate on faces/dev impostor pairs is 1e-3, ``at_99``
-    the cosine for 1e-5 (extrapolated from a normal fit to the impostor tail: faces/dev has only
-    ~25k impostor pairs). Monotonic, so thresholds and rankings keep their order.
+    ``at_80`` is the cosine at false-match rate 1e-3 and ``at_99`` at 1e-5, both read off a normal
+    curve drawn through the 90th and 99th percentiles of the impostor cosines of the tuning half of
+    faces/dev (``bench/calibrate.py``). 1e-5 is an extrapolation of that tail: the ~6.8k tuning
+    impostor pairs cannot show it. Monotonic, so thresholds and rankings keep their order.
     """
 
     at_80: float
@@ -28,31 +36,87 @@ class Calibration:
 
 
 @dataclass(frozen=True)
+class Recognizer:
+    kind: str  # a class in facebank.engine.RECOGNIZERS
+    files: tuple[str, ...]  # manifest paths, in the order the class takes them
+    # Share of the pack's cosine. Each model's unit vector is scaled by sqrt(weight) before the
+    # parts are concatenated, so the cosine of two pack vectors is the weighted sum of per-model
+    # cosines (score fusion) and search stays one matmul.
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
 class Pack:
     name: str
     face_model_version: str
     detector: str  # manifest path
-    recognizer: str  # manifest path
+    recognizers: tuple[Recognizer, ...]
+    dimension: int  # length of the pack's embedding
     licence: str
     calibration: Calibration
+    attributes: tuple[str, ...] = ()  # manifest paths of attribute models
+
+    def __post_init__(self) -> None:
+        if not math.isclose(sum(r.weight for r in self.recognizers), 1.0, abs_tol=1e-9):
+            raise ValueError(f"pack {self.name}: recogniser weights must sum to 1 (unit-norm fused vectors)")
 
     @property
     def files(self) -> list[str]:
-        return [self.detector, self.recognizer]
+        """Every model file the pack needs: what `facebank models fetch` and the Lambda layer get."""
+        return [self.detector, *(f for r in self.recognizers for f in r.files), *self.attributes]
 
+
+class UnknownPack(ModelError):
+    """A pack name (``--pack`` or FACEBANK_PACK) that is not in PACKS."""
+
+
+YUNET = "yunet/face_detection_yunet_2023mar.onnx"
+DLIB = ("dlib/dlib_face_recognition_resnet_model_v1.onnx", "dlib/shape_predictor_5_face_landmarks.npz")
+MOBILEFACENET = ("mobilefacenet/mobilefacenet.onnx",)
+MOBILEFACENET_LICENCE = "MobileFaceNet: MIT code, weights trained on MS1M (non-commercial research terms)"
 
 PACKS = {
-    "mobile": Pack(
-        name="mobile",
-        face_model_version="facebank-mobile-1",
-        detector="yunet/face_detection_yunet_2023mar.onnx",
-        recognizer="mobilefacenet/mobilefacenet.onnx",
-        licence="MIT code; MobileFaceNet weights trained on MS1M (non-commercial research terms)",
-        calibration=Calibration(at_80=0.3391, at_99=0.4491),  # bench/calibrate.py --pack mobile
-    ),
+    p.name: p
+    for p in (
+        Pack(
+            name="open",
+            face_model_version="facebank-open-1",
+            detector=YUNET,
+            recognizers=(Recognizer("dlib-resnet", DLIB),),
+            dimension=128,
+            licence="permissive: YuNet MIT; dlib ResNet and 5-point predictor CC0 (public domain)",
+            calibration=Calibration(at_80=0.9245, at_99=0.9560),
+            attributes=MESH_FILES,
+        ),
+        Pack(
+            name="fused",
+            face_model_version="facebank-fused-1",
+            detector=YUNET,
+            # Weights: inverse impostor-cosine spread on the tuning half (z-score fusion), not searched;
+            # this linear fusion is exactly score fusion of the two cosines (see Recognizer.weight).
+            recognizers=(Recognizer("dlib-resnet", DLIB, 0.758), Recognizer("mobilefacenet", MOBILEFACENET, 0.242)),
+            dimension=256,
+            licence=f"YuNet MIT; dlib CC0; {MOBILEFACENET_LICENCE}",
+            calibration=Calibration(at_80=0.7614, at_99=0.8081),
+            attributes=MESH_FILES,
+        ),
+        Pack(
+            name="mobile",
+            face_model_version="facebank-mobile-1",
+            detector=YUNET,
+            recognizers=(Recognizer("mobilefacenet", MOBILEFACENET),),
+            dimension=128,
+            licence=f"YuNet MIT; {MOBILEFACENET_LICENCE}",
+            calibration=Calibration(at_80=0.3474, at_99=0.4801),
+            attributes=MESH_FILES,
+        ),
+    )
 }
-DEFAULT_PACK = "mobile"
+DEFAULT_PACK = "open"  # permissive licences end to end
 
 
 def pack(name: str | None = None) -> Pack:
-    return PACKS[name or os.environ.get("FACEBANK_PACK") or DEFAULT_PACK]
+    chosen = name or os.environ.get("FACEBANK_PACK") or DEFAULT_PACK
+    if chosen not in PACKS:
+        raise UnknownPack(f"unknown model pack {chosen!r} (--pack or FACEBANK_PACK): choose one of {', '.join(PACKS)}")
+    return PACKS[chosen]

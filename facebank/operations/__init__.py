@@ -17,7 +17,8 @@ from typing import Any, Callable
 import boto3
 from botocore.config import Config
 
-from facebank.engine import FaceEngine, get_engine
+from facebank.engine import FaceEngine, get_engine, packs
+from facebank.engine.packs import Pack
 from facebank.storage import MetadataStore, VectorIndex, open_aws, open_embedded
 
 Request = dict[str, Any]
@@ -61,6 +62,11 @@ class Context:
     def engine(self) -> FaceEngine:
         return get_engine(self.pack)
 
+    @property
+    def model_pack(self) -> Pack:
+        """The pack's description (names, calibration) without loading its models."""
+        return packs.pack(self.pack)
+
     @functools.cached_property
     def s3(self):
         return boto3.client(
@@ -92,4 +98,4 @@ class Context:
 
 
 # Importing the modules registers their operations.
-from facebank.operations import collections, faces  # noqa: E402,F401
+from facebank.operations import collections, faces, users  # noqa: E402,F401

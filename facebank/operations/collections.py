@@ -45,10 +45,10 @@ def get_collection(ctx: Context, collection_id: str, *, check_pack: bool = False
     rec = ctx.metadata.get_collection(collection_id)
     if rec is None:
         raise not_found(collection_id)
-    if check_pack and rec.pack != ctx.engine.pack.name:
+    if check_pack and rec.pack != ctx.model_pack.name:
         raise InvalidParameterException(
             f"Collection {collection_id} holds faces of model pack '{rec.pack}' ({rec.face_model_version}); "
-            f"this deployment runs pack '{ctx.engine.pack.name}'. Their embeddings cannot be compared: "
+            f"this deployment runs pack '{ctx.model_pack.name}'. Their embeddings cannot be compared: "
             f"serve with --pack {rec.pack}, or index the faces into a new collection"
         )
     return rec
@@ -81,7 +81,7 @@ def face_json(face: FaceRecord) -> dict:
 @operation("CreateCollection")
 def create_collection(request: Request, ctx: Context) -> Response:
     collection_id = request["CollectionId"]
-    pack = ctx.engine.pack
+    pack = ctx.model_pack
     rec = CollectionRecord(
         collection_id=collection_id,
         arn=ctx.collection_arn(collection_id),
@@ -253,7 +253,7 @@ def delete_faces(request: Request, ctx: Context) -> Response:
 
 def _cosine_floor(ctx: Context, threshold: float) -> float:
     """The smallest cosine whose Similarity reaches threshold (Similarity is monotonic in cosine)."""
-    calibration = ctx.engine.pack.calibration
+    calibration = ctx.model_pack.calibration
     lo, hi = -1.0, 1.0
     if calibration.similarity(lo) >= threshold:
         return lo
@@ -267,7 +267,7 @@ def _cosine_floor(ctx: Context, threshold: float) -> float:
 
 
 def _matches(ctx: Context, hits: list[tuple[FaceRecord, float]], threshold: float) -> list[dict]:
-    calibration = ctx.engine.pack.calibration
+    calibration = ctx.model_pack.calibration
     out = []
     for rec, cosine in hits:
         similarity = calibration.similarity(cosine)

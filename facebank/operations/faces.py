@@ -12,10 +12,11 @@ MAX_TARGET_FACES = 100  # CompareFaces compares against at most the 100 largest 
 
 @operation("DetectFaces")
 def detect_faces(request: Request, ctx: Context) -> Response:
-    # DEFAULT, ALL and named attributes are all accepted. Beyond the DEFAULT set, an attribute we
-    # cannot yet estimate from a model is left out rather than invented (README: "Attributes").
+    # DEFAULT, ALL and named attributes: what a model here measures is returned, the rest is left
+    # out rather than invented (README: "Attributes").
     rgb = load_image(request["Image"], ctx)
-    return {"FaceDetails": [face.detail() for face in ctx.engine.detect(rgb)]}
+    faces = ctx.engine.detect(rgb, attributes=request.get("Attributes", ["DEFAULT"]))
+    return {"FaceDetails": [face.detail() for face in faces]}
 
 
 @operation("CompareFaces")

@@ -22,6 +22,7 @@ from facebank.storage.errors import (
     StorageBusy,
     StorageError,
     UserExists,
+    UserFaceLimit,
     UserNotFound,
 )
 from facebank.storage.index import CompactionResult, VectorIndex
@@ -33,6 +34,7 @@ from facebank.storage.ports import (
     VectorStore,
 )
 from facebank.storage.segments import new_segment_name
+from facebank.storage.users import UserVectorIndex
 
 __all__ = [
     "CollectionExists",
@@ -50,8 +52,10 @@ __all__ = [
     "StorageBusy",
     "StorageError",
     "UserExists",
+    "UserFaceLimit",
     "UserNotFound",
     "UserRecord",
+    "UserVectorIndex",
     "VectorIndex",
     "VectorStore",
     "new_segment_name",

@@ -11,7 +11,11 @@ All tables on-demand (PAY_PER_REQUEST), no secondary indexes:
       bounding_box (M of N); confidence, created (N); user_id (S, absent when unassociated).
   <prefix>users         HASH collection_id (S), RANGE user_id (S)
       status (S); client_request_token (S, optional); created (N);
-      face_ids (SS, absent when empty); ver (N, bumped on every membership change).
+      face_ids (SS, absent when empty); ver (N, bumped on every membership change);
+      vector_id (S, absent when the user has no vector).
+      Tombstones of deleted users share the table under user_id "~deleted~<user_id>" with
+      client_request_token and deleted (N): "~" sorts after every character a UserId may
+      contain, so they sit after all users of the collection and list_users stops before them.
 
 Counts stay exact under concurrency because every write that changes one is a TransactWriteItems
 that also carries the count update, with conditions making each face/user insert or delete happen
@@ -37,6 +41,7 @@ from facebank.storage.errors import (
     FaceUserConflict,
     StorageBusy,
     UserExists,
+    UserFaceLimit,
     UserNotFound,
 )
 from facebank.storage.pagination import check_max_results, decode_token, encode_token
@@ -47,6 +52,7 @@ _BATCH_GET_MAX = 100
 _BATCH_WRITE_MAX = 25
 _RETRYABLE = {"TransactionConflict", "ProvisionedThroughputExceeded", "ThrottlingError"}
 _CCF = "ConditionalCheckFailed"
+_TOMBSTONE = "~deleted~"  # user_id prefix of deleted-user tombstones (see the module docstring)
 
 _ser = TypeSerializer()
 _de = TypeDeserializer()
@@ -154,6 +160,8 @@ def _user(item: dict[str, Any]) -> UserRecord:
         face_ids=sorted(d.get("face_ids", ())),
         client_request_token=d.get("client_request_token"),
         created=float(d["created"]),
+        version=int(d.get("ver", 0)),
+        vector_id=d.get("vector_id"),
     )
 
 
@@ -546,7 +554,17 @@ class DynamoMetadataStore:
         item = self._get(self.tables.users, self._user_key(collection_id, user_id))
         return _user(item) if item else None
 
-    def delete_user(self, collection_id: str, user_id: str) -> bool:
+    def get_users(self, collection_id: str, user_ids: list[str]) -> dict[str, UserRecord]:
+        keys = [self._user_key(collection_id, uid) for uid in dict.fromkeys(user_ids)]
+        return {u.user_id: u for u in map(_user, self._batch_get(self.tables.users, keys))}
+
+    def deleted_user_token(self, collection_id: str, user_id: str) -> str | None:
+        item = self._get(self.tables.users, self._user_key(collection_id, _TOMBSTONE + user_id))
+        return _plain(item).get("client_request_token") if item else None
+
+    def delete_user(
+        self, collection_id: str, user_id: str, client_request_token: str | None = None
+    ) -> bool:
         key = self._user_key(collection_id, user_id)
         while True:
             item = self._get(self.tables.users, key)
@@ -576,7 +594,18 @@ class DynamoMetadataStore:
                 }
             }
             count = self._count_update(collection_id, "user_count", -1, live=False)
-            codes = self._transact([delete, count])
+            tombstone = {
+                "Put": {
+                    "TableName": self.tables.users,
+                    "Item": _item(
+                        collection_id=collection_id,
+                        user_id=_TOMBSTONE + user_id,
+                        client_request_token=client_request_token,
+                        deleted=time.time(),
+                    ),
+                }
+            }
+            codes = self._transact([delete, count, tombstone])
             if codes is None:
                 return True
             if codes[1] == _CCF:
@@ -593,13 +622,20 @@ class DynamoMetadataStore:
         for item in self._query(
             self.tables.users, collection_id, "user_id", after, Limit=max_results + 1
         ):
+            if item["user_id"]["S"].startswith(_TOMBSTONE):
+                break  # tombstones sort after every user
             recs.append(_user(item))
             if len(recs) > max_results:
                 break
         return _page(recs, max_results, "users", lambda u: u.user_id)
 
     def set_face_user(
-        self, collection_id: str, face_id: str, user_id: str | None, expected_user_id: str | None
+        self,
+        collection_id: str,
+        face_id: str,
+        user_id: str | None,
+        expected_user_id: str | None,
+        max_faces: int | None = None,
     ) -> None:
         face_key = self._face_key(collection_id, face_id)
         if user_id == expected_user_id:  # nothing moves; just check the premise
@@ -630,7 +666,9 @@ class DynamoMetadataStore:
         while True:
             items = [{"Update": face_update}]
             if user_id is not None:
-                items.append(self._membership(collection_id, user_id, face_id, "ADD"))
+                items.append(
+                    self._membership(collection_id, user_id, face_id, "ADD", max_faces)
+                )
             if include_previous:
                 items.append(self._membership(collection_id, expected_user_id, face_id, "DELETE"))
             codes = self._transact(items)
@@ -642,21 +680,68 @@ class DynamoMetadataStore:
                     raise FaceNotFound(face_id)
                 raise FaceUserConflict(face_id, _plain(item).get("user_id"))
             if user_id is not None and codes[1] == _CCF:
-                raise UserNotFound(user_id)
+                user = self._get(self.tables.users, self._user_key(collection_id, user_id))
+                if user is None:
+                    raise UserNotFound(user_id)
+                raise UserFaceLimit(user_id, max_faces or 0)
             # Only the previous user's item is missing (the invariants rule that out, but a
             # stray must not wedge the face): the face's own condition held, so move it anyway.
             assert include_previous
             include_previous = False
 
-    def _membership(self, collection_id: str, user_id: str, face_id: str, op: str) -> dict:
-        """Add/remove one face in a user's face_ids set, bumping ver (see delete_user)."""
-        expr = "ADD face_ids :f, ver :one" if op == "ADD" else "DELETE face_ids :f ADD ver :one"
+    def _membership(
+        self, collection_id: str, user_id: str, face_id: str, op: str, max_faces: int | None = None
+    ) -> dict:
+        """Add/remove one face in a user's face_ids set, bumping ver (see delete_user and
+        set_user_vector) and marking the user UPDATING; an ADD may be capped at max_faces."""
+        change = "ADD face_ids :f, ver :one" if op == "ADD" else "DELETE face_ids :f ADD ver :one"
+        values = {":f": {"SS": [face_id]}, ":one": {"N": "1"}, ":updating": _s("UPDATING")}
+        cond = "attribute_exists(user_id)"
+        if op == "ADD" and max_faces is not None:
+            cond += " AND (attribute_not_exists(face_ids) OR size(face_ids) < :max)"
+            values[":max"] = {"N": str(max_faces)}
         return {
             "Update": {
                 "TableName": self.tables.users,
                 "Key": self._user_key(collection_id, user_id),
-                "UpdateExpression": expr,
-                "ConditionExpression": "attribute_exists(user_id)",
-                "ExpressionAttributeValues": {":f": {"SS": [face_id]}, ":one": {"N": "1"}},
+                "UpdateExpression": f"SET #status = :updating {change}",
+                "ConditionExpression": cond,
+                "ExpressionAttributeNames": {"#status": "status"},
+                "ExpressionAttributeValues": values,
             }
         }
+
+    def set_user_vector(
+        self, collection_id: str, user_id: str, vector_id: str | None, version: int
+    ) -> bool:
+        key = self._user_key(collection_id, user_id)
+        item = self._get(self.tables.users, key)
+        if item is None:
+            raise UserNotFound(user_id)
+        if int(item.get("ver", {"N": "0"})["N"]) != version:
+            return False
+        # The condition on ver pins the membership read above, so the status follows from it.
+        status = "ACTIVE" if item.get("face_ids") else "CREATED"
+        values = {":v": {"N": str(version)}, ":s": _s(status)}
+        if vector_id is None:
+            expr = "SET #status = :s REMOVE vector_id"
+        else:
+            expr = "SET #status = :s, vector_id = :id"
+            values[":id"] = _s(vector_id)
+        try:
+            self._write1(
+                "update_item",
+                TableName=self.tables.users,
+                Key=key,
+                UpdateExpression=expr,
+                ConditionExpression="attribute_exists(user_id) AND ver = :v",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as e:
+            if e.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            if self._get(self.tables.users, key) is None:
+                raise UserNotFound(user_id) from None
+            return False
+        return True

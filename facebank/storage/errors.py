@@ -50,6 +50,15 @@ class FaceUserConflict(StorageError):
         self.current_user_id = current_user_id
 
 
+class UserFaceLimit(StorageError):
+    """set_face_user would give a user more than its max_faces faces."""
+
+    def __init__(self, user_id: str, max_faces: int):
+        super().__init__(f"user {user_id!r} already has {max_faces} faces")
+        self.user_id = user_id
+        self.max_faces = max_faces
+
+
 class SegmentExists(StorageError):
     """Segments are immutable: a name can be written once."""
 

@@ -1,5 +1,8 @@
 """Embedded vector store: one file per segment at <root>/<collection_id>/<name>.seg.
 
+User-vector segments (user_vectors()) live at <root>/<collection_id>/users/<name>.seg: inside the
+collection's directory, so deleting the collection removes them, and not listed with its faces.
+
 A segment is written to a dot-prefixed temp file in the same directory, fsynced, then published
 with os.link, which is atomic and, unlike os.replace, refuses to overwrite, so an existing
 immutable segment can never be clobbered. Listing ignores dot files, so readers in any thread or
@@ -8,6 +11,7 @@ process see a segment completely or not at all.
 
 from __future__ import annotations
 
+import copy
 import errno
 import os
 import shutil
@@ -18,6 +22,8 @@ import numpy as np
 
 from facebank.storage import segments
 from facebank.storage.errors import SegmentExists, SegmentNotFound
+
+USERS_DIR = "users"  # not a valid segment file name (no .seg suffix), so never listed as one
 
 
 def _fsync_dir(path: Path) -> None:
@@ -39,12 +45,19 @@ class FileVectorStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._fsync = fsync
+        self._sub: str | None = None  # "users" in the user_vectors() view
         # Finish deletions a crash interrupted (see delete_collection).
         for entry in self.root.glob(".deleting-*"):
             shutil.rmtree(entry, ignore_errors=True)
 
     def _dir(self, collection_id: str) -> Path:
-        return self.root / segments.safe_component(collection_id)
+        base = self.root / segments.safe_component(collection_id)
+        return base / self._sub if self._sub else base
+
+    def user_vectors(self) -> FileVectorStore:
+        view = copy.copy(self)
+        view._sub = USERS_DIR
+        return view
 
     def _path(self, collection_id: str, name: str) -> Path:
         return self._dir(collection_id) / (segments.check_name(name) + segments.SUFFIX)

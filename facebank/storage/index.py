@@ -9,6 +9,7 @@ search only reads segments it has not seen yet.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -40,6 +41,18 @@ class CompactionResult:
     removed: list[str]  # segments merged away
     kept: int  # vectors in the merged segment
     dropped: int  # vectors dropped (deleted faces, orphans, duplicates)
+
+
+class _Scored:
+    """Maps rows of the concatenated score vector back to face ids, segment by segment."""
+
+    def __init__(self, segs: list[_Segment]):
+        self.segs = segs
+        self.starts = np.cumsum([0] + [len(s.face_ids) for s in segs])
+
+    def at(self, rows: np.ndarray) -> list[str]:
+        which = np.searchsorted(self.starts, rows, side="right") - 1
+        return [str(self.segs[w].face_ids[r - self.starts[w]]) for w, r in zip(which.tolist(), rows.tolist())]
 
 
 def _normalise(m: np.ndarray) -> np.ndarray:
@@ -97,7 +110,7 @@ class VectorIndex:
         vector_store: VectorStore,
         metadata_store: MetadataStore,
         *,
-        cache_bytes: int = 512 << 20,
+        cache_bytes: int = int(os.environ.get("FACEBANK_SEGMENT_CACHE_MB", 4096)) << 20,
         overfetch: float = 1.5,
         clock: Callable[[], float] = time.time,
     ):
@@ -212,21 +225,22 @@ class VectorIndex:
         rows = np.flatnonzero(seg.face_ids == face_id)
         return seg.vectors[rows[0]].copy() if len(rows) else None
 
-    def _score(self, collection_id: str, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(face ids, cosines) over every segment: one matmul per cached segment."""
+    def _score(self, collection_id: str, q: np.ndarray) -> tuple[_Scored, np.ndarray]:
+        """(ids by row, cosines) over every segment: one matmul per cached segment. Ids are only
+        gathered for the rows that make the top k: concatenating a million ids per query would
+        cost more than the matmul."""
         segs = [s for _, s in self._segments(collection_id)]
         if not segs:
-            return np.array([], dtype=str), np.array([], dtype=np.float32)
+            return _Scored([]), np.array([], dtype=np.float32)
         dims = {s.vectors.shape[1] for s in segs}
         if dims != {q.shape[0]}:
             raise ValueError(f"query has {q.shape[0]} dimensions, segments have {sorted(dims)}")
-        scores = np.concatenate([s.vectors @ q for s in segs])
-        return np.concatenate([s.face_ids for s in segs]), scores
+        return _Scored(segs), np.concatenate([s.vectors @ q for s in segs])
 
     def _top_live(
         self,
         collection_id: str,
-        ids: np.ndarray,
+        ids: _Scored,
         scores: np.ndarray,
         k: int,
         min_score: float,
@@ -242,7 +256,7 @@ class VectorIndex:
                 top = eligible[np.argpartition(-scores[eligible], want - 1)[:want]]
             else:
                 top = eligible
-            pairs = zip(ids[top].tolist(), scores[top].tolist())
+            pairs = zip(ids.at(top), scores[top].tolist())
             ranked = sorted(pairs, key=lambda p: (-p[1], p[0]))  # ties: by id, deterministic
             unknown = list({fid for fid, _ in ranked if fid not in known and fid != exclude})
             for i in range(0, len(unknown), _GET_FACES_CHUNK):

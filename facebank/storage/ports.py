@@ -47,11 +47,15 @@ class FaceRecord:
 @dataclass
 class UserRecord:
     user_id: str
-    status: str
+    status: str  # Rekognition's UserStatus: CREATED, UPDATING (membership changed), ACTIVE
     face_ids: list[str] = field(default_factory=list)  # sorted; maintained by set_face_user
     client_request_token: str | None = None
     created: float = 0.0
-
+    # Membership version: bumped by every set_face_user that adds or removes one of its faces.
+    version: int = 0
+    # The row of the user-vector segments holding the vector built from the membership of the
+    # version committed with set_user_vector (None: no vector, e.g. no faces). See users.py.
+    vector_id: str | None = None
 
 
 @runtime_checkable
@@ -109,8 +113,23 @@ class MetadataStore(Protocol):
 
     def get_user(self, collection_id: str, user_id: str) -> UserRecord | None: ...
 
-    def delete_user(self, collection_id: str, user_id: str) -> bool:
-        """Disassociate the user's faces, then delete it; False if it did not exist."""
+    def delete_user(
+        self, collection_id: str, user_id: str, client_request_token: str | None = None
+    ) -> bool:
+        """Disassociate the user's faces, then delete it; False if it did not exist.
+
+        The deletion leaves a tombstone with client_request_token (see deleted_user_token), in the
+        same atomic write, so a retried DeleteUser can be told from a request for a missing user.
+        """
+
+    def deleted_user_token(self, collection_id: str, user_id: str) -> str | None:
+        """The ClientRequestToken of the delete_user call that last deleted user_id, if any.
+
+        Tombstones outlive a later put_user of the same id; delete_collection removes them.
+        """
+
+    def get_users(self, collection_id: str, user_ids: list[str]) -> dict[str, UserRecord]:
+        """The stored users among user_ids (missing ids are simply absent; no collection check)."""
 
     def list_users(
         self, collection_id: str, max_results: int, next_token: str | None = None
@@ -118,12 +137,30 @@ class MetadataStore(Protocol):
         """Users in user_id order. Raises CollectionNotFound."""
 
     def set_face_user(
-        self, collection_id: str, face_id: str, user_id: str | None, expected_user_id: str | None
+        self,
+        collection_id: str,
+        face_id: str,
+        user_id: str | None,
+        expected_user_id: str | None,
+        max_faces: int | None = None,
     ) -> None:
         """Atomically move face_id from expected_user_id to user_id (None = no user).
 
-        Keeps FaceRecord.user_id and UserRecord.face_ids in step. Raises FaceNotFound,
-        UserNotFound (user_id does not exist) or FaceUserConflict (face's user != expected).
+        Keeps FaceRecord.user_id and UserRecord.face_ids in step; every user whose membership
+        changes gets version + 1 and status UPDATING in the same write (its vector is now stale
+        until set_user_vector). Raises FaceNotFound, UserNotFound (user_id does not exist),
+        FaceUserConflict (face's user != expected) or UserFaceLimit (user_id already has
+        max_faces faces).
+        """
+
+    def set_user_vector(
+        self, collection_id: str, user_id: str, vector_id: str | None, version: int
+    ) -> bool:
+        """Commit vector_id as the user's vector if its membership is still at `version`.
+
+        Status becomes ACTIVE (CREATED if the user has no faces). False, and nothing written,
+        when the membership moved on meanwhile: the caller rebuilds from the new membership.
+        Raises UserNotFound.
         """
 
 
@@ -147,4 +184,11 @@ class VectorStore(Protocol):
         """Idempotent."""
 
     def delete_collection(self, collection_id: str) -> None:
-        """Delete every segment of the collection. Idempotent."""
+        """Delete every segment of the collection (its user-vector segments too). Idempotent."""
+
+    def user_vectors(self) -> VectorStore:
+        """The same store's namespace for user-vector segments (see facebank.storage.users).
+
+        Kept under each collection's own directory/prefix, so delete_collection above removes
+        them with the face segments, and invisible to this store's list_segments.
+        """

@@ -1,11 +1,16 @@
 """AWS vector store: one S3 object per segment at <prefix><collection_id>/<name>.seg.
 
+User-vector segments (user_vectors()) are at <prefix><collection_id>/users/<name>.seg: under the
+collection's prefix, so delete_collection removes them, and skipped by list_segments of faces
+(which ignores keys with a further "/").
+
 A PUT is atomic (readers see the whole object or none) and S3 is strongly read-after-write
 consistent, including LIST. PUT with If-None-Match: * keeps segments immutable.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -25,9 +30,15 @@ class S3VectorStore:
         self._s3 = _client(s3)
         self.bucket = bucket
         self.prefix = prefix
+        self._sub = ""  # "users/" in the user_vectors() view
 
     def _dir(self, collection_id: str) -> str:
-        return f"{self.prefix}{segments.safe_component(collection_id)}/"
+        return f"{self.prefix}{segments.safe_component(collection_id)}/{self._sub}"
+
+    def user_vectors(self) -> S3VectorStore:
+        view = copy.copy(self)
+        view._sub = "users/"
+        return view
 
     def _key(self, collection_id: str, name: str) -> str:
         return self._dir(collection_id) + segments.check_name(name) + segments.SUFFIX

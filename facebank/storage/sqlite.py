@@ -12,6 +12,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,12 +24,13 @@ from facebank.storage.errors import (
     FaceNotFound,
     FaceUserConflict,
     UserExists,
+    UserFaceLimit,
     UserNotFound,
 )
 from facebank.storage.pagination import check_max_results, decode_token, encode_token
 from facebank.storage.ports import CollectionRecord, FaceRecord, UserRecord
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS collections (
@@ -64,6 +66,23 @@ CREATE TABLE IF NOT EXISTS users (
     PRIMARY KEY (collection_id, user_id)
 ) WITHOUT ROWID;
 """
+
+# Schema changes after version 1, applied in order to databases of an older user_version.
+_MIGRATIONS = {
+    2: """
+ALTER TABLE users ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN vector_id TEXT;
+CREATE TABLE IF NOT EXISTS user_tombstones (
+    collection_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    client_request_token TEXT,
+    deleted REAL NOT NULL,
+    PRIMARY KEY (collection_id, user_id)
+) WITHOUT ROWID;
+""",
+}
+
+_USER_COLS = "user_id, status, client_request_token, created, version, vector_id"
 
 _FACE_COLS = (
     "face_id, image_id, external_image_id, bounding_box, confidence, "
@@ -140,10 +159,17 @@ class SqliteMetadataStore:
         self._local = threading.local()
         self._open: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()  # for close()
         with self._write() as db:
-            if db.execute("PRAGMA user_version").fetchone()[0] == 0:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
                 for stmt in _SCHEMA.split(";"):
                     if stmt.strip():
                         db.execute(stmt)
+                version = 1
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for stmt in _MIGRATIONS[target].split(";"):
+                    if stmt.strip():
+                        db.execute(stmt)
+            if version != SCHEMA_VERSION:
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     # --- connections and transactions
@@ -244,6 +270,7 @@ class SqliteMetadataStore:
                 return False
             db.execute("DELETE FROM faces WHERE collection_id = ?", (collection_id,))
             db.execute("DELETE FROM users WHERE collection_id = ?", (collection_id,))
+            db.execute("DELETE FROM user_tombstones WHERE collection_id = ?", (collection_id,))
             return True
 
     # --- faces
@@ -342,7 +369,7 @@ class SqliteMetadataStore:
             self._require_collection(db, collection_id)
             try:
                 db.execute(
-                    "INSERT INTO users VALUES (?, ?, ?, ?, ?)",
+                    f"INSERT INTO users (collection_id, {_USER_COLS}) VALUES (?, ?, ?, ?, ?, 0, NULL)",
                     (collection_id, rec.user_id, rec.status, rec.client_request_token, rec.created),
                 )
             except sqlite3.IntegrityError:
@@ -368,18 +395,32 @@ class SqliteMetadataStore:
             face_ids=face_ids,
             client_request_token=row[2],
             created=row[3],
+            version=row[4],
+            vector_id=row[5],
         )
 
     def get_user(self, collection_id: str, user_id: str) -> UserRecord | None:
         with self._read() as db:
             row = db.execute(
-                "SELECT user_id, status, client_request_token, created FROM users "
-                "WHERE collection_id = ? AND user_id = ?",
+                f"SELECT {_USER_COLS} FROM users WHERE collection_id = ? AND user_id = ?",
                 (collection_id, user_id),
             ).fetchone()
             return self._user(db, collection_id, row) if row else None
 
-    def delete_user(self, collection_id: str, user_id: str) -> bool:
+    def get_users(self, collection_id: str, user_ids: list[str]) -> dict[str, UserRecord]:
+        if not user_ids:
+            return {}
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT {_USER_COLS} FROM users WHERE collection_id = ? "
+                "AND user_id IN (SELECT value FROM json_each(?))",
+                (collection_id, json.dumps(list(user_ids))),
+            ).fetchall()
+            return {r[0]: self._user(db, collection_id, r) for r in rows}
+
+    def delete_user(
+        self, collection_id: str, user_id: str, client_request_token: str | None = None
+    ) -> bool:
         with self._write() as db:
             cur = db.execute(
                 "DELETE FROM users WHERE collection_id = ? AND user_id = ?",
@@ -387,6 +428,10 @@ class SqliteMetadataStore:
             )
             if cur.rowcount == 0:
                 return False
+            db.execute(
+                "INSERT OR REPLACE INTO user_tombstones VALUES (?, ?, ?, ?)",
+                (collection_id, user_id, client_request_token, time.time()),
+            )
             db.execute(
                 "UPDATE faces SET user_id = NULL WHERE collection_id = ? AND user_id = ?",
                 (collection_id, user_id),
@@ -397,6 +442,14 @@ class SqliteMetadataStore:
             )
             return True
 
+    def deleted_user_token(self, collection_id: str, user_id: str) -> str | None:
+        row = self._conn().execute(
+            "SELECT client_request_token FROM user_tombstones "
+            "WHERE collection_id = ? AND user_id = ?",
+            (collection_id, user_id),
+        ).fetchone()
+        return row[0] if row else None
+
     def list_users(
         self, collection_id: str, max_results: int, next_token: str | None = None
     ) -> tuple[list[UserRecord], str | None]:
@@ -405,7 +458,7 @@ class SqliteMetadataStore:
         with self._read() as db:
             self._require_collection(db, collection_id)
             rows = db.execute(
-                "SELECT user_id, status, client_request_token, created FROM users "
+                f"SELECT {_USER_COLS} FROM users "
                 "WHERE collection_id = ? AND user_id > ? ORDER BY user_id LIMIT ?",
                 (collection_id, after, max_results + 1),
             ).fetchall()
@@ -414,7 +467,12 @@ class SqliteMetadataStore:
         return users, encode_token("users", users[-1].user_id) if more else None
 
     def set_face_user(
-        self, collection_id: str, face_id: str, user_id: str | None, expected_user_id: str | None
+        self,
+        collection_id: str,
+        face_id: str,
+        user_id: str | None,
+        expected_user_id: str | None,
+        max_faces: int | None = None,
     ) -> None:
         with self._write() as db:
             row = db.execute(
@@ -430,7 +488,43 @@ class SqliteMetadataStore:
                 (collection_id, user_id),
             ).fetchone():
                 raise UserNotFound(user_id)
+            if user_id == expected_user_id:
+                return  # nothing moves; the premise holds
+            if user_id is not None and max_faces is not None:
+                (have,) = db.execute(
+                    "SELECT COUNT(*) FROM faces WHERE collection_id = ? AND user_id = ?",
+                    (collection_id, user_id),
+                ).fetchone()
+                if have >= max_faces:
+                    raise UserFaceLimit(user_id, max_faces)
             db.execute(
                 "UPDATE faces SET user_id = ? WHERE collection_id = ? AND face_id = ?",
                 (user_id, collection_id, face_id),
             )
+            db.execute(
+                "UPDATE users SET version = version + 1, status = 'UPDATING' "
+                "WHERE collection_id = ? AND user_id IN (?, ?)",
+                (collection_id, user_id, expected_user_id),
+            )
+
+    def set_user_vector(
+        self, collection_id: str, user_id: str, vector_id: str | None, version: int
+    ) -> bool:
+        with self._write() as db:
+            row = db.execute(
+                "SELECT version FROM users WHERE collection_id = ? AND user_id = ?",
+                (collection_id, user_id),
+            ).fetchone()
+            if row is None:
+                raise UserNotFound(user_id)
+            if row[0] != version:
+                return False
+            has_faces = db.execute(
+                "SELECT 1 FROM faces WHERE collection_id = ? AND user_id = ? LIMIT 1",
+                (collection_id, user_id),
+            ).fetchone()
+            db.execute(
+                "UPDATE users SET vector_id = ?, status = ? WHERE collection_id = ? AND user_id = ?",
+                (vector_id, "ACTIVE" if has_faces else "CREATED", collection_id, user_id),
+            )
+            return True

@@ -1,0 +1,197 @@
+"""User vectors on shared/faces/dev: the mean of a user's face vectors against best-face matching,
+and the Similarity calibration of user matches.
+
+    python bench/users.py [--pack open] [--cache /tmp/users-open.npz]
+
+Protocol (tests/test_users.py runs the same through the API): the largest face of every faces/dev
+image is embedded once. Identities are split into four rotations by name order (``names[r::4]``
+are the strangers of rotation r), so every identity is a stranger exactly once and no split is
+picked. In each rotation every other identity with >= 3 photos is enrolled as a user built from
+two of its photos; its other photos are probes, each probed once over the four rotations
+(identity i in rotation (i + 1) % 4, where it is enrolled); every photo of the rotation's
+strangers is a stranger probe. A probe is found when its own user is the top match at or above
+UserMatchThreshold 80; a stranger probe false-matches when any user reaches 80. An image with no
+detected face is not found, and matches nobody (SearchUsersByImage answers it with no matches).
+Split 0 (each identity's first two photos, as the test) is reported, and the sum over splits
+0-2 (photos s and s+1) so a conclusion does not rest on one choice of photos.
+
+Methods:
+- mean: one user vector, the re-normalised mean of the user's face vectors.
+- best: the best of the user's faces (what grouping face-search hits by user gives).
+- single: one photo per identity: plain face search, for reference.
+Each is reported (1) at Similarity 80 of the pack's face calibration and (2) at an equal
+false-match rate: the score at which 2% of stranger probes match (the test's bar), found rate
+there. (2) compares the methods themselves; (1) mixes in the calibration, which was fitted on
+face-face pairs, not face-user pairs.
+
+User calibration: the face calibration pins Similarity 80 at a false-match rate of 1e-3 per
+face pair. A mean vector scores impostors differently (in a space where unrelated faces are far
+from orthogonal, as dlib's, renormalising the mean lifts their cosines too), so the same cosine
+does not mean the same rate. The user calibration pins 80 and 99 at 1e-3 and 1e-5 per face-user
+pair, fitted exactly as bench/calibrate.py fits faces: a normal through the 90th and 99th
+percentiles of the impostor scores of the tuning half of the identities (``accuracy.half``),
+users built from every two consecutive photos of each tuning identity. Pin the printed values in
+facebank/operations/users.py (USER_CALIBRATIONS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections import defaultdict
+from pathlib import Path
+
+os.environ.setdefault("FACEBANK_ORT_THREADS", "2")
+
+import numpy as np  # noqa: E402
+
+from accuracy import HALVES, half  # noqa: E402
+from calibrate import tail_fit  # noqa: E402
+from common import dev_images  # noqa: E402
+from facebank.engine import get_engine  # noqa: E402
+from facebank.engine.image import decode  # noqa: E402
+from facebank.engine.packs import Calibration  # noqa: E402
+from facebank.operations.users import USER_CALIBRATIONS  # noqa: E402
+
+THRESHOLD = 80.0
+ROTATIONS = 4
+STRANGER_BAR = 0.02  # the test's bar: strangers match nobody in >= 98% of cases
+METHODS = ("mean", "best", "single")
+
+People = dict[str, list[np.ndarray | None]]
+
+
+def embed_all(pack: str | None, cache: Path | None) -> tuple[People, str]:
+    """Largest-face vector of every faces/dev image (None: no face), by identity, photos in path order."""
+    engine = get_engine(pack)
+    if cache is not None and cache.exists():
+        data = np.load(cache, allow_pickle=True)
+        if str(data["pack"]) == engine.pack.name:
+            return data["people"].item(), engine.pack.name
+    people: dict[str, list[tuple[str, np.ndarray | None]]] = defaultdict(list)
+    for path, identity in dev_images():
+        rgb = decode(path.read_bytes())
+        faces = engine.detect(rgb, max_faces=1)
+        people[identity].append((path.name, engine.embed(rgb, faces[0]) if faces else None))
+    ordered = {k: [v for _, v in sorted(people[k], key=lambda p: p[0])] for k in sorted(people)}
+    if cache is not None:
+        np.savez(cache, people=np.array(ordered, dtype=object), pack=engine.pack.name)
+    return ordered, engine.pack.name
+
+
+def user_vector(vectors: list[np.ndarray]) -> np.ndarray:
+    m = np.mean(vectors, axis=0)
+    return m / np.linalg.norm(m)
+
+
+def score(method: str, enrolled: list[np.ndarray], probe: np.ndarray) -> float:
+    if method == "mean":
+        return float(user_vector(enrolled) @ probe)
+    if method == "best":
+        return max(float(v @ probe) for v in enrolled)
+    return float(enrolled[0] @ probe)
+
+
+def protocol(people: People, method: str, split: int) -> tuple[list[float | None], list[float | None]]:
+    """Cosines of the test's protocol: for each genuine probe, its own user's score if that user
+    ranks first (else None); for each stranger probe, the best score of any user (None: no face)."""
+    names = sorted(people)
+    genuine: list[float | None] = []
+    strangers_best: list[float | None] = []
+    for rotation in range(ROTATIONS):
+        strangers = set(names[rotation::ROTATIONS])
+        users: dict[str, list[np.ndarray]] = {}
+        probes: dict[str, list[np.ndarray | None]] = {}
+        for i, name in enumerate(names):
+            photos = people[name]
+            if name in strangers or len(photos) < 3:
+                continue
+            picks = [(split + j) % len(photos) for j in range(2)]
+            enrolled = [photos[p] for p in picks if photos[p] is not None]
+            if enrolled:
+                users[name] = enrolled[:1] if method == "single" else enrolled
+            if (i + 1) % ROTATIONS == rotation:
+                probes[name] = [v for j, v in enumerate(photos) if j not in picks]
+        for name, vectors in probes.items():
+            for v in vectors:
+                if v is None or name not in users:
+                    genuine.append(None)
+                    continue
+                s = {u: score(method, e, v) for u, e in users.items()}
+                top = max(s, key=s.get)
+                genuine.append(s[top] if top == name else None)
+        for name in sorted(strangers):
+            for v in people[name]:
+                strangers_best.append(None if v is None else max(score(method, e, v) for e in users.values()))
+    return genuine, strangers_best
+
+
+def rates(genuine, strangers, at) -> tuple[int, int, int, int]:
+    """(found, probes, false matches, stranger probes) with `at(cosine)` deciding a match."""
+    found = sum(g is not None and at(g) for g in genuine)
+    false = sum(s is not None and at(s) for s in strangers)
+    return found, len(genuine), false, len(strangers)
+
+
+def fit_user_calibration(people: People) -> tuple[Calibration, int]:
+    impostor = []
+    tuning = [n for n in sorted(people) if half(n) == HALVES[0]]
+    for name in tuning:
+        photos = [v for v in people[name] if v is not None]
+        if len(photos) < 2:
+            continue
+        for s in range(len(photos)):
+            u = user_vector([photos[s], photos[(s + 1) % len(photos)]])
+            impostor += [float(u @ v) for other in tuning if other != name for v in people[other] if v is not None]
+    fit = tail_fit(np.array(impostor))
+    return Calibration(round(fit.inv_cdf(1 - 1e-3), 4), round(fit.inv_cdf(1 - 1e-5), 4)), len(impostor)
+
+
+def fmt(found, probes, false, strangers) -> str:
+    return f"{found:>3}/{probes:<3} {found / probes:5.3f}   {false:>3}/{strangers:<3} {false / strangers:5.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pack", default=None)
+    parser.add_argument("--cache", type=Path, default=None, help="npz file to keep the embeddings in")
+    args = parser.parse_args()
+    people, pack_name = embed_all(args.pack, args.cache)
+    face_cal = get_engine(pack_name).pack.calibration
+    missing = sum(v is None for vs in people.values() for v in vs)
+    print(f"pack {pack_name}: {sum(map(len, people.values()))} images, {missing} without a face; "
+          f"face calibration {face_cal}")
+
+    runs = {(m, s): protocol(people, m, s) for m in METHODS for s in range(3)}
+
+    def summed(m: str, at) -> tuple[int, int, int, int]:
+        return tuple(map(sum, zip(*(rates(*runs[m, s], at) for s in range(3)))))  # type: ignore[return-value]
+
+    at80 = lambda c: face_cal.similarity(c) >= THRESHOLD  # noqa: E731
+    print("\n(1) at Similarity 80 of the face calibration     found@80          strangers matched")
+    for m in METHODS:
+        print(f"  {m:<7} split 0     {fmt(*rates(*runs[m, 0], at80))}")
+        print(f"  {m:<7} splits 0-2  {fmt(*summed(m, at80))}")
+
+    print(f"\n(2) at an equal false-match rate ({STRANGER_BAR:.0%} of stranger probes matched), splits 0-2")
+    for m in METHODS:
+        strangers = [s for split in range(3) for s in runs[m, split][1]]
+        scores = np.array([-np.inf if s is None else s for s in strangers])
+        bar = float(np.quantile(scores, 1 - STRANGER_BAR, method="higher"))
+        found, probes, false, total = summed(m, lambda c, bar=bar: c > bar)
+        print(f"  {m:<7} cosine > {bar:.4f}: found {found}/{probes} = {found / probes:.3f} "
+              f"(strangers {false}/{total})")
+
+    fitted, pairs = fit_user_calibration(people)
+    pinned = USER_CALIBRATIONS.get(pack_name)
+    print(f"\n(3) user calibration fitted on {pairs} tuning face-user impostor pairs: {fitted}; pinned {pinned}")
+    for label, cal in (("pinned", pinned), ("fitted", fitted)):
+        if cal is None or (label == "fitted" and cal == pinned):
+            continue
+        at = lambda c, cal=cal: cal.similarity(c) >= THRESHOLD  # noqa: E731
+        print(f"  mean, {label} user calibration, split 0     {fmt(*rates(*runs['mean', 0], at))}")
+        print(f"  mean, {label} user calibration, splits 0-2  {fmt(*summed('mean', at))}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,369 @@
+"""Users: CreateUser, DeleteUser, ListUsers, AssociateFaces, DisassociateFaces, SearchUsers,
+SearchUsersByImage.
+
+A user groups faces of one person; it is searched through one vector, the re-normalised mean of
+its faces' vectors (facebank.storage.users: storage, consistency, and why the mean). Membership
+lives in the metadata store (FaceRecord.user_id, UserRecord.face_ids); every change bumps the
+user's version and marks it UPDATING, and the request that made the change rebuilds the vector
+before it answers (then ACTIVE, or CREATED when no face is left). The answer's UserStatus is the
+user's status after the call: ACTIVE once this request's change is in the vector; other readers
+(ListUsers, SearchUsers) see UPDATING while a change is in flight.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+
+import numpy as np
+
+from facebank.engine.image import decode
+from facebank.engine.packs import Calibration
+from facebank.errors import (
+    ConflictException,
+    InvalidParameterException,
+    ResourceNotFoundException,
+    ServiceQuotaExceededException,
+)
+from facebank.operations import Context, Request, Response, operation
+from facebank.operations.collections import get_collection
+from facebank.operations.images import image_bytes
+from facebank.operations.quality import quality_reasons
+from facebank.storage import (
+    FaceNotFound,
+    FaceUserConflict,
+    UserExists,
+    UserFaceLimit,
+    UserRecord,
+    UserVectorIndex,
+    VectorIndex,
+)
+
+MAX_FACES_PER_USER = 100  # Rekognition's quota: faces associated with one user
+ASSOCIATE_THRESHOLD = 75.0  # AssociateFaces' UserMatchThreshold default
+SEARCH_THRESHOLD = 80.0  # SearchUsers(ByImage) UserMatchThreshold default
+MAX_USERS = 500  # MaxUsers / ListUsers MaxResults: the model's maximum, used when absent
+
+# Similarity of a face (or user) to a user vector, per pack. Like a pack's face calibration, 80 and
+# 99 sit at false-match rates of 1e-3 and 1e-5, but per face-user pair: a re-normalised mean scores
+# impostors differently from a single face (in dlib's space unrelated faces have cosines ~0.83,
+# and averaging lifts them), so the face calibration would let strangers match users far more
+# often than faces at the same threshold. Fitted by bench/users.py on the tuning half of
+# shared/faces/dev (users of two photos); packs not listed use their face calibration.
+USER_CALIBRATIONS: dict[str, Calibration] = {
+    "open": Calibration(at_80=0.935, at_99=0.9672),
+    "fused": Calibration(at_80=0.7864, at_99=0.8345),
+    "mobile": Calibration(at_80=0.3653, at_99=0.5088),
+}
+
+_indexes: weakref.WeakKeyDictionary[VectorIndex, UserVectorIndex] = weakref.WeakKeyDictionary()
+_indexes_lock = threading.Lock()
+
+
+def user_index(ctx: Context) -> UserVectorIndex:
+    """The user-vector index beside the context's face index (one per face index, so its
+    segment cache lives as long as the storage it caches)."""
+    faces = ctx.index
+    with _indexes_lock:
+        index = _indexes.get(faces)
+        if index is None:
+            index = _indexes[faces] = UserVectorIndex(faces)
+        return index
+
+
+def user_not_found(collection_id: str, user_id: str) -> ResourceNotFoundException:
+    return ResourceNotFoundException(f"The user id: {user_id} does not exist in collection {collection_id}")
+
+
+def _get_user(ctx: Context, collection_id: str, user_id: str) -> UserRecord:
+    user = ctx.metadata.get_user(collection_id, user_id)
+    if user is None:
+        raise user_not_found(collection_id, user_id)
+    return user
+
+
+def user_calibration(ctx: Context) -> Calibration:
+    pack = ctx.model_pack
+    return USER_CALIBRATIONS.get(pack.name, pack.calibration)
+
+
+def cosine_floor(calibration: Calibration, threshold: float) -> float:
+    """The smallest cosine whose Similarity reaches threshold (Similarity is monotonic in cosine)."""
+    lo, hi = -1.0, 1.0
+    if calibration.similarity(lo) >= threshold:
+        return lo
+    for _ in range(60):  # bisection to ~1e-18: exact enough for float32 scores
+        mid = (lo + hi) / 2
+        if calibration.similarity(mid) >= threshold:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def _user_matches(ctx: Context, hits: list[tuple[UserRecord, float]], threshold: float) -> list[dict]:
+    calibration = user_calibration(ctx)
+    out = []
+    for user, cosine in hits:  # best first
+        similarity = calibration.similarity(cosine)
+        if similarity >= threshold:  # the cosine floor is bisected; this keeps the boundary exact
+            out.append({"Similarity": similarity, "User": {"UserId": user.user_id, "UserStatus": user.status}})
+    return out
+
+
+# --- lifecycle
+
+
+@operation("CreateUser")
+def create_user(request: Request, ctx: Context) -> Response:
+    collection_id, user_id = request["CollectionId"], request["UserId"]
+    token = request.get("ClientRequestToken")
+    get_collection(ctx, collection_id)
+
+    def existing_is_this_request(existing: UserRecord | None) -> Response:
+        # The same token (a retry, or the SDK's auto-filled token resent): success, no change.
+        if existing is not None and token is not None and existing.client_request_token == token:
+            return {}
+        raise ConflictException(f"A user with id {user_id} already exists in collection {collection_id}")
+
+    existing = ctx.metadata.get_user(collection_id, user_id)
+    if existing is not None:
+        return existing_is_this_request(existing)
+    try:
+        ctx.metadata.put_user(
+            collection_id, UserRecord(user_id, "CREATED", client_request_token=token, created=time.time())
+        )
+    except UserExists:  # a concurrent CreateUser won; it may have been this very request's retry
+        return existing_is_this_request(ctx.metadata.get_user(collection_id, user_id))
+    return {}
+
+
+@operation("DeleteUser")
+def delete_user(request: Request, ctx: Context) -> Response:
+    collection_id, user_id = request["CollectionId"], request["UserId"]
+    token = request.get("ClientRequestToken")
+    get_collection(ctx, collection_id)
+    # A retry of a DeleteUser that already succeeded answers as the first did, and changes
+    # nothing, even if the id was created again since.
+    if token is not None and ctx.metadata.deleted_user_token(collection_id, user_id) == token:
+        return {}
+    # Its faces are disassociated in the same storage call; its vector dies with the record
+    # (search only counts a user's current vector) and compaction drops it.
+    if not ctx.metadata.delete_user(collection_id, user_id, token):
+        raise user_not_found(collection_id, user_id)
+    return {}
+
+
+@operation("ListUsers")
+def list_users(request: Request, ctx: Context) -> Response:
+    collection_id = request["CollectionId"]
+    get_collection(ctx, collection_id)
+    users, token = ctx.metadata.list_users(
+        collection_id, request.get("MaxResults") or MAX_USERS, request.get("NextToken")
+    )
+    out: Response = {"Users": [{"UserId": u.user_id, "UserStatus": u.status} for u in users]}
+    if token:
+        out["NextToken"] = token
+    return out
+
+
+# --- membership
+
+
+def _unsuccessful(face_id: str, user_id: str | None, reason: str, confidence: float | None = None) -> dict:
+    out: dict = {"FaceId": face_id}
+    if user_id is not None:
+        out["UserId"] = user_id
+    if confidence is not None:
+        out["Confidence"] = confidence
+    out["Reasons"] = [reason]
+    return out
+
+
+@operation("AssociateFaces")
+def associate_faces(request: Request, ctx: Context) -> Response:
+    collection_id, user_id = request["CollectionId"], request["UserId"]
+    threshold = request.get("UserMatchThreshold", ASSOCIATE_THRESHOLD)
+    get_collection(ctx, collection_id, check_pack=True)
+    users = user_index(ctx)
+    user = _get_user(ctx, collection_id, user_id)
+    if len(user.face_ids) >= MAX_FACES_PER_USER:
+        raise ServiceQuotaExceededException(
+            f"User {user_id} already has {MAX_FACES_PER_USER} faces, the most a user can have"
+        )
+
+    wanted = list(dict.fromkeys(request["FaceIds"]))
+    records = ctx.metadata.get_faces(collection_id, wanted)
+    unsuccessful: list[dict] = []
+    candidates = []
+    for face_id in wanted:
+        rec = records.get(face_id)
+        if rec is None:
+            unsuccessful.append(_unsuccessful(face_id, user_id, "FACE_NOT_FOUND"))
+        elif rec.user_id == user_id:
+            continue  # already this user's: ignored, and not reported (as Rekognition)
+        elif rec.user_id is not None:
+            unsuccessful.append(_unsuccessful(face_id, rec.user_id, "ASSOCIATED_TO_A_DIFFERENT_USER"))
+        else:
+            candidates.append(rec)
+
+    # A user that has faces only takes faces that match it (its vector, built from the faces it
+    # had before this call) at UserMatchThreshold.
+    if candidates and user.face_ids:
+        current = users.user_vector(collection_id, user)
+        vectors = users.face_vectors(collection_id, candidates)
+        calibration = user_calibration(ctx)
+        kept = []
+        for rec in candidates:
+            v = vectors.get(rec.face_id)
+            if v is None:  # metadata without a vector: cannot be matched, so cannot be a member
+                unsuccessful.append(_unsuccessful(rec.face_id, user_id, "FACE_NOT_FOUND"))
+                continue
+            similarity = calibration.similarity(float(np.dot(v, current))) if current is not None else 100.0
+            if similarity < threshold:
+                unsuccessful.append(_unsuccessful(rec.face_id, user_id, "LOW_MATCH_CONFIDENCE", similarity))
+            else:
+                kept.append(rec)
+        candidates = kept
+
+    if len(user.face_ids) + len(candidates) > MAX_FACES_PER_USER:
+        raise ServiceQuotaExceededException(
+            f"User {user_id} has {len(user.face_ids)} faces; {len(candidates)} more would exceed "
+            f"{MAX_FACES_PER_USER}, the most a user can have"
+        )
+
+    associated: list[str] = []
+    over_quota = False
+    for rec in candidates:
+        try:
+            ctx.metadata.set_face_user(collection_id, rec.face_id, user_id, None, max_faces=MAX_FACES_PER_USER)
+            associated.append(rec.face_id)
+        except FaceNotFound:  # deleted since we read it
+            unsuccessful.append(_unsuccessful(rec.face_id, user_id, "FACE_NOT_FOUND"))
+        except FaceUserConflict as e:  # claimed since we read it
+            if e.current_user_id != user_id:  # (if by a concurrent call for this user: ignored)
+                unsuccessful.append(_unsuccessful(rec.face_id, e.current_user_id, "ASSOCIATED_TO_A_DIFFERENT_USER"))
+        except UserFaceLimit:  # concurrent calls filled the user since the check above
+            over_quota = True
+            break
+
+    if associated or over_quota or user.status == "UPDATING":
+        # UPDATING with nothing new: a change whose vector was never committed (a crash, or a
+        # request in flight); rebuilding is harmless either way and repairs the former.
+        user = users.refresh(collection_id, user_id)
+    if over_quota:
+        raise ServiceQuotaExceededException(
+            f"User {user_id} reached {MAX_FACES_PER_USER} faces; associated {len(associated)} of this request's faces"
+        )
+    return {
+        "AssociatedFaces": [{"FaceId": f} for f in associated],
+        "UnsuccessfulFaceAssociations": unsuccessful,
+        "UserStatus": user.status,
+    }
+
+
+@operation("DisassociateFaces")
+def disassociate_faces(request: Request, ctx: Context) -> Response:
+    collection_id, user_id = request["CollectionId"], request["UserId"]
+    get_collection(ctx, collection_id, check_pack=True)
+    users = user_index(ctx)
+    user = _get_user(ctx, collection_id, user_id)
+    wanted = list(dict.fromkeys(request["FaceIds"]))
+    records = ctx.metadata.get_faces(collection_id, wanted)
+    disassociated: list[str] = []
+    unsuccessful: list[dict] = []
+    for face_id in wanted:
+        rec = records.get(face_id)
+        owner = rec.user_id if rec is not None else None
+        if owner == user_id:
+            try:
+                ctx.metadata.set_face_user(collection_id, face_id, None, user_id)
+                disassociated.append(face_id)
+                continue
+            except FaceNotFound:
+                owner = None
+            except FaceUserConflict as e:
+                owner = e.current_user_id
+        if owner is None or owner == user_id:  # missing, or not (or no longer) in any user
+            unsuccessful.append(_unsuccessful(face_id, user_id, "FACE_NOT_FOUND"))
+        else:
+            unsuccessful.append(_unsuccessful(face_id, owner, "ASSOCIATED_TO_A_DIFFERENT_USER"))
+    if disassociated or user.status == "UPDATING":
+        user = users.refresh(collection_id, user_id)
+    return {
+        "DisassociatedFaces": [{"FaceId": f} for f in disassociated],
+        "UnsuccessfulFaceDisassociations": unsuccessful,
+        "UserStatus": user.status,
+    }
+
+
+# --- search
+
+
+@operation("SearchUsers")
+def search_users(request: Request, ctx: Context) -> Response:
+    collection = get_collection(ctx, request["CollectionId"], check_pack=True)
+    collection_id = collection.collection_id
+    user_id, face_id = request.get("UserId"), request.get("FaceId")
+    if (user_id is None) == (face_id is None):
+        raise InvalidParameterException("Provide exactly one of UserId or FaceId")
+    threshold = request.get("UserMatchThreshold", SEARCH_THRESHOLD)
+    users = user_index(ctx)
+    out: Response = {}
+    if user_id is not None:
+        # Other users like this one (the user itself is left out, as SearchFaces leaves out
+        # the searched face); a user without faces has no vector and matches nobody.
+        query = users.user_vector(collection_id, _get_user(ctx, collection_id, user_id))
+        out["SearchedUser"] = {"UserId": user_id}
+    else:
+        rec = ctx.metadata.get_faces(collection_id, [face_id]).get(face_id)
+        if rec is None:
+            raise InvalidParameterException(f"FaceId {face_id} does not exist in collection {collection_id}")
+        query = users.face_vectors(collection_id, [rec]).get(face_id)
+        out["SearchedFace"] = {"FaceId": face_id}
+    hits = []
+    if query is not None:
+        hits = users.search(
+            collection_id,
+            query,
+            request.get("MaxUsers") or MAX_USERS,
+            cosine_floor(user_calibration(ctx), threshold),
+            exclude=user_id,
+        )
+    return {"UserMatches": _user_matches(ctx, hits, threshold), "FaceModelVersion": collection.face_model_version, **out}
+
+
+@operation("SearchUsersByImage")
+def search_users_by_image(request: Request, ctx: Context) -> Response:
+    collection = get_collection(ctx, request["CollectionId"], check_pack=True)
+    threshold = request.get("UserMatchThreshold", SEARCH_THRESHOLD)
+    level = request.get("QualityFilter", "NONE")
+    rgb = decode(image_bytes(request["Image"], ctx))
+    engine = ctx.engine
+    faces = engine.detect(rgb)  # largest first
+    # The largest face that meets the quality bar is searched. Every other face is reported
+    # with why not: FACE_NOT_LARGEST when smaller than the searched one, plus its quality
+    # reasons at the requested QualityFilter (NONE: none).
+    reasons = [quality_reasons(f, level) for f in faces]
+    searched = next((i for i, r in enumerate(reasons) if not r), None)
+    unsearched = []
+    for i, (face, why) in enumerate(zip(faces, reasons)):
+        if i == searched:
+            continue
+        why = (["FACE_NOT_LARGEST"] if searched is not None and i > searched else []) + why
+        unsearched.append({"FaceDetails": face.detail(), "Reasons": why})
+    out: Response = {"UserMatches": [], "FaceModelVersion": collection.face_model_version}
+    if searched is not None:
+        # No valid face: no SearchedFace and no matches, not an error (as Rekognition documents).
+        face = faces[searched]
+        out["SearchedFace"] = {"FaceDetail": face.detail()}
+        hits = user_index(ctx).search(
+            collection.collection_id,
+            engine.embed(rgb, face),
+            request.get("MaxUsers") or MAX_USERS,
+            cosine_floor(user_calibration(ctx), threshold),
+        )
+        out["UserMatches"] = _user_matches(ctx, hits, threshold)
+    out["UnsearchedFaces"] = unsearched
+    return out
