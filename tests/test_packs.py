@@ -167,3 +167,12 @@ def test_pack_embeds_unit_vectors_that_separate_people(name: str, engines, dev_s
     assert min(same) > max(other), f"{name}: genuine {min(same):.3f} <= impostor {max(other):.3f}"
     similarity = [engine.similarity(vectors[0], v) for v in vectors]
     assert all(0 <= s <= 100 for s in similarity) and similarity[0] > 99.9
+
+
+@pytest.mark.parametrize("name", sorted(PACKS))
+def test_cosine_floor_inverts_similarity(name):
+    calibration = PACKS[name].calibration
+    for target in (1.0, 50.0, 75.0, 80.0, 95.0, 99.0):
+        floor = calibration.cosine_floor(target)
+        assert calibration.similarity(floor + 2e-6) >= target > calibration.similarity(floor - 1e-4)
+    assert calibration.cosine_floor(0) == float("-inf") and calibration.cosine_floor(100) == float("inf")

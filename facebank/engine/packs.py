@@ -28,11 +28,26 @@ class Calibration:
     at_80: float
     at_99: float
 
+    _LOGIT80, _LOGIT99 = math.log(0.8 / 0.2), math.log(0.99 / 0.01)
+
+    @property
+    def _slope(self) -> float:
+        return (self._LOGIT99 - self._LOGIT80) / (self.at_99 - self.at_80)
+
     def similarity(self, cosine: float) -> float:
-        logit80, logit99 = math.log(0.8 / 0.2), math.log(0.99 / 0.01)
-        slope = (logit99 - logit80) / (self.at_99 - self.at_80)
-        z = logit80 + slope * (cosine - self.at_80)
+        z = self._LOGIT80 + self._slope * (cosine - self.at_80)
         return 100.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
+
+    def cosine_floor(self, similarity: float) -> float:
+        """The cosine at which Similarity reaches ``similarity`` (the map's inverse, less 1e-6 so
+        float32 rounding never prunes a match); searches prune with it, then compare Similarity
+        itself at the boundary."""
+        if similarity <= 0:
+            return -math.inf
+        if similarity >= 100:
+            return math.inf
+        z = math.log(similarity / (100.0 - similarity))
+        return self.at_80 + (z - self._LOGIT80) / self._slope - 1e-6
 
 
 @dataclass(frozen=True)

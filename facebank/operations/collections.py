@@ -252,18 +252,7 @@ def delete_faces(request: Request, ctx: Context) -> Response:
 
 
 def _cosine_floor(ctx: Context, threshold: float) -> float:
-    """The smallest cosine whose Similarity reaches threshold (Similarity is monotonic in cosine)."""
-    calibration = ctx.model_pack.calibration
-    lo, hi = -1.0, 1.0
-    if calibration.similarity(lo) >= threshold:
-        return lo
-    for _ in range(60):  # bisection to ~1e-18: exact enough for float32 scores
-        mid = (lo + hi) / 2
-        if calibration.similarity(mid) >= threshold:
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    return ctx.model_pack.calibration.cosine_floor(threshold)
 
 
 def _matches(ctx: Context, hits: list[tuple[FaceRecord, float]], threshold: float) -> list[dict]:

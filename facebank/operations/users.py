@@ -88,20 +88,6 @@ def user_calibration(ctx: Context) -> Calibration:
     return USER_CALIBRATIONS.get(pack.name, pack.calibration)
 
 
-def cosine_floor(calibration: Calibration, threshold: float) -> float:
-    """The smallest cosine whose Similarity reaches threshold (Similarity is monotonic in cosine)."""
-    lo, hi = -1.0, 1.0
-    if calibration.similarity(lo) >= threshold:
-        return lo
-    for _ in range(60):  # bisection to ~1e-18: exact enough for float32 scores
-        mid = (lo + hi) / 2
-        if calibration.similarity(mid) >= threshold:
-            hi = mid
-        else:
-            lo = mid
-    return hi
-
-
 def _user_matches(ctx: Context, hits: list[tuple[UserRecord, float]], threshold: float) -> list[dict]:
     calibration = user_calibration(ctx)
     out = []
@@ -328,7 +314,7 @@ def search_users(request: Request, ctx: Context) -> Response:
             collection_id,
             query,
             request.get("MaxUsers") or MAX_USERS,
-            cosine_floor(user_calibration(ctx), threshold),
+            user_calibration(ctx).cosine_floor(threshold),
             exclude=user_id,
         )
     return {"UserMatches": _user_matches(ctx, hits, threshold), "FaceModelVersion": collection.face_model_version, **out}
@@ -362,7 +348,7 @@ def search_users_by_image(request: Request, ctx: Context) -> Response:
             collection.collection_id,
             engine.embed(rgb, face),
             request.get("MaxUsers") or MAX_USERS,
-            cosine_floor(user_calibration(ctx), threshold),
+            user_calibration(ctx).cosine_floor(threshold),
         )
         out["UserMatches"] = _user_matches(ctx, hits, threshold)
     out["UnsearchedFaces"] = unsearched
