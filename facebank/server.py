@@ -57,7 +57,8 @@ class FacebankServer(ThreadingHTTPServer):
 
     def load_models(self) -> None:
         try:
-            self.ctx.engine  # noqa: B018 - loads the pack's models once for the process
+            engine = self.ctx.engine  # a long-lived server loads every model of its pack up front
+            engine.recognizers, engine.attribute_models  # noqa: B018
         except Exception as exc:  # reported on /health and in the log, the server keeps answering
             self.load_error = str(exc)
             log.error("could not load models: %s", exc)

@@ -94,6 +94,9 @@ OPERATION_ACCESS: dict[str, Access] = {
     "DescribeCollection": _a(collections={GET}),
     "ListCollections": _a(collections={SCAN}),
     "DeleteCollection": _a(collections={GET, UPDATE, DELETE}, **_PURGE),
+    "TagResource": _a(collections={GET, UPDATE}),
+    "UntagResource": _a(collections={GET, UPDATE}),
+    "ListTagsForResource": _a(collections={GET}),
     # faces
     "IndexFaces": _a(collections={GET, UPDATE}, faces={PUT}, vectors={PUT_OBJECT, DELETE_OBJECT}, images=True, heavy=True),
     "ListFaces": _a(collections={GET}, faces={QUERY, BATCH_GET}, users={GET}),

@@ -83,6 +83,24 @@ def test_list_collections_paginates(rekognition):
         rekognition.list_collections(NextToken="not-a-token")
 
 
+def test_tags(rekognition):
+    collection_id = f"tags-{uuid.uuid4().hex[:8]}"
+    arn = rekognition.create_collection(CollectionId=collection_id, Tags={"team": "faces", "env": "dev"})[
+        "CollectionArn"
+    ]
+    assert rekognition.list_tags_for_resource(ResourceArn=arn)["Tags"] == {"team": "faces", "env": "dev"}
+    rekognition.tag_resource(ResourceArn=arn, Tags={"env": "prod", "owner": "me"})
+    rekognition.untag_resource(ResourceArn=arn, TagKeys=["team", "absent"])
+    assert rekognition.list_tags_for_resource(ResourceArn=arn)["Tags"] == {"env": "prod", "owner": "me"}
+    with pytest.raises(rekognition.exceptions.ServiceQuotaExceededException):
+        rekognition.tag_resource(ResourceArn=arn, Tags={f"k{i}": "v" for i in range(49)})
+    rekognition.delete_collection(CollectionId=collection_id)
+    with pytest.raises(rekognition.exceptions.ResourceNotFoundException):
+        rekognition.list_tags_for_resource(ResourceArn=arn)
+    with pytest.raises(rekognition.exceptions.InvalidParameterException):
+        rekognition.tag_resource(ResourceArn="arn:aws:s3:::not-a-collection", Tags={"a": "b"})
+
+
 def test_invalid_collection_id_is_a_validation_error(rekognition):
     with pytest.raises(rekognition.exceptions.ClientError) as excinfo:
         rekognition.create_collection(CollectionId="no spaces allowed")

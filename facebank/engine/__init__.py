@@ -76,12 +76,20 @@ class FaceEngine:
     def __init__(self, model_pack: Pack):
         self.pack = model_pack
         self.detector = FaceDetector(YuNet(models.resolve(model_pack.detector)))
-        # (recogniser, sqrt(weight)): see packs.Recognizer.weight
-        self.recognizers = [
+
+    # Recognisers and attribute models load on first use, so a process that only detects (a
+    # DetectFaces Lambda) never pays for them at cold start. A race loads one twice, harmlessly.
+    @functools.cached_property
+    def recognizers(self) -> list:
+        """(recogniser, sqrt(weight)) pairs: see packs.Recognizer.weight."""
+        return [
             (RECOGNIZERS[r.kind](*(models.resolve(f) for f in r.files)), math.sqrt(r.weight))
-            for r in model_pack.recognizers
+            for r in self.pack.recognizers
         ]
-        self.attribute_models = face_attributes.load(model_pack.attributes, models.resolve)
+
+    @functools.cached_property
+    def attribute_models(self):
+        return face_attributes.load(self.pack.attributes, models.resolve)
 
     def detect(
         self, rgb: np.ndarray, max_faces: int = MAX_FACES, attributes: Iterable[str] = ("DEFAULT",)

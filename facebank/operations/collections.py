@@ -90,6 +90,8 @@ def create_collection(request: Request, ctx: Context) -> Response:
         created=time.time(),
         tags=dict(request.get("Tags") or {}),
     )
+    if len(rec.tags) > MAX_TAGS:
+        raise ServiceQuotaExceededException(f"A collection can have at most {MAX_TAGS} tags")
     if ctx.metadata.get_collection(collection_id) is not None:
         raise ResourceAlreadyExistsException(f"The collection id: {collection_id} already exists")
     # Vectors a crashed DeleteCollection of the same id left behind must not join the new one.
@@ -136,6 +138,43 @@ def delete_collection(request: Request, ctx: Context) -> Response:
     ctx.index.vectors.delete_collection(collection_id)
     ctx.index.forget(collection_id)
     return {"StatusCode": 200}
+
+
+# --- tags (Rekognition tags collections and stream processors; facebank has collections only)
+
+MAX_TAGS = 50  # Rekognition's limit of tags per resource
+
+
+def _collection_of(arn: str, ctx: Context) -> str:
+    prefix, _, collection_id = arn.partition(":collection/")
+    if not collection_id or not prefix.startswith("arn:"):
+        raise InvalidParameterException(f"{arn} is not a collection ARN")
+    rec = ctx.metadata.get_collection(collection_id)
+    if rec is None or rec.arn != arn:
+        raise ResourceNotFoundException(f"The resource {arn} does not exist")
+    return collection_id
+
+
+@operation("TagResource")
+def tag_resource(request: Request, ctx: Context) -> Response:
+    collection_id = _collection_of(request["ResourceArn"], ctx)
+    put = request["Tags"]
+    current = get_collection(ctx, collection_id).tags
+    if len(current.keys() | put.keys()) > MAX_TAGS:
+        raise ServiceQuotaExceededException(f"A resource can have at most {MAX_TAGS} tags")
+    ctx.metadata.update_tags(collection_id, put, [])
+    return {}
+
+
+@operation("UntagResource")
+def untag_resource(request: Request, ctx: Context) -> Response:
+    ctx.metadata.update_tags(_collection_of(request["ResourceArn"], ctx), {}, request["TagKeys"])
+    return {}
+
+
+@operation("ListTagsForResource")
+def list_tags_for_resource(request: Request, ctx: Context) -> Response:
+    return {"Tags": get_collection(ctx, _collection_of(request["ResourceArn"], ctx)).tags}
 
 
 # --- faces

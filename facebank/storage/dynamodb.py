@@ -353,6 +353,46 @@ class DynamoMetadataStore:
             args["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
         return _page(recs, max_results, "collections", lambda c: c.collection_id)
 
+    def update_tags(self, collection_id: str, put: dict[str, str], remove: list[str]) -> dict[str, str]:
+        # One UpdateItem on the tags map: concurrent tag changes to other keys never clobber
+        # each other, and the condition keeps a deleted (or deleting) collection untouched.
+        names = {"#t": "tags"}
+        values: dict[str, Any] = {}
+        sets, removes = [], []
+        for i, (key, value) in enumerate(put.items()):
+            names[f"#p{i}"] = key
+            values[f":p{i}"] = {"S": value}
+            sets.append(f"#t.#p{i} = :p{i}")
+        for i, key in enumerate(k for k in remove if k not in put):
+            names[f"#r{i}"] = key
+            removes.append(f"#t.#r{i}")
+        expression = " ".join(
+            part for part in ("SET " + ", ".join(sets) if sets else "", "REMOVE " + ", ".join(removes) if removes else "")
+            if part
+        )
+        key = self._collection_key(collection_id)
+        if not expression:
+            item = self._live_collection_item(collection_id)
+            if item is None:
+                raise CollectionNotFound(collection_id)
+            return _collection(item).tags
+        try:
+            out = self._write1(
+                "update_item",
+                TableName=self.tables.collections,
+                Key=key,
+                UpdateExpression=expression,
+                ConditionExpression="attribute_exists(collection_id) AND attribute_not_exists(deleting)",
+                ExpressionAttributeNames=names,
+                **({"ExpressionAttributeValues": values} if values else {}),
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as e:
+            if e.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise CollectionNotFound(collection_id) from None
+            raise
+        return _collection(out["Attributes"]).tags
+
     def delete_collection(self, collection_id: str) -> bool:
         # Tombstone first: the condition on every face/user insert (attribute_not_exists(deleting))
         # then stops new children, so the purge below cannot race with writers and leave strays

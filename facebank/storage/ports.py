@@ -73,6 +73,12 @@ class MetadataStore(Protocol):
     def delete_collection(self, collection_id: str) -> bool:
         """Remove the collection with its faces and users; False if it did not exist."""
 
+    def update_tags(self, collection_id: str, put: dict[str, str], remove: list[str]) -> dict[str, str]:
+        """Set the tags in put and drop the keys in remove, atomically; returns the tags now.
+
+        Raises CollectionNotFound.
+        """
+
     # --- faces
     def put_faces(self, collection_id: str, faces: list[FaceRecord]) -> list[FaceRecord]:
         """Insert the faces not already stored (by face_id) and return them; face_count moves

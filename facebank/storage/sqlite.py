@@ -273,6 +273,15 @@ class SqliteMetadataStore:
             db.execute("DELETE FROM user_tombstones WHERE collection_id = ?", (collection_id,))
             return True
 
+    def update_tags(self, collection_id: str, put: dict[str, str], remove: list[str]) -> dict[str, str]:
+        with self._write() as db:
+            row = db.execute("SELECT tags FROM collections WHERE collection_id = ?", (collection_id,)).fetchone()
+            if row is None:
+                raise CollectionNotFound(collection_id)
+            tags = {k: v for k, v in json.loads(row[0]).items() if k not in remove} | put
+            db.execute("UPDATE collections SET tags = ? WHERE collection_id = ?", (json.dumps(tags), collection_id))
+            return tags
+
     # --- faces
 
     def put_faces(self, collection_id: str, faces: list[FaceRecord]) -> list[FaceRecord]:

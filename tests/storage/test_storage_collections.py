@@ -32,6 +32,19 @@ def test_create_get_delete(stores):
     assert meta.delete_collection("c1") is False
 
 
+def test_update_tags(stores):
+    meta = stores.meta
+    meta.create_collection(collection_record("c1", tags={"a": "1", "b": "2"}))
+    assert meta.update_tags("c1", {"b": "3", "c.d/e": "4"}, []) == {"a": "1", "b": "3", "c.d/e": "4"}
+    assert meta.update_tags("c1", {}, ["a", "missing"]) == {"b": "3", "c.d/e": "4"}
+    assert meta.update_tags("c1", {}, []) == {"b": "3", "c.d/e": "4"}
+    assert meta.get_collection("c1").tags == {"b": "3", "c.d/e": "4"}
+    meta.create_collection(collection_record("empty", tags={}))
+    assert meta.update_tags("empty", {"x": ""}, []) == {"x": ""}
+    with pytest.raises(CollectionNotFound):
+        meta.update_tags("nope", {"a": "1"}, [])
+
+
 def test_counts_start_at_zero_whatever_the_record_says(stores):
     stores.meta.create_collection(collection_record("c1", face_count=5, user_count=2))
     got = stores.meta.get_collection("c1")
