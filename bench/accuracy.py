@@ -29,12 +29,12 @@ from dataclasses import dataclass
 os.environ["FACEBANK_ORT_THREADS"] = "1"  # one thread for every pipeline, as bench/latency.py
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # dlib (the peer)
 
-import numpy as np  # noqa: E402
+import numpy as np
+from common import dev_images
 
-from common import dev_images  # noqa: E402
-from facebank.engine import get_engine  # noqa: E402
-from facebank.engine.image import decode  # noqa: E402
-from facebank.engine.packs import PACKS, Calibration  # noqa: E402
+from facebank.engine import get_engine
+from facebank.engine.image import decode
+from facebank.engine.packs import PACKS, Calibration
 
 HALVES = ("tuning", "held-out")
 PEER = "face_recognition"

@@ -23,12 +23,12 @@ import time
 
 os.environ["FACEBANK_ORT_THREADS"] = "1"  # one thread, as the target is stated
 
-import numpy as np  # noqa: E402
+import numpy as np
+from common import ROOT, dev_images, shared_dir
 
-from common import ROOT, dev_images, shared_dir  # noqa: E402
-from facebank.engine import Face, get_engine  # noqa: E402
-from facebank.engine import attributes as fa  # noqa: E402
-from facebank.engine.image import decode  # noqa: E402
+from facebank.engine import Face, get_engine
+from facebank.engine import attributes as fa
+from facebank.engine.image import decode
 
 LABELS = ROOT / "tests" / "data" / "attribute_labels.tsv"
 GAZE_BAND = 15.0  # degrees of EyeDirection Yaw beyond which a face "looks left/right"

@@ -18,9 +18,9 @@ import argparse
 from statistics import NormalDist
 
 import numpy as np
-
 from accuracy import HALVES, embed_pack, evaluate, half, pairs
 from common import dev_images
+
 from facebank.engine import get_engine
 from facebank.engine.packs import PACKS, Calibration
 

@@ -19,12 +19,12 @@ import time
 
 os.environ["FACEBANK_ORT_THREADS"] = "1"  # one thread, as the targets are stated
 
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+from common import dev_images
+from PIL import Image
 
-from common import dev_images  # noqa: E402
-from facebank.engine import get_engine  # noqa: E402
-from facebank.engine.image import decode  # noqa: E402
+from facebank.engine import get_engine
+from facebank.engine.image import decode
 
 
 def timed(fn, *args):

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
-
 from common import dev_images
+
 from facebank.engine import get_engine
 from facebank.engine.image import decode
 from facebank.operations.quality import BARS, quality_reasons

@@ -25,7 +25,6 @@ import argparse
 import heapq
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,9 +32,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from common import ROOT, dev_images, shared_dir
 from threadpoolctl import threadpool_limits
 
-from common import ROOT, dev_images, shared_dir
 from facebank.engine.packs import pack
 from facebank.storage import CollectionRecord, FaceRecord, VectorIndex, open_embedded
 

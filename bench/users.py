@@ -43,15 +43,15 @@ from pathlib import Path
 
 os.environ.setdefault("FACEBANK_ORT_THREADS", "2")
 
-import numpy as np  # noqa: E402
+import numpy as np
+from accuracy import HALVES, half
+from calibrate import tail_fit
+from common import dev_images
 
-from accuracy import HALVES, half  # noqa: E402
-from calibrate import tail_fit  # noqa: E402
-from common import dev_images  # noqa: E402
-from facebank.engine import get_engine  # noqa: E402
-from facebank.engine.image import decode  # noqa: E402
-from facebank.engine.packs import Calibration  # noqa: E402
-from facebank.operations.users import USER_CALIBRATIONS  # noqa: E402
+from facebank.engine import get_engine
+from facebank.engine.image import decode
+from facebank.engine.packs import Calibration
+from facebank.operations.users import USER_CALIBRATIONS
 
 THRESHOLD = 80.0
 ROTATIONS = 4
@@ -167,7 +167,7 @@ def main() -> None:
     def summed(m: str, at) -> tuple[int, int, int, int]:
         return tuple(map(sum, zip(*(rates(*runs[m, s], at) for s in range(3)))))  # type: ignore[return-value]
 
-    at80 = lambda c: face_cal.similarity(c) >= THRESHOLD  # noqa: E731
+    at80 = lambda c: face_cal.similarity(c) >= THRESHOLD
     print("\n(1) at Similarity 80 of the face calibration     found@80          strangers matched")
     for m in METHODS:
         print(f"  {m:<7} split 0     {fmt(*rates(*runs[m, 0], at80))}")
@@ -188,7 +188,7 @@ def main() -> None:
     for label, cal in (("pinned", pinned), ("fitted", fitted)):
         if cal is None or (label == "fitted" and cal == pinned):
             continue
-        at = lambda c, cal=cal: cal.similarity(c) >= THRESHOLD  # noqa: E731
+        at = lambda c, cal=cal: cal.similarity(c) >= THRESHOLD
         print(f"  mean, {label} user calibration, split 0     {fmt(*rates(*runs['mean', 0], at))}")
         print(f"  mean, {label} user calibration, splits 0-2  {fmt(*summed('mean', at))}")
 

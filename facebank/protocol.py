@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 
 from facebank.errors import (
     InternalServerError,
-    from_storage,
     RekognitionError,
     SerializationException,
     UnknownOperationException,
+    from_storage,
 )
 from facebank.operations import OPERATIONS, Context
 from facebank.validation import parse_request

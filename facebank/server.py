@@ -16,7 +16,11 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from facebank import sigv4
-from facebank.errors import ImageTooLargeException, RekognitionError, SerializationException
+from facebank.errors import (
+    ImageTooLargeException,
+    RekognitionError,
+    SerializationException,
+)
 from facebank.operations import Context
 from facebank.protocol import dispatch, error_response, operation_name
 

@@ -45,10 +45,10 @@ def verify(
         raise UnrecognizedClientException("The security token included in the request is invalid.")
     amz_date = headers.get("x-amz-date", "")
     try:
-        signed_at = dt.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc)
+        signed_at = dt.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
     except ValueError:
         raise InvalidSignatureException("X-Amz-Date is missing or malformed") from None
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     if abs(now - signed_at) > MAX_SKEW:
         raise InvalidSignatureException("Signature expired: X-Amz-Date is more than 15 minutes from server time")
     signed = match["signed"].split(";")

@@ -17,7 +17,11 @@ import botocore.session
 import regex  # Java-style \p{L} classes appear in Rekognition's patterns; stdlib re lacks them
 from botocore.model import OperationModel, ServiceModel, Shape
 
-from facebank.errors import ImageTooLargeException, SerializationException, ValidationException
+from facebank.errors import (
+    ImageTooLargeException,
+    SerializationException,
+    ValidationException,
+)
 
 
 @functools.cache

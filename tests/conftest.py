@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from support import SHARED, Server, free_port
 
 

@@ -13,11 +13,11 @@ import re
 import numpy as np
 import pytest
 from PIL import Image
+from support import ROOT, image_bytes, require_faces
 
 from facebank.engine import attributes as fa
 from facebank.engine.geometry import fit_similarity, pose_angles, pose_rotation
 from facebank.engine.image import decode
-from support import ROOT, image_bytes, require_faces
 
 LABELS = ROOT / "tests" / "data" / "attribute_labels.tsv"
 UNMEASURED = {"AgeRange", "Gender", "Emotions", "Eyeglasses", "Sunglasses", "Beard", "Mustache", "FaceOccluded"}

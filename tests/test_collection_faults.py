@@ -10,8 +10,8 @@ import base64
 import json
 
 import pytest
-
 from support import image_bytes
+
 from facebank.operations import Context
 from facebank.protocol import dispatch
 from facebank.storage import VectorIndex, open_embedded

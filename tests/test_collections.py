@@ -8,10 +8,8 @@ import uuid
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageFilter
-
 from support import Server, encode, image_bytes, manifest_rows
 
 GROUP = "groups/immich_solvay.jpg"  # 29 faces
@@ -149,7 +147,7 @@ def test_index_faces_max_faces_drops_smallest(rekognition):
     indexed = response["FaceRecords"]
     excess = [u for u in response["UnindexedFaces"] if u["Reasons"] == ["EXCEEDS_MAX_FACES"]]
     assert len(indexed) == 3 and len(excess) >= 20
-    area = lambda box: box["Width"] * box["Height"]  # noqa: E731
+    area = lambda box: box["Width"] * box["Height"]
     smallest_indexed = min(area(r["Face"]["BoundingBox"]) for r in indexed)
     assert all(area(u["FaceDetail"]["BoundingBox"]) <= smallest_indexed for u in excess)
     assert _face_count(rekognition, collection_id) == 3

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import defaultdict
 
 import pytest
-
 from support import image_bytes, manifest_rows
 
 

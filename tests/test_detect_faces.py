@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from support import image_bytes, manifest_rows
 
 # faces/nonfaces/immich_craft-beer.jpg shows a woman facing the camera behind a bar: it is

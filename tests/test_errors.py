@@ -8,10 +8,8 @@ import urllib.request
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-
-from support import image_bytes
-from support import encode, jpeg, pixel_bomb
 from PIL import Image
+from support import encode, image_bytes, jpeg, pixel_bomb
 
 
 def test_not_an_image(rekognition):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
+from support import encode, jpeg, pixel_bomb
 
 from facebank import errors
 from facebank.engine.image import decode
-from support import encode, jpeg, pixel_bomb
 
 
 def test_png_modes_decode_to_rgb():

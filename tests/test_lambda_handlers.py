@@ -7,9 +7,9 @@ import importlib
 import json
 
 import pytest
+from support import image_bytes
 
 from facebank.operations import OPERATIONS
-from support import image_bytes
 
 
 def _event(body: dict | str, encoded: bool = False) -> dict:

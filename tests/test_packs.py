@@ -12,10 +12,10 @@ import os
 
 import numpy as np
 import pytest
+from support import SHARED, require_faces
 
 from facebank import cli, models
 from facebank.engine.packs import DEFAULT_PACK, PACKS, UnknownPack, pack
-from support import SHARED, require_faces
 
 DLIB_ONNX, DLIB_SHAPES = PACKS["open"].recognizers[0].files
 

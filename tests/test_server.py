@@ -8,8 +8,8 @@ import signal
 
 import pytest
 from botocore.exceptions import ClientError
-
 from support import Server, image_bytes
+
 from facebank.operations import Context
 from facebank.server import MAX_BODY, serve
 

@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import io
 import warnings
+
 import numpy as np
 from PIL import Image, ImageOps
 
-from facebank.errors import ImageTooLargeException, InvalidImageFormatException, InvalidParameterException
+from facebank.errors import (
+    ImageTooLargeException,
+    InvalidImageFormatException,
+    InvalidParameterException,
+)
 
 MIN_SIDE = 80  # Rekognition's minimum image dimension
 MAX_PIXELS = 80_000_000  # ~ 10000 x 8000; beyond that we refuse rather than decode

@@ -11,7 +11,9 @@ import math
 import os
 from dataclasses import dataclass
 
-from facebank.engine.attributes import MESH_FILES  # every pack: MediaPipe mesh + iris (Apache-2.0)
+from facebank.engine.attributes import (
+    MESH_FILES,  # every pack: MediaPipe mesh + iris (Apache-2.0)
+)
 from facebank.models import ModelError
 
 

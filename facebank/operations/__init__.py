@@ -11,8 +11,9 @@ from __future__ import annotations
 import functools
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import boto3
 from botocore.config import Config
@@ -98,4 +99,4 @@ class Context:
 
 
 # Importing the modules registers their operations.
-from facebank.operations import collections, faces, users  # noqa: E402,F401
+from facebank.operations import collections, faces, users  # noqa: F401

@@ -15,6 +15,7 @@ import uuid
 
 import numpy as np
 
+from facebank.engine.image import decode
 from facebank.errors import (
     InvalidParameterException,
     ResourceAlreadyExistsException,
@@ -24,7 +25,6 @@ from facebank.errors import (
 from facebank.operations import Context, Request, Response, operation
 from facebank.operations.images import image_bytes
 from facebank.operations.quality import passes_quality, quality_reasons
-from facebank.engine.image import decode
 from facebank.storage import CollectionExists, CollectionRecord, FaceRecord
 
 DEFAULT_PAGE = 1000  # ListCollections / ListFaces page size when MaxResults is absent (as Rekognition)

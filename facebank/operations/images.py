@@ -6,7 +6,11 @@ import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
 
 from facebank.engine.image import decode
-from facebank.errors import ImageTooLargeException, InvalidParameterException, InvalidS3ObjectException
+from facebank.errors import (
+    ImageTooLargeException,
+    InvalidParameterException,
+    InvalidS3ObjectException,
+)
 
 S3_MAX_BYTES = 15 * 1024 * 1024  # Rekognition's limit for images stored in S3
 

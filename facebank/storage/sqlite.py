@@ -129,7 +129,7 @@ class _ThreadConnection:
     """One thread's connection, closed when the thread's locals are released at thread exit,
     so thread-per-request servers do not leak a database handle per request."""
 
-    __slots__ = ("db", "pid", "__weakref__")
+    __slots__ = ("__weakref__", "db", "pid")
 
     def __init__(self, db: sqlite3.Connection):
         self.db, self.pid = db, os.getpid()

@@ -296,7 +296,7 @@ class UserVectorIndex:
             self._compacting.add(collection_id)
         try:
             self.compact(collection_id, min_age_s=self.compact_min_age_s)
-        except Exception:  # noqa: BLE001 - the search itself must not fail for it
+        except Exception:
             # Most likely a deployment whose search functions may not write (AWS: the scheduled
             # compaction function does this work there), so stop trying in this process.
             log.warning("user-vector compaction of %s failed; leaving it to scheduled compaction",

@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from storage_helpers import collection_record
 
 from facebank.storage import open_embedded
 from facebank.storage.ports import MetadataStore, VectorStore
-from storage_helpers import collection_record
 
 
 @dataclass
@@ -79,7 +79,7 @@ def _backup_tables_once_per_transaction(mp: pytest.MonkeyPatch) -> None:
     this simply stops applying."""
     import copy
 
-    import moto.dynamodb.models as models
+    from moto.dynamodb import models
 
     if getattr(models, "copy", None) is not copy or not hasattr(models, "Table"):
         return

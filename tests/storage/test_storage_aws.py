@@ -6,7 +6,12 @@ import pytest
 from botocore.exceptions import ClientError
 from storage_helpers import collection_record, faces
 
-from facebank.storage import CollectionExists, CollectionNotFound, StorageBusy, UserRecord
+from facebank.storage import (
+    CollectionExists,
+    CollectionNotFound,
+    StorageBusy,
+    UserRecord,
+)
 from facebank.storage.dynamodb import DynamoMetadataStore
 
 

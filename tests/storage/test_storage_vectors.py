@@ -4,8 +4,13 @@ import numpy as np
 import pytest
 from storage_helpers import unit_vectors
 
-from facebank.storage import CorruptSegment, SegmentExists, SegmentNotFound, new_segment_name
-from facebank.storage import segments
+from facebank.storage import (
+    CorruptSegment,
+    SegmentExists,
+    SegmentNotFound,
+    new_segment_name,
+    segments,
+)
 
 
 def test_segment_roundtrip(stores):
