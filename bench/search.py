@@ -138,7 +138,7 @@ def bench_shards(index: VectorIndex, n: int, dim: int, shards: int = 4) -> None:
                 seg = index._load("bench", name)  # a shard worker loads only its own segments
                 s = seg.vectors @ q
                 top = np.argpartition(-s, K)[:K]
-                scored += [(float(s[t]), str(seg.face_ids[t])) for t in top]
+                scored += [(float(s[t]), str(seg.ids[t])) for t in top]
             partials.append(heapq.nlargest(K, scored))
             per_shard.append(_ms(time.perf_counter() - start))
         start = time.perf_counter()

@@ -73,6 +73,15 @@ def manifest_rows(name: str) -> list[dict[str, str]]:
         return list(csv.DictReader(f, delimiter="\t"))
 
 
+def dev_people() -> dict[str, list[str]]:
+    """faces/dev photos by identity, both sorted: {identity: [relative paths]}."""
+    people: dict[str, list[str]] = {}
+    for row in manifest_rows("MANIFEST.tsv"):
+        if row["path"].startswith("dev/"):
+            people.setdefault(row["identity"], []).append(row["path"])
+    return {k: sorted(v) for k, v in sorted(people.items())}
+
+
 def image_bytes(relative: str) -> bytes:
     return (require_faces() / relative).read_bytes()
 

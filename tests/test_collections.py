@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import io
 import uuid
-from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from PIL import Image, ImageEnhance, ImageFilter
-from support import Server, encode, image_bytes, manifest_rows
+from support import Server, dev_people, encode, image_bytes
 
 GROUP = "groups/immich_solvay.jpg"  # 29 faces
 COUPLE = "groups/face_recognition_kit_with_rose.jpg"
@@ -24,14 +23,6 @@ def _new_collection(rekognition, **kwargs) -> str:
 
 def _error(excinfo) -> str:
     return excinfo.value.response["Error"]["Code"]
-
-
-def _people() -> dict[str, list[str]]:
-    people = defaultdict(list)
-    for row in manifest_rows("MANIFEST.tsv"):
-        if row["path"].startswith("dev/"):
-            people[row["identity"]].append(row["path"])
-    return {k: sorted(v) for k, v in sorted(people.items())}
 
 
 def _face_count(rekognition, collection_id: str) -> int:
@@ -195,7 +186,7 @@ def test_extreme_pose_is_refused(rekognition):
     collection_id = _new_collection(rekognition)
     # A face turned far from the camera: the most turned face among faces/dev per DetectFaces.
     turned = None
-    for path in [p for paths in _people().values() for p in paths]:
+    for path in [p for paths in dev_people().values() for p in paths]:
         faces = rekognition.detect_faces(Image={"Bytes": image_bytes(path)})["FaceDetails"]
         if faces and abs(faces[0]["Pose"]["Yaw"]) > 45:
             turned = path
@@ -266,7 +257,7 @@ def test_delete_faces_reports_unknown_and_is_read_after_write(rekognition):
 
 def test_search_faces_by_image_reports_searched_face(rekognition):
     collection_id = _new_collection(rekognition)
-    people = _people()
+    people = dev_people()
     name = next(n for n, paths in people.items() if len(paths) >= 3)
     gallery, probe = people[name][0], people[name][1]
     indexed = rekognition.index_faces(
@@ -312,7 +303,7 @@ def test_search_faces_orders_and_limits(rekognition):
 def test_gallery_search_accuracy(rekognition):
     """One gallery photo per identity, the other photos as probes. Each identity is left out of
     the gallery once, as a stranger (4 rotations), so every photo is probed and no split is chosen."""
-    people = _people()
+    people = dev_people()
     names = sorted(people)
     found = probes = false_matches = stranger_probes = 0
     for rotation in range(4):
@@ -370,7 +361,7 @@ def test_faces_persist_across_restart(model_env, tmp_path):
 
 def test_concurrent_index_faces_lose_nothing(rekognition):
     collection_id = _new_collection(rekognition)
-    paths = [p for paths in _people().values() for p in paths][:16]
+    paths = [p for paths in dev_people().values() for p in paths][:16]
 
     def index(i_path):
         i, path = i_path
@@ -395,7 +386,7 @@ def test_concurrent_delete_and_index_stay_consistent(rekognition):
         CollectionId=collection_id, Image={"Bytes": image_bytes(GROUP)}, QualityFilter="NONE"
     )["FaceRecords"]
     doomed = [r["Face"]["FaceId"] for r in first]
-    paths = [p for paths in _people().values() for p in paths][:6]
+    paths = [p for paths in dev_people().values() for p in paths][:6]
 
     def work(job):
         kind, arg = job

@@ -14,7 +14,6 @@ import io
 import json
 import threading
 import uuid
-from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -26,7 +25,7 @@ import regex
 from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 from PIL import Image, ImageFilter
-from support import encode, image_bytes, manifest_rows
+from support import dev_people, encode, image_bytes
 
 COUPLE = "groups/face_recognition_kit_with_rose.jpg"  # two faces
 CROWD = "groups/retinaface_img3_crowd.jpg"  # 85 faces, most small
@@ -218,14 +217,6 @@ def _error(excinfo) -> str:
     return excinfo.value.response["Error"]["Code"]
 
 
-def _people() -> dict[str, list[str]]:
-    people = defaultdict(list)
-    for row in manifest_rows("MANIFEST.tsv"):
-        if row["path"].startswith("dev/"):
-            people[row["identity"]].append(row["path"])
-    return {k: sorted(v) for k, v in sorted(people.items())}
-
-
 def _new_collection(rek) -> str:
     collection_id = f"u-{uuid.uuid4().hex[:12]}"
     rek.create_collection(CollectionId=collection_id)
@@ -244,7 +235,7 @@ def _index(rek, collection_id: str, path: str) -> str:
 
 def _two_people(rek, collection_id: str) -> dict[str, list[str]]:
     """Face ids of four photos of one person ("a") and two of another ("b")."""
-    people = _people()
+    people = dev_people()
     a, b = [n for n, paths in people.items() if len(paths) >= 6][:2]
     return {
         "a": [_index(rek, collection_id, p) for p in people[a][:4]],
@@ -655,7 +646,7 @@ def _stored_vector_matches(ctx, collection_id: str, user_id: str) -> float:
 def test_concurrent_associate_faces_lose_nothing(harness):
     """8 concurrent AssociateFaces (and DisassociateFaces) for one user: every face lands, and the
     user's vector is the mean of exactly its final faces."""
-    people = _people()
+    people = dev_people()
     name = max(people, key=lambda n: len(people[n]))
     with harness() as (rek, ctx):
         collection_id = _new_collection(rek)
@@ -685,7 +676,7 @@ def test_concurrent_associate_faces_lose_nothing(harness):
 
 def test_concurrent_associate_faces_through_the_server(served, server):
     """The same through `facebank serve`: 8 threads, one user, nothing lost."""
-    people = _people()
+    people = dev_people()
     name = max(people, key=lambda n: len(people[n]))
     collection_id = _new_collection(served)
     face_ids = [_index(served, collection_id, p) for p in people[name][:12]]
@@ -808,7 +799,7 @@ def test_user_search_accuracy(served):
     i in rotation (i + 1) % 4, where it is enrolled), each stranger photo once. bench/users.py
     runs the same protocol on embeddings."""
     rek = served
-    people = _people()
+    people = dev_people()
     names = sorted(people)
     collection_id = _new_collection(rek)
     enrolment = {n: [_index(rek, collection_id, p) for p in people[n][:2]] for n in names if len(people[n]) >= 3}

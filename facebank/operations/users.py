@@ -198,7 +198,7 @@ def associate_faces(request: Request, ctx: Context) -> Response:
     # had before this call) at UserMatchThreshold.
     if candidates and user.face_ids:
         current = users.user_vector(collection_id, user)
-        vectors = users.face_vectors(collection_id, candidates)
+        vectors = ctx.index.vectors_of(collection_id, candidates)
         calibration = user_calibration(ctx)
         kept = []
         for rec in candidates:
@@ -306,7 +306,7 @@ def search_users(request: Request, ctx: Context) -> Response:
         rec = ctx.metadata.get_faces(collection_id, [face_id]).get(face_id)
         if rec is None:
             raise InvalidParameterException(f"FaceId {face_id} does not exist in collection {collection_id}")
-        query = users.face_vectors(collection_id, [rec]).get(face_id)
+        query = ctx.index.vectors_of(collection_id, [rec]).get(face_id)
         out["SearchedFace"] = {"FaceId": face_id}
     hits = []
     if query is not None:

@@ -1,5 +1,9 @@
 """Exact cosine search over a collection's segments, filtered through the metadata store.
 
+``SegmentIndex`` is the shared mechanism (segment cache, scoring, top-k with a liveness check,
+compaction); ``VectorIndex`` serves faces and ``users.UserVectorIndex`` users' vectors, each
+saying only which segment rows are live.
+
 Truth lives in metadata: a vector counts only while a FaceRecord with its face_id exists. That is
 what makes the write order (segment first, then put_faces) crash-safe and deletes immediate:
 orphans and deleted faces may linger in segments but never come out of search, and compact()
@@ -15,6 +19,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -22,17 +27,19 @@ from facebank.storage import segments
 from facebank.storage.errors import CollectionNotFound, FaceNotFound, SegmentNotFound
 from facebank.storage.ports import FaceRecord, MetadataStore, VectorStore
 
-_GET_FACES_CHUNK = 1000
+R = TypeVar("R")  # the metadata record a live row stands for
+
+_GET_CHUNK = 1000  # ids per metadata batch read
 
 
 @dataclass(frozen=True)
 class _Segment:
-    face_ids: np.ndarray  # unicode array [n], vectorised lookups and cheap concatenation
+    ids: np.ndarray  # row ids, unicode [n]: vectorised lookups and cheap concatenation
     vectors: np.ndarray  # float32 [n, d], rows L2-normalised at load so dot == cosine
 
     @property
     def nbytes(self) -> int:
-        return self.face_ids.nbytes + self.vectors.nbytes
+        return self.ids.nbytes + self.vectors.nbytes
 
 
 @dataclass(frozen=True)
@@ -48,11 +55,11 @@ class _Scored:
 
     def __init__(self, segs: list[_Segment]):
         self.segs = segs
-        self.starts = np.cumsum([0] + [len(s.face_ids) for s in segs])
+        self.starts = np.cumsum([0] + [len(s.ids) for s in segs])
 
     def at(self, rows: np.ndarray) -> list[str]:
         which = np.searchsorted(self.starts, rows, side="right") - 1
-        return [str(self.segs[w].face_ids[r - self.starts[w]]) for w, r in zip(which.tolist(), rows.tolist())]
+        return [str(self.segs[w].ids[r - self.starts[w]]) for w, r in zip(which.tolist(), rows.tolist())]
 
 
 def _normalise(m: np.ndarray) -> np.ndarray:
@@ -61,8 +68,8 @@ def _normalise(m: np.ndarray) -> np.ndarray:
     return m / np.where(norms == 0, 1, norms)
 
 
-def _make_segment(face_ids: list[str], vectors: np.ndarray) -> _Segment:
-    return _Segment(np.array(face_ids, dtype=str), _normalise(vectors))
+def _make_segment(ids: list[str], vectors: np.ndarray) -> _Segment:
+    return _Segment(np.array(ids, dtype=str), _normalise(vectors))
 
 
 class _LruCache:
@@ -103,14 +110,25 @@ class _LruCache:
     def nbytes(self) -> int:
         return self._bytes
 
+    def count(self, collection_id: str) -> int:
+        with self._lock:
+            return sum(1 for k in self._entries if k[0] == collection_id)
 
-class VectorIndex:
+
+class SegmentIndex(Generic[R]):
+    """Immutable segments of (row id, unit vector), searched exactly and filtered by liveness.
+
+    Subclasses define ``_live`` (which rows still count, and the record each stands for) and may
+    define ``_key`` (rows with one key are one result: a face sitting in two segments
+    mid-compaction; a user's rows). Everything else is shared.
+    """
+
     def __init__(
         self,
         vector_store: VectorStore,
         metadata_store: MetadataStore,
         *,
-        cache_bytes: int = int(os.environ.get("FACEBANK_SEGMENT_CACHE_MB", 4096)) << 20,
+        cache_bytes: int,
         overfetch: float = 1.5,
         clock: Callable[[], float] = time.time,
     ):
@@ -119,6 +137,22 @@ class VectorIndex:
         self.cache = _LruCache(cache_bytes)
         self.overfetch = max(1.0, overfetch)
         self._clock = clock
+
+    # --- what subclasses say
+
+    def _live(self, collection_id: str, rows: list[str]) -> dict[str, R]:
+        """The live rows among rows (at most _GET_CHUNK), each with its record."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _key(row: str) -> str:
+        return row
+
+    def _live_all(self, collection_id: str, rows: list[str]) -> dict[str, R]:
+        live: dict[str, R] = {}
+        for i in range(0, len(rows), _GET_CHUNK):
+            live.update(self._live(collection_id, rows[i : i + _GET_CHUNK]))
+        return live
 
     # --- loading
 
@@ -144,6 +178,119 @@ class VectorIndex:
     def forget(self, collection_id: str) -> None:
         """Drop cached segments of a collection (e.g. after deleting it)."""
         self.cache.retain(collection_id, None)
+
+    def _write(self, collection_id: str, ids: list[str], vectors: np.ndarray) -> str:
+        """Write a new segment and cache it; returns its name."""
+        name = segments.new_segment_name()
+        self.vectors.write_segment(collection_id, name, ids, vectors)
+        self.cache.put((collection_id, name), _make_segment(ids, vectors))
+        return name
+
+    # --- search
+
+    def _search(
+        self, collection_id: str, query: np.ndarray, k: int, min_score: float, exclude: str | None
+    ) -> list[tuple[R, float]]:
+        """Up to k (record, cosine) of live rows with cosine >= min_score, best first, one per
+        key; the key ``exclude`` is left out."""
+        if k <= 0:
+            return []
+        q = _normalise(np.asarray(query, dtype=np.float32).reshape(-1))
+        ids, scores = self._score(collection_id, q)
+        eligible = np.flatnonzero(scores >= min_score)
+        # Over-fetch a little (dead rows are usually few), keep only rows metadata still calls
+        # live, and widen while dead ones crowd out the top k and candidates are left.
+        want = max(k + 8, int(k * self.overfetch))
+        known: dict[str, R | None] = {}
+        while True:
+            if len(eligible) > want:
+                top = eligible[np.argpartition(-scores[eligible], want - 1)[:want]]
+            else:
+                top = eligible
+            pairs = zip(ids.at(top), scores[top].tolist())
+            ranked = sorted(pairs, key=lambda p: (-p[1], p[0]))  # ties: by id, deterministic
+            unknown = list({r for r, _ in ranked if r not in known and self._key(r) != exclude})
+            live = self._live_all(collection_id, unknown)
+            known.update((r, live.get(r)) for r in unknown)
+            out: list[tuple[R, float]] = []
+            seen: set[str] = set()
+            for row, score in ranked:
+                rec, key = known.get(row), self._key(row)
+                if rec is not None and key != exclude and key not in seen:
+                    seen.add(key)
+                    out.append((rec, score))
+            if len(out) >= k or len(top) == len(eligible):
+                return out[:k]
+            want *= 4
+
+    def _score(self, collection_id: str, q: np.ndarray) -> tuple[_Scored, np.ndarray]:
+        """(ids by row, cosines) over every segment: one matmul per cached segment. Ids are only
+        gathered for the rows that make the top k: concatenating a million ids per query would
+        cost more than the matmul."""
+        segs = [s for _, s in self._segments(collection_id)]
+        if not segs:
+            return _Scored([]), np.array([], dtype=np.float32)
+        dims = {s.vectors.shape[1] for s in segs}
+        if dims != {q.shape[0]}:
+            raise ValueError(f"query has {q.shape[0]} dimensions, segments have {sorted(dims)}")
+        return _Scored(segs), np.concatenate([s.vectors @ q for s in segs])
+
+    # --- maintenance
+
+    def compact(
+        self,
+        collection_id: str,
+        *,
+        small_segment_rows: int = 20_000,
+        min_age_s: float = 300.0,
+        full: bool = False,
+    ) -> CompactionResult:
+        """Merge small segments (all of them with full=True) into one, dropping rows that are no
+        longer live. Segments younger than min_age_s are left alone: their metadata may still be
+        on its way, and they must not be mistaken for orphans."""
+        now = self._clock()
+        chosen: list[tuple[str, _Segment]] = []
+        for name, seg in self._segments(collection_id):
+            born = segments.segment_time(name)
+            if born is not None and now - born < min_age_s:
+                continue
+            if full or len(seg.ids) < small_segment_rows:
+                chosen.append((name, seg))
+        if not chosen:
+            return CompactionResult(None, [], 0, 0)
+        ids = np.concatenate([s.ids for _, s in chosen])
+        vecs = np.concatenate([s.vectors for _, s in chosen])
+        unique_ids, first_rows = np.unique(ids, return_index=True)
+        live = self._live_all(collection_id, unique_ids.tolist())
+        keep = np.sort([r for row, r in zip(unique_ids.tolist(), first_rows) if row in live]).astype(np.intp)
+        dropped = len(ids) - len(keep)
+        if len(chosen) < 2 and dropped == 0:
+            return CompactionResult(None, [], 0, 0)  # nothing to gain
+        # New segment first, then delete the old ones: a crash in between leaves duplicates,
+        # which search de-duplicates, never a gap.
+        written = self._write(collection_id, ids[keep].tolist(), vecs[keep]) if len(keep) else None
+        for name, _ in chosen:
+            self.vectors.delete_segment(collection_id, name)
+        self.cache.retain(collection_id, set(self.vectors.list_segments(collection_id)))
+        return CompactionResult(written, [n for n, _ in chosen], len(keep), dropped)
+
+
+class VectorIndex(SegmentIndex[FaceRecord]):
+    """Faces: a row is a face id, live while metadata has the face."""
+
+    def __init__(
+        self,
+        vector_store: VectorStore,
+        metadata_store: MetadataStore,
+        *,
+        cache_bytes: int = int(os.environ.get("FACEBANK_SEGMENT_CACHE_MB", "4096")) << 20,
+        overfetch: float = 1.5,
+        clock: Callable[[], float] = time.time,
+    ):
+        super().__init__(vector_store, metadata_store, cache_bytes=cache_bytes, overfetch=overfetch, clock=clock)
+
+    def _live(self, collection_id: str, rows: list[str]) -> dict[str, FaceRecord]:
+        return self.metadata.get_faces(collection_id, rows)
 
     # --- writes
 
@@ -182,10 +329,7 @@ class VectorIndex:
     def search_records(
         self, collection_id: str, query: np.ndarray, k: int, min_score: float = -1.0
     ) -> list[tuple[FaceRecord, float]]:
-        if k <= 0:
-            return []
-        q = _normalise(np.asarray(query, dtype=np.float32).reshape(-1))
-        return self._top_live(collection_id, *self._score(collection_id, q), k, min_score, None)
+        return self._search(collection_id, query, k, min_score, None)
 
     def search_by_face_id(
         self, collection_id: str, face_id: str, k: int, min_score: float = -1.0
@@ -199,125 +343,40 @@ class VectorIndex:
         self, collection_id: str, face_id: str, k: int, min_score: float = -1.0
     ) -> list[tuple[FaceRecord, float]]:
         q = self.get_vector(collection_id, face_id)
-        if k <= 0:
-            return []
-        return self._top_live(collection_id, *self._score(collection_id, q), k, min_score, face_id)
+        return self._search(collection_id, q, k, min_score, face_id)
 
     def get_vector(self, collection_id: str, face_id: str) -> np.ndarray:
         """The stored (normalised) vector of a live face. Raises FaceNotFound."""
         rec = self.metadata.get_faces(collection_id, [face_id]).get(face_id)
         if rec is None:
             raise FaceNotFound(face_id)
-        try:
-            row = self._find(self._load(collection_id, rec.segment), face_id)
-        except SegmentNotFound:  # compacted away: the vector now lives in a newer segment
-            row = None
-        if row is None:
-            for _, seg in self._segments(collection_id):
-                if (row := self._find(seg, face_id)) is not None:
-                    break
-        if row is None:
+        found = self.vectors_of(collection_id, [rec])
+        if face_id not in found:
             raise FaceNotFound(face_id)  # metadata without a vector: not searchable
-        return row
+        return found[face_id]
+
+    def vectors_of(self, collection_id: str, faces: list[FaceRecord]) -> dict[str, np.ndarray]:
+        """Stored (normalised) vectors of the given faces by face id; faces without one are left
+        out. Looks in each face's own segment first, then (compacted away) in all of them."""
+        out: dict[str, np.ndarray] = {}
+        missing = []
+        for rec in faces:
+            try:
+                row = self._find(self._load(collection_id, rec.segment), rec.face_id)
+            except (SegmentNotFound, ValueError):  # compacted away, or no valid segment name
+                row = None
+            if row is None:
+                missing.append(rec.face_id)
+            else:
+                out[rec.face_id] = row
+        if missing:
+            for _, seg in self._segments(collection_id):
+                for face_id in missing:
+                    if face_id not in out and (row := self._find(seg, face_id)) is not None:
+                        out[face_id] = row
+        return out
 
     @staticmethod
     def _find(seg: _Segment, face_id: str) -> np.ndarray | None:
-        rows = np.flatnonzero(seg.face_ids == face_id)
+        rows = np.flatnonzero(seg.ids == face_id)
         return seg.vectors[rows[0]].copy() if len(rows) else None
-
-    def _score(self, collection_id: str, q: np.ndarray) -> tuple[_Scored, np.ndarray]:
-        """(ids by row, cosines) over every segment: one matmul per cached segment. Ids are only
-        gathered for the rows that make the top k: concatenating a million ids per query would
-        cost more than the matmul."""
-        segs = [s for _, s in self._segments(collection_id)]
-        if not segs:
-            return _Scored([]), np.array([], dtype=np.float32)
-        dims = {s.vectors.shape[1] for s in segs}
-        if dims != {q.shape[0]}:
-            raise ValueError(f"query has {q.shape[0]} dimensions, segments have {sorted(dims)}")
-        return _Scored(segs), np.concatenate([s.vectors @ q for s in segs])
-
-    def _top_live(
-        self,
-        collection_id: str,
-        ids: _Scored,
-        scores: np.ndarray,
-        k: int,
-        min_score: float,
-        exclude: str | None,
-    ) -> list[tuple[FaceRecord, float]]:
-        eligible = np.flatnonzero(scores >= min_score)
-        # Over-fetch a little (deleted faces are usually few), keep only faces metadata still
-        # knows, and widen while dead ones crowd out the top k and candidates are left.
-        want = max(k + 8, int(k * self.overfetch))
-        known: dict[str, FaceRecord | None] = {}
-        while True:
-            if len(eligible) > want:
-                top = eligible[np.argpartition(-scores[eligible], want - 1)[:want]]
-            else:
-                top = eligible
-            pairs = zip(ids.at(top), scores[top].tolist())
-            ranked = sorted(pairs, key=lambda p: (-p[1], p[0]))  # ties: by id, deterministic
-            unknown = list({fid for fid, _ in ranked if fid not in known and fid != exclude})
-            for i in range(0, len(unknown), _GET_FACES_CHUNK):
-                chunk = unknown[i : i + _GET_FACES_CHUNK]
-                found = self.metadata.get_faces(collection_id, chunk)
-                known.update((fid, found.get(fid)) for fid in chunk)
-            out: list[tuple[FaceRecord, float]] = []
-            seen: set[str] = set()
-            for fid, score in ranked:  # a face may sit in two segments mid-compaction
-                rec = known.get(fid)
-                if rec is not None and fid != exclude and fid not in seen:
-                    seen.add(fid)
-                    out.append((rec, score))
-            if len(out) >= k or len(top) == len(eligible):
-                return out[:k]
-            want *= 4
-
-    # --- maintenance
-
-    def compact(
-        self,
-        collection_id: str,
-        *,
-        small_segment_faces: int = 20_000,
-        min_age_s: float = 300.0,
-        full: bool = False,
-    ) -> CompactionResult:
-        """Merge small segments (all of them with full=True) into one, dropping vectors whose
-        face is gone from metadata. Segments younger than min_age_s are left alone: their
-        faces' metadata may still be on its way, and they must not be mistaken for orphans."""
-        now = self._clock()
-        chosen: list[tuple[str, _Segment]] = []
-        for name, seg in self._segments(collection_id):
-            born = segments.segment_time(name)
-            if born is not None and now - born < min_age_s:
-                continue
-            if full or len(seg.face_ids) < small_segment_faces:
-                chosen.append((name, seg))
-        if not chosen:
-            return CompactionResult(None, [], 0, 0)
-        ids = np.concatenate([s.face_ids for _, s in chosen])
-        vecs = np.concatenate([s.vectors for _, s in chosen])
-        unique_ids, first_rows = np.unique(ids, return_index=True)
-        live: set[str] = set()
-        for i in range(0, len(unique_ids), _GET_FACES_CHUNK):
-            chunk = unique_ids[i : i + _GET_FACES_CHUNK].tolist()
-            live.update(self.metadata.get_faces(collection_id, chunk))
-        keep = np.sort([r for fid, r in zip(unique_ids.tolist(), first_rows) if fid in live])
-        keep = keep.astype(np.intp)
-        dropped = len(ids) - len(keep)
-        if len(chosen) < 2 and dropped == 0:
-            return CompactionResult(None, [], 0, 0)  # nothing to gain
-        written = None
-        if len(keep):
-            # New segment first, then delete the old ones: a crash in between leaves duplicates,
-            # which search de-duplicates, never a gap.
-            written = segments.new_segment_name()
-            kept_ids = ids[keep].tolist()
-            self.vectors.write_segment(collection_id, written, kept_ids, vecs[keep])
-            self.cache.put((collection_id, written), _Segment(ids[keep], vecs[keep]))
-        for name, _ in chosen:
-            self.vectors.delete_segment(collection_id, name)
-        self.cache.retain(collection_id, set(self.vectors.list_segments(collection_id)))
-        return CompactionResult(written, [n for n, _ in chosen], len(keep), dropped)

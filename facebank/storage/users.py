@@ -44,25 +44,19 @@ import random
 import threading
 import time
 import uuid
-from collections import OrderedDict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import numpy as np
 
-from facebank.storage import segments
 from facebank.storage.errors import (
-    FaceNotFound,
-    SegmentNotFound,
     StorageBusy,
     UserNotFound,
 )
-from facebank.storage.index import CompactionResult, VectorIndex
-from facebank.storage.ports import FaceRecord, UserRecord, VectorStore
+from facebank.storage.index import SegmentIndex, VectorIndex
+from facebank.storage.ports import UserRecord, VectorStore
 
 log = logging.getLogger("facebank.storage.users")
 
-_GET_CHUNK = 1000
 
 
 def row_id(user_id: str, vector_id: str) -> str:
@@ -81,23 +75,9 @@ def mean_vector(vectors: np.ndarray) -> np.ndarray:
     return m / norm if norm > 0 else m
 
 
-@dataclass(frozen=True)
-class _Segment:
-    rows: np.ndarray  # row ids, unicode [n]
-    vectors: np.ndarray  # float32 [n, d], L2-normalised
+class UserVectorIndex(SegmentIndex[UserRecord]):
+    """Users: a row is ``<user_id>/<vector_id>``, live while it is its user's current vector."""
 
-    @property
-    def nbytes(self) -> int:
-        return self.rows.nbytes + self.vectors.nbytes
-
-
-def _segment(rows: list[str], vectors: np.ndarray) -> _Segment:
-    v = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(v, axis=1, keepdims=True)
-    return _Segment(np.array(rows, dtype=str), v / np.where(norms == 0, 1, norms))
-
-
-class UserVectorIndex:
     def __init__(
         self,
         faces: VectorIndex,
@@ -109,80 +89,34 @@ class UserVectorIndex:
         compact_min_age_s: float = 300.0,
         clock: Callable[[], float] = time.time,
     ):
+        super().__init__(
+            store if store is not None else faces.vectors.user_vectors(),
+            faces.metadata,
+            cache_bytes=cache_bytes,
+            overfetch=overfetch,
+            clock=clock,
+        )
         self.faces = faces
-        self.metadata = faces.metadata
-        self.vectors = store if store is not None else faces.vectors.user_vectors()
-        self.overfetch = max(1.0, overfetch)
         self.auto_compact_segments = auto_compact_segments
         self.compact_min_age_s = compact_min_age_s
-        self._clock = clock
-        self._cache: OrderedDict[tuple[str, str], _Segment] = OrderedDict()
-        self._cache_bytes = 0
-        self._cache_max = cache_bytes
         self._lock = threading.Lock()
         self._compacting: set[str] = set()
 
-    # --- cache of immutable segments
+    def _live(self, collection_id: str, rows: list[str]) -> dict[str, UserRecord]:
+        users = self.metadata.get_users(collection_id, sorted({split_row(r)[0] for r in rows}))
+        live = {}
+        for row in rows:
+            user_id, vector_id = split_row(row)
+            user = users.get(user_id)
+            if user is not None and user.vector_id == vector_id:
+                live[row] = user
+        return live
 
-    def _cached(self, key: tuple[str, str]) -> _Segment | None:
-        with self._lock:
-            seg = self._cache.get(key)
-            if seg is not None:
-                self._cache.move_to_end(key)
-            return seg
-
-    def _remember(self, key: tuple[str, str], seg: _Segment) -> None:
-        if seg.nbytes > self._cache_max:
-            return
-        with self._lock:
-            old = self._cache.pop(key, None)
-            self._cache_bytes += seg.nbytes - (old.nbytes if old else 0)
-            self._cache[key] = seg
-            while self._cache_bytes > self._cache_max:
-                _, evicted = self._cache.popitem(last=False)
-                self._cache_bytes -= evicted.nbytes
-
-    def _retain(self, collection_id: str, names: set[str]) -> None:
-        with self._lock:
-            for key in [k for k in self._cache if k[0] == collection_id and k[1] not in names]:
-                self._cache_bytes -= self._cache.pop(key).nbytes
-
-    def _segments(self, collection_id: str) -> list[tuple[str, _Segment]]:
-        # A segment may vanish between list and read when compaction replaces it: list again.
-        for _ in range(5):
-            names = self.vectors.list_segments(collection_id)
-            self._retain(collection_id, set(names))
-            try:
-                out = []
-                for name in names:
-                    seg = self._cached((collection_id, name))
-                    if seg is None:
-                        seg = _segment(*self.vectors.read_segment(collection_id, name))
-                        self._remember((collection_id, name), seg)
-                    out.append((name, seg))
-                return out
-            except SegmentNotFound:
-                continue
-        raise SegmentNotFound(f"user segments of {collection_id!r} keep disappearing")
+    @staticmethod
+    def _key(row: str) -> str:
+        return split_row(row)[0]
 
     # --- face vectors
-
-    def face_vectors(self, collection_id: str, faces: Iterable[FaceRecord]) -> dict[str, np.ndarray]:
-        """Stored (normalised) vectors of the given faces; faces without one are left out."""
-        out: dict[str, np.ndarray] = {}
-        for rec in faces:
-            row = None
-            try:  # the face's own segment, through the face index's cache
-                row = self.faces._find(self.faces._load(collection_id, rec.segment), rec.face_id)
-            except (SegmentNotFound, ValueError):
-                row = None
-            if row is None:  # compacted into a newer segment: let the index find it
-                try:
-                    row = self.faces.get_vector(collection_id, rec.face_id)
-                except FaceNotFound:
-                    continue
-            out[rec.face_id] = row
-        return out
 
     def user_vector(self, collection_id: str, user: UserRecord) -> np.ndarray | None:
         """The vector of the user's current faces (None without faces), built from the faces'
@@ -190,7 +124,7 @@ class UserVectorIndex:
         if not user.face_ids:
             return None
         found = self.metadata.get_faces(collection_id, user.face_ids)
-        vectors = self.face_vectors(collection_id, found.values())
+        vectors = self.faces.vectors_of(collection_id, list(found.values()))
         return mean_vector(np.stack(list(vectors.values()))) if vectors else None
 
     # --- writes
@@ -206,17 +140,13 @@ class UserVectorIndex:
             vector_id = name = None
             if vector is not None:
                 vector_id = uuid.uuid4().hex
-                name = segments.new_segment_name()
-                rows = [row_id(user_id, vector_id)]
-                self.vectors.write_segment(collection_id, name, rows, vector[None, :])
+                name = self._write(collection_id, [row_id(user_id, vector_id)], vector[None, :])
             try:
                 committed = self.metadata.set_user_vector(collection_id, user_id, vector_id, user.version)
             except UserNotFound:
                 committed = False
                 user = None
             if committed:
-                if name is not None:
-                    self._remember((collection_id, name), _segment(rows, vector[None, :]))
                 user.vector_id = vector_id
                 user.status = "ACTIVE" if user.face_ids else "CREATED"
                 return user
@@ -240,50 +170,10 @@ class UserVectorIndex:
     ) -> list[tuple[UserRecord, float]]:
         """Up to k (user, cosine) of live user vectors with cosine >= min_score, best first;
         ties by user id. `exclude` leaves one user out (SearchUsers by UserId)."""
-        if k <= 0:
-            return []
-        q = np.asarray(query, dtype=np.float32).reshape(-1)
-        q = q / (np.linalg.norm(q) or 1.0)
-        segs = [s for _, s in self._segments(collection_id)]
-        self._maybe_compact(collection_id, len(segs))
-        if not segs:
-            return []
-        dims = {s.vectors.shape[1] for s in segs}
-        if dims != {q.shape[0]}:
-            raise ValueError(f"query has {q.shape[0]} dimensions, user segments have {sorted(dims)}")
-        scores = np.concatenate([s.vectors @ q for s in segs])
-        starts = np.cumsum([0] + [len(s.rows) for s in segs])
-
-        def rows_at(idx: np.ndarray) -> list[str]:
-            which = np.searchsorted(starts, idx, side="right") - 1
-            return [str(segs[w].rows[i - starts[w]]) for w, i in zip(which.tolist(), idx.tolist())]
-
-        eligible = np.flatnonzero(scores >= min_score)
-        want = max(k + 8, int(k * self.overfetch))
-        known: dict[str, UserRecord | None] = {}
-        while True:
-            if len(eligible) > want:
-                top = eligible[np.argpartition(-scores[eligible], want - 1)[:want]]
-            else:
-                top = eligible
-            ranked = sorted(zip(rows_at(top), scores[top].tolist()), key=lambda p: (-p[1], p[0]))
-            unknown = list({split_row(r)[0] for r, _ in ranked} - known.keys() - {exclude})
-            for i in range(0, len(unknown), _GET_CHUNK):
-                chunk = unknown[i : i + _GET_CHUNK]
-                found = self.metadata.get_users(collection_id, chunk)
-                known.update((uid, found.get(uid)) for uid in chunk)
-            out: list[tuple[UserRecord, float]] = []
-            seen: set[str] = set()
-            for row, score in ranked:
-                user_id, vector_id = split_row(row)
-                user = known.get(user_id)
-                if user is None or user_id == exclude or user_id in seen or user.vector_id != vector_id:
-                    continue
-                seen.add(user_id)
-                out.append((user, score))
-            if len(out) >= k or len(top) == len(eligible):
-                return out[:k]
-            want *= 4
+        hits = self._search(collection_id, query, k, min_score, exclude)
+        # The search just listed and cached every segment: the cache's count needs no more I/O.
+        self._maybe_compact(collection_id, self.cache.count(collection_id))
+        return hits
 
     # --- maintenance
 
@@ -305,50 +195,3 @@ class UserVectorIndex:
         finally:
             with self._lock:
                 self._compacting.discard(collection_id)
-
-    def compact(
-        self,
-        collection_id: str,
-        *,
-        small_segment_rows: int = 20_000,
-        min_age_s: float = 300.0,
-        full: bool = False,
-    ) -> CompactionResult:
-        """Merge small user segments (all with full=True) older than min_age_s into one,
-        dropping rows that are not their user's current vector."""
-        now = self._clock()
-        chosen: list[tuple[str, _Segment]] = []
-        for name, seg in self._segments(collection_id):
-            born = segments.segment_time(name)
-            if born is not None and now - born < min_age_s:
-                continue
-            if full or len(seg.rows) < small_segment_rows:
-                chosen.append((name, seg))
-        if not chosen:
-            return CompactionResult(None, [], 0, 0)
-        rows = np.concatenate([s.rows for _, s in chosen])
-        vecs = np.concatenate([s.vectors for _, s in chosen])
-        unique_rows, first = np.unique(rows, return_index=True)
-        user_ids = sorted({split_row(r)[0] for r in unique_rows.tolist()})
-        current: dict[str, str | None] = {}
-        for i in range(0, len(user_ids), _GET_CHUNK):
-            found = self.metadata.get_users(collection_id, user_ids[i : i + _GET_CHUNK])
-            current.update((uid, u.vector_id) for uid, u in found.items())
-        keep = np.sort(
-            np.array(
-                [r for row, r in zip(unique_rows.tolist(), first) if current.get(split_row(row)[0]) == split_row(row)[1]],
-                dtype=np.intp,
-            )
-        )
-        dropped = len(rows) - len(keep)
-        if len(chosen) < 2 and dropped == 0:
-            return CompactionResult(None, [], 0, 0)
-        written = None
-        if len(keep):
-            written = segments.new_segment_name()
-            self.vectors.write_segment(collection_id, written, rows[keep].tolist(), vecs[keep])
-            self._remember((collection_id, written), _Segment(rows[keep], vecs[keep]))
-        for name, _ in chosen:
-            self.vectors.delete_segment(collection_id, name)
-        self._retain(collection_id, set(self.vectors.list_segments(collection_id)))
-        return CompactionResult(written, [n for n, _ in chosen], len(keep), dropped)
