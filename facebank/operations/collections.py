@@ -23,13 +23,13 @@ from facebank.errors import (
     ServiceQuotaExceededException,
 )
 from facebank.operations import Context, Request, Response, operation
-from facebank.operations.images import image_bytes
+from facebank.operations.images import image_bytes, load_image
 from facebank.operations.quality import passes_quality, quality_reasons
 from facebank.storage import CollectionExists, CollectionRecord, FaceRecord
 
 DEFAULT_PAGE = 1000  # ListCollections / ListFaces page size when MaxResults is absent (as Rekognition)
 MAX_INDEXED_PER_IMAGE = 100  # IndexFaces indexes at most the 100 largest faces of an image
-MAX_FACES_PER_COLLECTION = int(os.environ.get("FACEBANK_MAX_FACES_PER_COLLECTION", 20_000_000))
+MAX_FACES_PER_COLLECTION = int(os.environ.get("FACEBANK_MAX_FACES_PER_COLLECTION", "20000000"))
 SEARCH_DEFAULT_MAX = 4096
 
 # Namespace of facebank's deterministic ids (a fixed random UUID; never change it: ids depend on it).
@@ -329,7 +329,7 @@ def search_faces_by_image(request: Request, ctx: Context) -> Response:
     collection = get_collection(ctx, request["CollectionId"], check_pack=True)
     threshold = request.get("FaceMatchThreshold", 80.0)
     level = request.get("QualityFilter", "NONE")
-    rgb = decode(image_bytes(request["Image"], ctx))
+    rgb = load_image(request["Image"], ctx)
     engine = ctx.engine
     faces = engine.detect(rgb, max_faces=1)
     if not faces:

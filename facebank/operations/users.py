@@ -18,7 +18,6 @@ import weakref
 
 import numpy as np
 
-from facebank.engine.image import decode
 from facebank.engine.packs import Calibration
 from facebank.errors import (
     ConflictException,
@@ -28,7 +27,7 @@ from facebank.errors import (
 )
 from facebank.operations import Context, Request, Response, operation
 from facebank.operations.collections import get_collection
-from facebank.operations.images import image_bytes
+from facebank.operations.images import load_image
 from facebank.operations.quality import quality_reasons
 from facebank.storage import (
     FaceNotFound,
@@ -325,7 +324,7 @@ def search_users_by_image(request: Request, ctx: Context) -> Response:
     collection = get_collection(ctx, request["CollectionId"], check_pack=True)
     threshold = request.get("UserMatchThreshold", SEARCH_THRESHOLD)
     level = request.get("QualityFilter", "NONE")
-    rgb = decode(image_bytes(request["Image"], ctx))
+    rgb = load_image(request["Image"], ctx)
     engine = ctx.engine
     faces = engine.detect(rgb)  # largest first
     # The largest face that meets the quality bar is searched. Every other face is reported
