@@ -1,9 +1,11 @@
-"""Test helpers: where shared/ is, its manifests, a `facebank serve` process, synthetic images."""
+"""Test helpers: where shared/ is, its manifests, a `facebank serve` process whose clients check
+every response against botocore's model, synthetic images."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import socket
 import subprocess
@@ -13,12 +15,20 @@ import urllib.request
 from pathlib import Path
 
 import boto3
+import botocore.session
 import pytest
+import regex
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FACEBANK_SHARED", ROOT.parent / "shared"))
 FACES = SHARED / "faces"
+MODEL = botocore.session.get_session().get_service_model("rekognition")
+# Errors of the AWS JSON protocol itself, which every such service returns and no service model lists.
+PROTOCOL_ERRORS = {
+    "ValidationException", "SerializationException", "UnknownOperationException", "InvalidSignatureException",
+    "UnrecognizedClientException", "MissingAuthenticationTokenException",
+}  # fmt: skip
 
 
 def require_faces() -> Path:
@@ -59,7 +69,9 @@ class Server:
 
     def client(self, **credentials):
         creds = {"aws_access_key_id": "local", "aws_secret_access_key": "local", **credentials}
-        return boto3.client("rekognition", endpoint_url=self.url, region_name="us-east-1", **creds)
+        client = boto3.client("rekognition", endpoint_url=self.url, region_name="us-east-1", **creds)
+        check_responses(client)
+        return client
 
     def stop(self) -> int:
         self.process.terminate()
@@ -99,3 +111,68 @@ def jpeg(size=(200, 200), color=(120, 130, 140)) -> bytes:
 def pixel_bomb() -> bytes:
     """A PNG of a few KB whose header declares 20000 x 20000 pixels."""
     return encode(Image.new("1", (20000, 20000)), "PNG", optimize=True)
+
+
+# --- response shapes: botocore parses leniently and drops members it does not know, so a response
+# that boto3 accepts can still differ from Rekognition's; these check the JSON itself.
+
+
+def check_shape(shape, value, path: str = "") -> None:
+    """Assert a decoded JSON value conforms to a botocore shape (members, types, enums, ranges,
+    patterns)."""
+    kind, meta = shape.type_name, shape.metadata
+    if kind == "structure":
+        assert isinstance(value, dict), f"{path}: {value!r} is not a structure"
+        unknown = set(value) - set(shape.members)
+        assert not unknown, f"{path}: members not in the model: {sorted(unknown)}"
+        for name, item in value.items():
+            check_shape(shape.members[name], item, f"{path}.{name}")
+    elif kind == "map":
+        assert isinstance(value, dict), f"{path}: {value!r} is not a map"
+        assert meta.get("min", 0) <= len(value) <= meta.get("max", len(value)), f"{path}: {len(value)} entries"
+        for key, item in value.items():
+            check_shape(shape.key, key, f"{path}.<key>")
+            check_shape(shape.value, item, f"{path}[{key!r}]")
+    elif kind == "list":
+        assert isinstance(value, list), f"{path}: not a list"
+        # An empty list is allowed below a model's min: DeleteFaces' DeletedFaces (min 1) is [] when
+        # every face is refused, and a client reads resp["DeletedFaces"] either way.
+        assert not value or meta.get("min", 0) <= len(value), f"{path}: length {len(value)}"
+        assert len(value) <= meta.get("max", len(value)), f"{path}: length {len(value)}"
+        for i, item in enumerate(value):
+            check_shape(shape.member, item, f"{path}[{i}]")
+    elif kind == "string":
+        assert isinstance(value, str), f"{path}: {value!r} is not a string"
+        if shape.enum:
+            assert value in shape.enum, f"{path}: {value!r} not in {shape.enum}"
+        assert meta.get("min", 0) <= len(value) <= meta.get("max", len(value)), f"{path}: length"
+        if "pattern" in meta:
+            assert regex.fullmatch(meta["pattern"], value), f"{path}: {value!r} !~ {meta['pattern']}"
+    elif kind in ("float", "double", "integer", "long"):
+        assert isinstance(value, (int, float)) and not isinstance(value, bool), f"{path}: {value!r}"
+        if kind in ("integer", "long"):
+            assert isinstance(value, int), f"{path}: {value!r} is not an integer"
+        assert meta.get("min", value) <= value <= meta.get("max", value), f"{path}: {value} out of range"
+    elif kind == "boolean":
+        assert isinstance(value, bool), f"{path}: {value!r}"
+    elif kind == "timestamp":
+        assert isinstance(value, (int, float)), f"{path}: {value!r}"
+    else:
+        raise AssertionError(f"{path}: unexpected shape type {kind}")
+
+
+def check_responses(client) -> None:
+    """Check every successful response `client` receives against its operation's output shape, and
+    every error body for Rekognition's form: an error of the service model, and a message."""
+
+    def after_call(http_response, model, **_):
+        body = json.loads(http_response.content or b"{}")
+        if http_response.status_code == 200:
+            check_shape(model.output_shape, body, model.name)
+        else:
+            assert set(body) == {"__type", "Message"}, f"{model.name}: error body {body}"
+            known = body["__type"] in MODEL.shape_names or body["__type"] in PROTOCOL_ERRORS
+            assert known, f"{model.name}: unknown error {body['__type']}"
+            assert body["Message"], f"{model.name}: {body['__type']} without a message"
+
+    client.meta.events.register("after-call.rekognition", after_call)

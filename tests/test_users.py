@@ -4,84 +4,32 @@ DisassociateFaces, SearchUsers, SearchUsersByImage.
 Behaviour tests run twice with an unmodified boto3 client: against `facebank serve` (embedded
 storage: SQLite + segment files) and in-process on the AWS adapter (DynamoDB + S3 under moto), the
 client's requests going straight into the wire protocol's dispatch. Every successful response body
-is checked against botocore's output shape of its operation (no unknown members, types, enums,
-ranges, patterns) before botocore parses it, since botocore itself drops what it does not know.
+is checked against botocore's output shape of its operation (``support.check_responses``).
 """
 
 from __future__ import annotations
 
 import io
-import json
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import boto3
-import botocore.session
 import numpy as np
 import pytest
-import regex
 from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 from PIL import Image, ImageFilter
-from support import dev_people, encode, image_bytes
+from support import MODEL, check_responses, check_shape, dev_people, encode, image_bytes
 
 COUPLE = "groups/face_recognition_kit_with_rose.jpg"  # two faces
 CROWD = "groups/retinaface_img3_crowd.jpg"  # 85 faces, most small
 PORTRAIT = "exif_orientation/pillow_hopper.jpg"
 
-MODEL = botocore.session.get_session().get_service_model("rekognition")
-USER_OPERATIONS = {
-    "CreateUser", "DeleteUser", "ListUsers", "AssociateFaces", "DisassociateFaces", "SearchUsers", "SearchUsersByImage",
-}  # fmt: skip
 
 
-# --- response shapes
-
-
-def check_shape(shape, value, path: str = "") -> None:
-    """Assert a decoded JSON value conforms to a botocore shape."""
-    kind, meta = shape.type_name, shape.metadata
-    if kind == "structure":
-        assert isinstance(value, dict), f"{path}: {value!r} is not a structure"
-        unknown = set(value) - set(shape.members)
-        assert not unknown, f"{path}: members not in the model: {sorted(unknown)}"
-        for name, item in value.items():
-            check_shape(shape.members[name], item, f"{path}.{name}")
-    elif kind == "list":
-        assert isinstance(value, list), f"{path}: not a list"
-        assert meta.get("min", 0) <= len(value) <= meta.get("max", len(value)), f"{path}: length {len(value)}"
-        for i, item in enumerate(value):
-            check_shape(shape.member, item, f"{path}[{i}]")
-    elif kind == "string":
-        assert isinstance(value, str), f"{path}: {value!r} is not a string"
-        if shape.enum:
-            assert value in shape.enum, f"{path}: {value!r} not in {shape.enum}"
-        assert meta.get("min", 0) <= len(value) <= meta.get("max", len(value)), f"{path}: length"
-        if "pattern" in meta:
-            assert regex.fullmatch(meta["pattern"], value), f"{path}: {value!r} !~ {meta['pattern']}"
-    elif kind in ("float", "double", "integer", "long"):
-        assert isinstance(value, (int, float)) and not isinstance(value, bool), f"{path}: {value!r}"
-        if kind in ("integer", "long"):
-            assert isinstance(value, int), f"{path}: {value!r} is not an integer"
-        assert meta.get("min", value) <= value <= meta.get("max", value), f"{path}: {value} out of range"
-    elif kind == "boolean":
-        assert isinstance(value, bool), f"{path}: {value!r}"
-    elif kind == "timestamp":
-        assert isinstance(value, (int, float)), f"{path}: {value!r}"
-    else:
-        raise AssertionError(f"{path}: unexpected shape type {kind}")
-
-
-def check_responses(client) -> None:
-    """Check every successful user-operation response of `client` against the model."""
-
-    def after_call(http_response, model, **_):
-        if model.name in USER_OPERATIONS and http_response.status_code == 200:
-            check_shape(model.output_shape, json.loads(http_response.content), model.name)
-
-    client.meta.events.register("after-call.rekognition", after_call)
+# --- response shapes (every successful response of these clients is checked: support.check_responses)
 
 
 def test_shape_checker_catches_what_botocore_drops():
@@ -179,9 +127,7 @@ def embedded_context(tmp_path, metadata_wrapper=None):
 
 @pytest.fixture(scope="module")
 def served(server):
-    client = server.client()
-    check_responses(client)
-    return client
+    return server.client()  # checks every response's shape (support.check_responses)
 
 
 @pytest.fixture(params=["serve", "aws"])
@@ -562,7 +508,7 @@ def _synthetic_faces(ctx, collection_id: str, n: int, seed: int = 0) -> list[str
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     records = [
         FaceRecord(str(uuid.uuid4()), str(uuid.uuid4()), None, {"Width": 0.5, "Height": 0.5, "Left": 0.1, "Top": 0.1},
-                   99.0, "facebank", None, "", 0.0)
+                   99.0, ctx.model_pack.face_model_version, None, "", 0.0)
         for _ in range(n)
     ]  # fmt: skip
     ctx.index.add_faces(collection_id, records, vectors)

@@ -65,6 +65,9 @@ class Recognizer:
 @dataclass(frozen=True)
 class Pack:
     name: str
+    # Rekognition's form ("7.0"; IndexFacesModelVersion must match [0-9.]+): the major number names
+    # the pack, the minor one changes with its models or calibration. Vectors of two versions are
+    # never compared (a collection records its pack).
     face_model_version: str
     detector: str  # manifest path
     recognizers: tuple[Recognizer, ...]
@@ -97,7 +100,7 @@ PACKS = {
     for p in (
         Pack(
             name="open",
-            face_model_version="facebank-open-1",
+            face_model_version="1.0",
             detector=YUNET,
             recognizers=(Recognizer("dlib-resnet", DLIB),),
             dimension=128,
@@ -107,7 +110,7 @@ PACKS = {
         ),
         Pack(
             name="fused",
-            face_model_version="facebank-fused-1",
+            face_model_version="2.0",
             detector=YUNET,
             # Weights: inverse impostor-cosine spread on the tuning half (z-score fusion), not searched;
             # this linear fusion is exactly score fusion of the two cosines (see Recognizer.weight).
@@ -119,7 +122,7 @@ PACKS = {
         ),
         Pack(
             name="mobile",
-            face_model_version="facebank-mobile-1",
+            face_model_version="3.0",
             detector=YUNET,
             recognizers=(Recognizer("mobilefacenet", MOBILEFACENET),),
             dimension=128,
