@@ -163,7 +163,7 @@ def check_shape(shape, value, path: str = "") -> None:
 
 def check_responses(client) -> None:
     """Check every successful response `client` receives against its operation's output shape, and
-    every error body for Rekognition's form: an error of the service model, and a message."""
+    every error body for Rekognition's form: an error the operation declares, and a message."""
 
     def after_call(http_response, model, **_):
         body = json.loads(http_response.content or b"{}")
@@ -171,8 +171,8 @@ def check_responses(client) -> None:
             check_shape(model.output_shape, body, model.name)
         else:
             assert set(body) == {"__type", "Message"}, f"{model.name}: error body {body}"
-            known = body["__type"] in MODEL.shape_names or body["__type"] in PROTOCOL_ERRORS
-            assert known, f"{model.name}: unknown error {body['__type']}"
+            declared = {e.name for e in model.error_shapes} | PROTOCOL_ERRORS
+            assert body["__type"] in declared, f"{model.name} does not declare {body['__type']}"
             assert body["Message"], f"{model.name}: {body['__type']} without a message"
 
     client.meta.events.register("after-call.rekognition", after_call)
