@@ -32,6 +32,9 @@ pair, fitted exactly as bench/calibrate.py fits faces: a normal through the 90th
 percentiles of the impostor scores of the tuning half of the identities (``accuracy.half``),
 users built from every two consecutive photos of each tuning identity. Pin the printed values in
 facebank/operations/users.py (USER_CALIBRATIONS).
+
+How sure: 90% percentile bootstrap intervals over identities (each resample draws the identities
+with replacement, keeping all of their probes) for the mean method over splits 0-2.
 """
 
 from __future__ import annotations
@@ -92,12 +95,15 @@ def score(method: str, enrolled: list[np.ndarray], probe: np.ndarray) -> float:
     return float(enrolled[0] @ probe)
 
 
-def protocol(people: People, method: str, split: int) -> tuple[list[float | None], list[float | None]]:
+Scored = list[tuple[str, float | None]]  # (probe's identity, cosine)
+
+
+def protocol(people: People, method: str, split: int) -> tuple[Scored, Scored]:
     """Cosines of the test's protocol: for each genuine probe, its own user's score if that user
     ranks first (else None); for each stranger probe, the best score of any user (None: no face)."""
     names = sorted(people)
-    genuine: list[float | None] = []
-    strangers_best: list[float | None] = []
+    genuine: Scored = []
+    strangers_best: Scored = []
     for rotation in range(ROTATIONS):
         strangers = set(names[rotation::ROTATIONS])
         users: dict[str, list[np.ndarray]] = {}
@@ -115,22 +121,51 @@ def protocol(people: People, method: str, split: int) -> tuple[list[float | None
         for name, vectors in probes.items():
             for v in vectors:
                 if v is None or name not in users:
-                    genuine.append(None)
+                    genuine.append((name, None))
                     continue
                 s = {u: score(method, e, v) for u, e in users.items()}
                 top = max(s, key=s.get)
-                genuine.append(s[top] if top == name else None)
+                genuine.append((name, s[top] if top == name else None))
         for name in sorted(strangers):
             for v in people[name]:
-                strangers_best.append(None if v is None else max(score(method, e, v) for e in users.values()))
+                best = None if v is None else max(score(method, e, v) for e in users.values())
+                strangers_best.append((name, best))
     return genuine, strangers_best
 
 
 def rates(genuine, strangers, at) -> tuple[int, int, int, int]:
     """(found, probes, false matches, stranger probes) with `at(cosine)` deciding a match."""
-    found = sum(g is not None and at(g) for g in genuine)
-    false = sum(s is not None and at(s) for s in strangers)
+    found = sum(g is not None and at(g) for _, g in genuine)
+    false = sum(s is not None and at(s) for _, s in strangers)
     return found, len(genuine), false, len(strangers)
+
+
+def stranger_bar(strangers: Scored) -> float:
+    """The cosine above which STRANGER_BAR of the stranger probes match."""
+    scores = np.array([-np.inf if s is None else s for _, s in strangers])
+    return float(np.quantile(scores, 1 - STRANGER_BAR, method="higher"))
+
+
+def bootstrap(genuine: Scored, strangers: Scored, at, draws: int = 2000, seed: int = 0) -> np.ndarray:
+    """90% intervals of (found, strangers matched, found at the stranger bar) when the identities
+    are drawn again with replacement (all of a drawn identity's probes kept): shape (2, 3)."""
+    by_name: dict[str, tuple[Scored, Scored]] = defaultdict(lambda: ([], []))
+    for g in genuine:
+        by_name[g[0]][0].append(g)
+    for x in strangers:
+        by_name[x[0]][1].append(x)
+    names = sorted(by_name)
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(draws):
+        pick = rng.choice(len(names), len(names))
+        g = [x for i in pick for x in by_name[names[i]][0]]
+        s = [x for i in pick for x in by_name[names[i]][1]]
+        if g and s:
+            found, probes, false, total = rates(g, s, at)
+            bar = stranger_bar(s)
+            out.append((found / probes, false / total, rates(g, s, lambda c, bar=bar: c > bar)[0] / probes))
+    return np.percentile(np.array(out), [5, 95], axis=0)
 
 
 def fit_user_calibration(people: People) -> tuple[Calibration, int]:
@@ -175,9 +210,7 @@ def main() -> None:
 
     print(f"\n(2) at an equal false-match rate ({STRANGER_BAR:.0%} of stranger probes matched), splits 0-2")
     for m in METHODS:
-        strangers = [s for split in range(3) for s in runs[m, split][1]]
-        scores = np.array([-np.inf if s is None else s for s in strangers])
-        bar = float(np.quantile(scores, 1 - STRANGER_BAR, method="higher"))
+        bar = stranger_bar([s for split in range(3) for s in runs[m, split][1]])
         found, probes, false, total = summed(m, lambda c, bar=bar: c > bar)
         print(f"  {m:<7} cosine > {bar:.4f}: found {found}/{probes} = {found / probes:.3f} "
               f"(strangers {false}/{total})")
@@ -191,6 +224,15 @@ def main() -> None:
         at = lambda c, cal=cal: cal.similarity(c) >= THRESHOLD
         print(f"  mean, {label} user calibration, split 0     {fmt(*rates(*runs['mean', 0], at))}")
         print(f"  mean, {label} user calibration, splits 0-2  {fmt(*summed('mean', at))}")
+
+    if pinned is not None:
+        genuine = [g for split in range(3) for g in runs["mean", split][0]]
+        strangers = [x for split in range(3) for x in runs["mean", split][1]]
+        at = lambda c: pinned.similarity(c) >= THRESHOLD
+        (f_lo, m_lo, b_lo), (f_hi, m_hi, b_hi) = bootstrap(genuine, strangers, at)
+        print("\n(4) how sure: 90% bootstrap intervals over identities, mean, splits 0-2")
+        print(f"  found@80 {f_lo:.3f}-{f_hi:.3f}; strangers matched@80 {m_lo:.3f}-{m_hi:.3f}; "
+              f"found at {STRANGER_BAR:.0%} strangers {b_lo:.3f}-{b_hi:.3f}")
 
 
 if __name__ == "__main__":
