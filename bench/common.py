@@ -19,3 +19,27 @@ def dev_images() -> list[tuple[Path, str]]:
     with open(faces / "MANIFEST.tsv") as f:
         rows = [r for r in csv.DictReader(f, delimiter="\t") if r["path"].startswith("dev/")]
     return [(faces / r["path"], r["identity"]) for r in rows]
+
+
+def identity_bootstrap(genuine: list, strangers: list, stats, draws: int = 2000, seed: int = 0):
+    """90% percentile intervals, shape (2, k), of ``stats(genuine, strangers)`` (a k-tuple) when the
+    identities are drawn again with replacement, each drawn identity keeping all of its probes.
+    Items of both lists start with the probe's identity. Probes of one person are not independent,
+    so resampling people, not probes, is what tells how a figure would move on other people."""
+    import numpy as np
+
+    by_name: dict[str, tuple[list, list]] = {}
+    for item in genuine:
+        by_name.setdefault(item[0], ([], []))[0].append(item)
+    for item in strangers:
+        by_name.setdefault(item[0], ([], []))[1].append(item)
+    names = sorted(by_name)
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(draws):
+        pick = rng.choice(len(names), len(names))
+        g = [x for i in pick for x in by_name[names[i]][0]]
+        s = [x for i in pick for x in by_name[names[i]][1]]
+        if g and s:
+            out.append(stats(g, s))
+    return np.percentile(np.array(out), [5, 95], axis=0)

@@ -23,6 +23,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from common import identity_bootstrap
 from users import embed_all
 
 from facebank.engine import get_engine
@@ -78,25 +79,6 @@ def found_at_bar(genuine: list, strangers: list) -> float:
     return float(np.mean([right and score > bar for _, right, score in genuine]))
 
 
-def bootstrap(genuine: list, strangers: list, cosine: float, draws: int, seed: int = 0) -> np.ndarray:
-    """90% intervals of (found, clean, found at 2%) over identity resamples: shape (2, 3)."""
-    by_name: dict[str, tuple[list, list]] = {}
-    for g in genuine:
-        by_name.setdefault(g[0], ([], []))[0].append(g)
-    for s in strangers:
-        by_name.setdefault(s[0], ([], []))[1].append(s)
-    names = sorted(by_name)
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(draws):
-        pick = rng.choice(len(names), len(names))
-        g = [x for i in pick for x in by_name[names[i]][0]]
-        s = [x for i in pick for x in by_name[names[i]][1]]
-        if g and s:
-            out.append((*rates(g, s, cosine), found_at_bar(g, s)))
-    return np.percentile(np.array(out), [5, 95], axis=0)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--packs", default="open,fused,mobile")
@@ -116,7 +98,9 @@ def main() -> None:
             found, clean = rates(g, s, cosine)
             print(f"{name:<7} {photo:<15} {found:8.3f}  {clean:22.3f}  {found_at_bar(g, s):21.3f}")
         found, clean = rates(pooled_g, pooled_s, cosine)
-        (f_lo, c_lo, b_lo), (f_hi, c_hi, b_hi) = bootstrap(pooled_g, pooled_s, cosine, args.boot)
+        (f_lo, c_lo, b_lo), (f_hi, c_hi, b_hi) = identity_bootstrap(
+            pooled_g, pooled_s, lambda g, s, c=cosine: (*rates(g, s, c), found_at_bar(g, s)), args.boot
+        )
         print(f"{name:<7} {'0-2 pooled':<15} {found:8.3f}  {clean:22.3f}  {found_at_bar(pooled_g, pooled_s):21.3f}")
         print(f"{'':<7} {'90% interval':<15} {f_lo:.3f}-{f_hi:.3f}  {c_lo:11.3f}-{c_hi:.3f}  {b_lo:15.3f}-{b_hi:.3f}")
 

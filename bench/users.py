@@ -49,7 +49,7 @@ os.environ.setdefault("FACEBANK_ORT_THREADS", "2")
 import numpy as np
 from accuracy import HALVES, half
 from calibrate import tail_fit
-from common import dev_images
+from common import dev_images, identity_bootstrap
 
 from facebank.engine import get_engine
 from facebank.engine.image import decode
@@ -146,28 +146,6 @@ def stranger_bar(strangers: Scored) -> float:
     return float(np.quantile(scores, 1 - STRANGER_BAR, method="higher"))
 
 
-def bootstrap(genuine: Scored, strangers: Scored, at, draws: int = 2000, seed: int = 0) -> np.ndarray:
-    """90% intervals of (found, strangers matched, found at the stranger bar) when the identities
-    are drawn again with replacement (all of a drawn identity's probes kept): shape (2, 3)."""
-    by_name: dict[str, tuple[Scored, Scored]] = defaultdict(lambda: ([], []))
-    for g in genuine:
-        by_name[g[0]][0].append(g)
-    for x in strangers:
-        by_name[x[0]][1].append(x)
-    names = sorted(by_name)
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(draws):
-        pick = rng.choice(len(names), len(names))
-        g = [x for i in pick for x in by_name[names[i]][0]]
-        s = [x for i in pick for x in by_name[names[i]][1]]
-        if g and s:
-            found, probes, false, total = rates(g, s, at)
-            bar = stranger_bar(s)
-            out.append((found / probes, false / total, rates(g, s, lambda c, bar=bar: c > bar)[0] / probes))
-    return np.percentile(np.array(out), [5, 95], axis=0)
-
-
 def fit_user_calibration(people: People) -> tuple[Calibration, int]:
     impostor = []
     tuning = [n for n in sorted(people) if half(n) == HALVES[0]]
@@ -229,7 +207,13 @@ def main() -> None:
         genuine = [g for split in range(3) for g in runs["mean", split][0]]
         strangers = [x for split in range(3) for x in runs["mean", split][1]]
         at = lambda c: pinned.similarity(c) >= THRESHOLD
-        (f_lo, m_lo, b_lo), (f_hi, m_hi, b_hi) = bootstrap(genuine, strangers, at)
+
+        def stats(g: Scored, s: Scored) -> tuple[float, float, float]:
+            found, probes, false, total = rates(g, s, at)
+            bar = stranger_bar(s)
+            return found / probes, false / total, rates(g, s, lambda c: c > bar)[0] / probes
+
+        (f_lo, m_lo, b_lo), (f_hi, m_hi, b_hi) = identity_bootstrap(genuine, strangers, stats)
         print("\n(4) how sure: 90% bootstrap intervals over identities, mean, splits 0-2")
         print(f"  found@80 {f_lo:.3f}-{f_hi:.3f}; strangers matched@80 {m_lo:.3f}-{m_hi:.3f}; "
               f"found at {STRANGER_BAR:.0%} strangers {b_lo:.3f}-{b_hi:.3f}")
