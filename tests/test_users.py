@@ -23,6 +23,8 @@ from botocore.config import Config
 from PIL import Image, ImageFilter
 from support import MODEL, check_responses, check_shape, dev_people, encode, image_bytes
 
+from facebank.storage.files import collection_dir
+
 COUPLE = "groups/face_recognition_kit_with_rose.jpg"  # two faces
 CROWD = "groups/retinaface_img3_crowd.jpg"  # 85 faces, most small
 PORTRAIT = "exif_orientation/pillow_hopper.jpg"
@@ -727,7 +729,7 @@ def test_delete_collection_removes_user_vectors(served, server):
     face_id = _index(served, collection_id, COUPLE)
     served.create_user(CollectionId=collection_id, UserId="u")
     served.associate_faces(CollectionId=collection_id, UserId="u", FaceIds=[face_id])
-    users_dir = server.data_dir / "vectors" / collection_id / "users"
+    users_dir = server.data_dir / "vectors" / collection_dir(collection_id) / "users"
     assert any(users_dir.glob("*.seg"))
     served.delete_collection(CollectionId=collection_id)
     assert not users_dir.exists()

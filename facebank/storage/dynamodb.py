@@ -500,7 +500,7 @@ class DynamoMetadataStore:
         face_ids: list[str] | None = None,
     ) -> tuple[list[FaceRecord], str | None]:
         check_max_results(max_results)
-        after = decode_token("faces", next_token)
+        after = decode_token(f"faces/{collection_id}", next_token)
         self._require_collection(collection_id)
         if user_id is None and face_ids is None:
             items = self._query(
@@ -511,7 +511,7 @@ class DynamoMetadataStore:
                 recs.append(_face(item))
                 if len(recs) > max_results:
                     break
-            return _page(recs, max_results, "faces", lambda f: f.face_id)
+            return _page(recs, max_results, f"faces/{collection_id}", lambda f: f.face_id)
         # Filtered: the candidate ids are known (the user's set and/or the given list), so fetch
         # them directly rather than filtering a scan of the whole collection.
         wanted = set(face_ids) if face_ids is not None else None
@@ -530,7 +530,7 @@ class DynamoMetadataStore:
             ]
             if len(recs) > max_results:
                 break
-        return _page(recs, max_results, "faces", lambda f: f.face_id)
+        return _page(recs, max_results, f"faces/{collection_id}", lambda f: f.face_id)
 
     def delete_faces(self, collection_id: str, face_ids: list[str]) -> list[str]:
         self._require_collection(collection_id)
@@ -656,7 +656,7 @@ class DynamoMetadataStore:
         self, collection_id: str, max_results: int, next_token: str | None = None
     ) -> tuple[list[UserRecord], str | None]:
         check_max_results(max_results)
-        after = decode_token("users", next_token)
+        after = decode_token(f"users/{collection_id}", next_token)
         self._require_collection(collection_id)
         recs: list[UserRecord] = []
         for item in self._query(
@@ -667,7 +667,7 @@ class DynamoMetadataStore:
             recs.append(_user(item))
             if len(recs) > max_results:
                 break
-        return _page(recs, max_results, "users", lambda u: u.user_id)
+        return _page(recs, max_results, f"users/{collection_id}", lambda u: u.user_id)
 
     def set_face_user(
         self,

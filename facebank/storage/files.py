@@ -1,6 +1,10 @@
-"""Embedded vector store: one file per segment at <root>/<collection_id>/<name>.seg.
+"""Embedded vector store: one file per segment at <root>/<collection dir>/<name>.seg.
 
-User-vector segments (user_vectors()) live at <root>/<collection_id>/users/<name>.seg: inside the
+A collection's directory is named by a digest of its id (``collection_dir``): an id may be 255
+characters (a whole file name's limit), start with '.', or differ from another only in case, which
+macOS's and Windows' filesystems would fold into one directory.
+
+User-vector segments (user_vectors()) live at <root>/<collection dir>/users/<name>.seg: inside the
 collection's directory, so deleting the collection removes them, and not listed with its faces.
 
 A segment is written to a dot-prefixed temp file in the same directory, fsynced, then published
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import errno
+import hashlib
 import os
 import shutil
 import uuid
@@ -24,6 +29,11 @@ from facebank.storage import segments
 from facebank.storage.errors import SegmentExists, SegmentNotFound
 
 USERS_DIR = "users"  # not a valid segment file name (no .seg suffix), so never listed as one
+
+
+def collection_dir(collection_id: str) -> str:
+    segments.safe_component(collection_id)  # the same ids are refused as on S3
+    return "c-" + hashlib.sha256(collection_id.encode()).hexdigest()[:40]
 
 
 def _fsync_dir(path: Path) -> None:
@@ -51,7 +61,14 @@ class FileVectorStore:
             shutil.rmtree(entry, ignore_errors=True)
 
     def _dir(self, collection_id: str) -> Path:
-        base = self.root / segments.safe_component(collection_id)
+        base = self.root / collection_dir(collection_id)
+        if not base.exists():
+            # Data dirs written before digest names kept a collection under its id: adopt that
+            # directory (rename is atomic, so of two racing processes one wins, the other finds it).
+            try:
+                os.rename(self.root / segments.safe_component(collection_id), base)
+            except OSError:
+                pass  # none: a new collection, or an id that was never a valid file name
         return base / self._sub if self._sub else base
 
     def user_vectors(self) -> FileVectorStore:

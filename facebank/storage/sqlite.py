@@ -335,7 +335,7 @@ class SqliteMetadataStore:
         face_ids: list[str] | None = None,
     ) -> tuple[list[FaceRecord], str | None]:
         check_max_results(max_results)
-        after = decode_token("faces", next_token) or ""
+        after = decode_token(f"faces/{collection_id}", next_token) or ""
         sql = f"SELECT {_FACE_COLS} FROM faces WHERE collection_id = ? AND face_id > ?"
         args: list = [collection_id, after]
         if user_id is not None:
@@ -349,7 +349,7 @@ class SqliteMetadataStore:
         with self._read() as db:
             self._require_collection(db, collection_id)
             rows = db.execute(sql, args).fetchall()
-        return _page([_face(r) for r in rows], max_results, "faces", lambda f: f.face_id)
+        return _page([_face(r) for r in rows], max_results, f"faces/{collection_id}", lambda f: f.face_id)
 
     def delete_faces(self, collection_id: str, face_ids: list[str]) -> list[str]:
         deleted: list[str] = []
@@ -463,7 +463,7 @@ class SqliteMetadataStore:
         self, collection_id: str, max_results: int, next_token: str | None = None
     ) -> tuple[list[UserRecord], str | None]:
         check_max_results(max_results)
-        after = decode_token("users", next_token) or ""
+        after = decode_token(f"users/{collection_id}", next_token) or ""
         with self._read() as db:
             self._require_collection(db, collection_id)
             rows = db.execute(
@@ -473,7 +473,7 @@ class SqliteMetadataStore:
             ).fetchall()
             users = [self._user(db, collection_id, r) for r in rows[:max_results]]
         more = len(rows) > max_results
-        return users, encode_token("users", users[-1].user_id) if more else None
+        return users, encode_token(f"users/{collection_id}", users[-1].user_id) if more else None
 
     def set_face_user(
         self,

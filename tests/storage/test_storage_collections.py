@@ -102,6 +102,22 @@ def test_tokens_are_not_interchangeable(stores, cid):
     _, face_token = stores.meta.list_faces(cid, 1)
     with pytest.raises(InvalidPaginationToken):
         stores.meta.list_collections(1, face_token)
+    # Nor between collections: another collection's face ids would start the listing anywhere.
+    stores.meta.create_collection(collection_record("other"))
+    stores.meta.put_faces("other", faces("f", 3))
+    with pytest.raises(InvalidPaginationToken):
+        stores.meta.list_faces("other", 1, face_token)
+
+
+def test_tokens_of_the_longest_ids_fit_the_model(stores):
+    """botocore's PaginationToken is at most 255 characters, and so is a collection id."""
+    ids = ["-" + "z" * 254, "z" * 255]  # the ends of the id alphabet
+    for collection_id in ids:
+        stores.meta.create_collection(collection_record(collection_id))
+    first, token = stores.meta.list_collections(1)
+    assert token is not None and len(token) <= 255
+    second, last = stores.meta.list_collections(1, token)
+    assert [c.collection_id for c in first + second] == ids and last is None
 
 
 def test_delete_collection_removes_faces_users_and_segments(stores, cid):

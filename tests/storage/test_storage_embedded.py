@@ -13,7 +13,7 @@ import numpy as np
 from storage_helpers import collection_record, list_all, unit_vectors
 
 from facebank.storage import VectorIndex, open_embedded, segments
-from facebank.storage.files import FileVectorStore
+from facebank.storage.files import FileVectorStore, collection_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -23,9 +23,10 @@ def test_half_written_file_is_invisible(tmp_path):
     store.write_segment("c1", "done", ["a"], unit_vectors(1, 1))
     # What a writer killed before its link leaves behind: a partial temp file.
     torn = segments.encode(["b"], unit_vectors(1, 2))[:30]
-    (tmp_path / "c1" / ".torn.123.abc.tmp").write_bytes(torn)
+    directory = tmp_path / collection_dir("c1")
+    (directory / ".torn.123.abc.tmp").write_bytes(torn)
     assert store.list_segments("c1") == ["done"]
-    assert not [p for p in (tmp_path / "c1").iterdir() if p.name.startswith(".done")]
+    assert not [p for p in directory.iterdir() if p.name.startswith(".done")]
 
 
 def test_interrupted_collection_delete_is_finished_on_open(tmp_path):
@@ -94,3 +95,14 @@ def test_sqlite_connections_of_finished_threads_are_closed(tmp_path):
         t.join()
     assert fds() <= before + 2
     meta.close()
+
+
+def test_collections_stored_under_their_id_are_adopted(tmp_path):
+    """Data dirs written before digest directory names kept a collection's segments under its id."""
+    legacy = tmp_path / "vectors" / "my-collection"
+    legacy.mkdir(parents=True)
+    (legacy / "s1.seg").write_bytes(segments.encode(["f1"], unit_vectors(1, 1)))
+    store = FileVectorStore(tmp_path / "vectors")
+    assert store.list_segments("my-collection") == ["s1"]
+    assert store.read_segment("my-collection", "s1")[0] == ["f1"]
+    assert not legacy.exists()

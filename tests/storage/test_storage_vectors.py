@@ -46,6 +46,17 @@ def test_list_is_sorted_and_scoped_per_collection(stores):
     assert stores.vecs.list_segments("..") == ["dots"]
 
 
+def test_every_legal_collection_id_has_its_own_segments(stores):
+    """The longest ids, ids starting with '.', and ids that differ only in case (one directory
+    on a case-insensitive filesystem if the id were the directory name)."""
+    ids = ["." + "x" * 254, "y" * 255, "Case", "case"]
+    for i, collection_id in enumerate(ids):
+        stores.vecs.write_segment(collection_id, f"s{i}", [f"f{i}"], unit_vectors(1, i))
+    assert [stores.vecs.list_segments(c) for c in ids] == [[f"s{i}"] for i in range(len(ids))]
+    stores.vecs.delete_collection("Case")
+    assert stores.vecs.list_segments("Case") == [] and stores.vecs.list_segments("case") == ["s3"]
+
+
 def test_missing_and_deleted_segments(stores):
     with pytest.raises(SegmentNotFound):
         stores.vecs.read_segment("c1", "nope")
