@@ -260,19 +260,21 @@ def disassociate_faces(request: Request, ctx: Context) -> Response:
     unsuccessful: list[dict] = []
     for face_id in wanted:
         rec = records.get(face_id)
-        owner = rec.user_id if rec is not None else None
+        exists, owner = rec is not None, rec.user_id if rec is not None else None
         if owner == user_id:
             try:
                 ctx.metadata.set_face_user(collection_id, face_id, None, user_id)
                 disassociated.append(face_id)
                 continue
             except FaceNotFound:
-                owner = None
+                exists = False
             except FaceUserConflict as e:
                 owner = e.current_user_id
-        if owner is None or owner == user_id:  # missing, or not (or no longer) in any user
+        # As Rekognition: a face already out of the user is ignored (so a retry answers cleanly);
+        # a face that is not in the collection, or is in another user, is reported.
+        if not exists:
             unsuccessful.append(_unsuccessful(face_id, user_id, "FACE_NOT_FOUND"))
-        else:
+        elif owner is not None and owner != user_id:
             unsuccessful.append(_unsuccessful(face_id, owner, "ASSOCIATED_TO_A_DIFFERENT_USER"))
     if disassociated or user.status == "UPDATING":
         user = users.refresh(collection_id, user_id)
