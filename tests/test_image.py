@@ -27,6 +27,14 @@ def test_jpeg_judged_by_content_not_name():
         decode(encode(Image.new("RGB", (200, 200)), "BMP"))
 
 
+def test_png_is_taken_as_stored_even_with_an_exif_orientation():
+    """Rekognition does not correct PNG orientation (botocore's OrientationCorrection doc)."""
+    image = Image.new("RGB", (100, 300), (10, 20, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    assert decode(encode(image, "PNG", exif=exif.tobytes())).shape == (300, 100, 3)
+
+
 def test_exif_orientation_applied():
     image = Image.new("RGB", (300, 100), (10, 200, 10))
     exif = Image.Exif()

@@ -1,8 +1,10 @@
 """Image decoding: JPEG and PNG only, judged by content, oriented as displayed.
 
 Limits are checked on the header, before any pixel is decoded, so a decompression bomb costs
-nothing. EXIF orientation is applied so every box and landmark refers to the image as a viewer
-sees it (Rekognition omits OrientationCorrection for face model 4 and later, and so do we).
+nothing. A JPEG's EXIF orientation is applied so every box and landmark refers to the image as a
+viewer sees it (Rekognition omits OrientationCorrection for face model 4 and later, and so do we).
+A PNG is taken as stored, even with an eXIf chunk: "Amazon Rekognition doesn't perform image
+correction for images in .png format" (botocore's model).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facebank.errors import (
     ImageTooLargeException,
@@ -46,9 +48,13 @@ def decode(data: bytes) -> np.ndarray:
             if fmt == "JPEG" and max(width, height) > MAX_DECODE_SIDE:
                 image.draft("RGB", (MAX_DECODE_SIDE, MAX_DECODE_SIDE))
             image.load()
-            oriented = ImageOps.exif_transpose(image)
+            oriented = ImageOps.exif_transpose(image) if fmt == "JPEG" else image
+    except UnidentifiedImageError:
+        raise InvalidImageFormatException(
+            f"Request has invalid image format: the bytes start like a {fmt} but are not one"
+        ) from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise InvalidImageFormatException(f"Request has invalid image format: {exc}") from None
+        raise InvalidImageFormatException(f"Request has invalid image format: {fmt}: {exc}") from None
     return _to_rgb(oriented)
 
 
