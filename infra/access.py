@@ -77,11 +77,11 @@ _SEARCH_USERS = {
 }
 # Associate/DisassociateFaces move faces between users (transactions on faces and users), then
 # rebuild the user's vector: read its faces' vectors, write one user segment (deleted again if a
-# concurrent change wins the commit).
+# concurrent change wins the commit). PutItem on users: the request ledger (ClientRequestToken).
 _MEMBERSHIP = {
     "collections": {GET},
     "faces": {GET, BATCH_GET, UPDATE},
-    "users": {GET, UPDATE},
+    "users": {GET, UPDATE, PUT},
     "vectors": {LIST, GET_OBJECT, PUT_OBJECT, DELETE_OBJECT},
 }
 

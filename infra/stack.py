@@ -348,7 +348,8 @@ class FacebankStack(Stack):
         self.tables = {
             "collections": self._table("CollectionsTable", "collections", "collection_id"),
             "faces": self._table("FacesTable", "faces", "collection_id", "face_id"),
-            "users": self._table("UsersTable", "users", "collection_id", "user_id"),
+            # "expires": the request ledger's entries (facebank/storage/dynamodb.py) age out by TTL.
+            "users": self._table("UsersTable", "users", "collection_id", "user_id", ttl="expires"),
         }
         self.ledger = self._table("IngestLedgerTable", "ingest", "object_key", ttl="expires")
         self.access_logs = self._bucket(

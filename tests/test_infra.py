@@ -328,6 +328,8 @@ def test_tables_match_the_dynamodb_adapter_and_are_protected(template):
         assert props["DeletionProtectionEnabled"] is True
         assert table["DeletionPolicy"] == "Retain" and table["UpdateReplacePolicy"] == "Retain"
     assert tables["facebank-ingest"]["Properties"]["TimeToLiveSpecification"] == {"AttributeName": "expires", "Enabled": True}
+    # The users table holds the request ledger (ClientRequestToken answers), which ages out by TTL.
+    assert tables["facebank-users"]["Properties"]["TimeToLiveSpecification"] == {"AttributeName": "expires", "Enabled": True}
 
 
 def test_buckets_private_encrypted_tls_only_logged(template):

@@ -366,6 +366,37 @@ def test_disassociate_faces_and_every_reason(rek):
         rek.disassociate_faces(CollectionId="no-such-collection", UserId="a", FaceIds=[a[1]])
 
 
+def test_client_request_tokens_repeat_the_answer_and_refuse_other_parameters(rek):
+    """The model's doc: "If you use the same token with multiple <Op> requests, the same response is
+    returned"; the same token with other parameters is IdempotentParameterMismatchException."""
+    collection_id = _new_collection(rek)
+    a = _two_people(rek, collection_id)["a"]
+    body = lambda r: {k: v for k, v in r.items() if k != "ResponseMetadata"}  # noqa: E731
+
+    rek.create_user(CollectionId=collection_id, UserId="a", ClientRequestToken="create-a")
+    with pytest.raises(rek.exceptions.IdempotentParameterMismatchException):
+        rek.create_user(CollectionId=collection_id, UserId="b", ClientRequestToken="create-a")
+    assert set(_users(rek, collection_id)) == {"a"}
+
+    first = rek.associate_faces(CollectionId=collection_id, UserId="a", FaceIds=a[:2], ClientRequestToken="t1")
+    assert len(first["AssociatedFaces"]) == 2
+    assert body(rek.associate_faces(CollectionId=collection_id, UserId="a", FaceIds=a[:2], ClientRequestToken="t1")) == body(first)
+    with pytest.raises(rek.exceptions.IdempotentParameterMismatchException):
+        rek.associate_faces(CollectionId=collection_id, UserId="a", FaceIds=a[2:3], ClientRequestToken="t1")
+    assert _user_faces(rek, collection_id, "a") == set(a[:2])
+
+    out = rek.disassociate_faces(CollectionId=collection_id, UserId="a", FaceIds=[a[0]], ClientRequestToken="t2")
+    assert out["DisassociatedFaces"] == [{"FaceId": a[0]}]
+    assert body(rek.disassociate_faces(CollectionId=collection_id, UserId="a", FaceIds=[a[0]], ClientRequestToken="t2")) == body(out)
+    assert _user_faces(rek, collection_id, "a") == {a[1]}
+
+    rek.delete_user(CollectionId=collection_id, UserId="a", ClientRequestToken="delete-a")
+    with pytest.raises(rek.exceptions.IdempotentParameterMismatchException):
+        rek.delete_user(CollectionId=collection_id, UserId="other", ClientRequestToken="delete-a")
+    # The ledger is the collection's: it goes with it, and never shows up as a user.
+    assert _users(rek, collection_id) == {}
+
+
 def test_delete_user_disassociates_its_faces(rek):
     collection_id = _new_collection(rek)
     faces = _two_people(rek, collection_id)

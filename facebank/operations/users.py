@@ -12,6 +12,9 @@ user's status after the call: ACTIVE once this request's change is in the vector
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import threading
 import time
 import weakref
@@ -21,11 +24,12 @@ import numpy as np
 from facebank.engine.packs import Calibration
 from facebank.errors import (
     ConflictException,
+    IdempotentParameterMismatchException,
     InvalidParameterException,
     ResourceNotFoundException,
     ServiceQuotaExceededException,
 )
-from facebank.operations import Context, Request, Response, operation
+from facebank.operations import Context, Operation, Request, Response, operation
 from facebank.operations.collections import get_collection
 from facebank.operations.images import load_image
 from facebank.operations.quality import quality_reasons
@@ -97,10 +101,46 @@ def _user_matches(ctx: Context, hits: list[tuple[UserRecord, float]], threshold:
     return out
 
 
+# How long a ClientRequestToken's answer is kept (Rekognition does not say; a day covers SDK
+# retries and a client's own retry after an outage).
+TOKEN_LIFETIME_SECONDS = 24 * 3600
+
+
+def by_token(fn: Operation) -> Operation:
+    """ClientRequestToken as Rekognition documents it: "If you use the same token with multiple
+    <Op> requests, the same response is returned"; the same token with other parameters is an
+    IdempotentParameterMismatchException. The answer is remembered in the collection's request
+    ledger after the operation succeeds; a crash in between leaves the retry to the operation's
+    own idempotence (faces already in the user are ignored, a user created with this token is
+    success), so it still answers without a second change."""
+
+    @functools.wraps(fn)
+    def wrapped(request: Request, ctx: Context) -> Response:
+        token = request.get("ClientRequestToken")
+        if token is None:
+            return fn(request, ctx)
+        collection_id, key = request["CollectionId"], f"{fn.__name__}:{token}"
+        params = {k: v for k, v in request.items() if k != "ClientRequestToken"}
+        digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
+        since = time.time() - TOKEN_LIFETIME_SECONDS
+        stored = ctx.metadata.recall_request(collection_id, key, since)
+        if stored is None:
+            response = fn(request, ctx)
+            stored = ctx.metadata.remember_request(collection_id, key, digest, json.dumps(response), since)
+        if stored[0] != digest:
+            raise IdempotentParameterMismatchException(
+                f"ClientRequestToken {token} was used with other parameters in an earlier request"
+            )
+        return json.loads(stored[1])
+
+    return wrapped
+
+
 # --- lifecycle
 
 
 @operation("CreateUser")
+@by_token
 def create_user(request: Request, ctx: Context) -> Response:
     collection_id, user_id = request["CollectionId"], request["UserId"]
     token = request.get("ClientRequestToken")
@@ -125,6 +165,7 @@ def create_user(request: Request, ctx: Context) -> Response:
 
 
 @operation("DeleteUser")
+@by_token
 def delete_user(request: Request, ctx: Context) -> Response:
     collection_id, user_id = request["CollectionId"], request["UserId"]
     token = request.get("ClientRequestToken")
@@ -167,6 +208,7 @@ def _unsuccessful(face_id: str, user_id: str | None, reason: str, confidence: fl
 
 
 @operation("AssociateFaces")
+@by_token
 def associate_faces(request: Request, ctx: Context) -> Response:
     collection_id, user_id = request["CollectionId"], request["UserId"]
     threshold = request.get("UserMatchThreshold", ASSOCIATE_THRESHOLD)
@@ -249,6 +291,7 @@ def associate_faces(request: Request, ctx: Context) -> Response:
 
 
 @operation("DisassociateFaces")
+@by_token
 def disassociate_faces(request: Request, ctx: Context) -> Response:
     collection_id, user_id = request["CollectionId"], request["UserId"]
     get_collection(ctx, collection_id, check_pack=True)

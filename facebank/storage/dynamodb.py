@@ -14,8 +14,11 @@ All tables on-demand (PAY_PER_REQUEST), no secondary indexes:
       face_ids (SS, absent when empty); ver (N, bumped on every membership change);
       vector_id (S, absent when the user has no vector).
       Tombstones of deleted users share the table under user_id "~deleted~<user_id>" with
-      client_request_token and deleted (N): "~" sorts after every character a UserId may
-      contain, so they sit after all users of the collection and list_users stops before them.
+      client_request_token and deleted (N); the request ledger (answers of requests made with a
+      ClientRequestToken) under user_id "~request~<operation>:<token>" with digest, response (S),
+      created and expires (N, the table's TTL attribute). "~" sorts after every character a
+      UserId may contain, so these sit after all users of the collection and list_users stops
+      before them; the collection's purge removes them with its users.
 
 Counts stay exact under concurrency because every write that changes one is a TransactWriteItems
 that also carries the count update, with conditions making each face/user insert or delete happen
@@ -52,7 +55,10 @@ _BATCH_GET_MAX = 100
 _BATCH_WRITE_MAX = 25
 _RETRYABLE = {"TransactionConflict", "ProvisionedThroughputExceeded", "ThrottlingError"}
 _CCF = "ConditionalCheckFailed"
-_TOMBSTONE = "~deleted~"  # user_id prefix of deleted-user tombstones (see the module docstring)
+_NOT_A_USER = "~"  # prefix of the users table's other items, sorting after every UserId
+_TOMBSTONE = "~deleted~"
+_LEDGER = "~request~"
+LEDGER_TTL_SECONDS = 24 * 3600  # user_id prefix of deleted-user tombstones (see the module docstring)
 
 _ser = TypeSerializer()
 _de = TypeDeserializer()
@@ -598,6 +604,34 @@ class DynamoMetadataStore:
         keys = [self._user_key(collection_id, uid) for uid in dict.fromkeys(user_ids)]
         return {u.user_id: u for u in map(_user, self._batch_get(self.tables.users, keys))}
 
+    def recall_request(self, collection_id: str, key: str, since: float) -> tuple[str, str] | None:
+        item = self._get(self.tables.users, self._user_key(collection_id, _LEDGER + key))
+        if item is None or float(item["created"]["N"]) < since:  # TTL deletes late, so check
+            return None
+        return item["digest"]["S"], item["response"]["S"]
+
+    def remember_request(self, collection_id: str, key: str, digest: str, response: str, since: float) -> tuple[str, str]:
+        now = time.time()
+        item = _item(
+            collection_id=collection_id, user_id=_LEDGER + key, digest=digest, response=response,
+            created=now, expires=int(now + LEDGER_TTL_SECONDS),
+        )  # fmt: skip
+        try:
+            self._write1(
+                "put_item",
+                TableName=self.tables.users,
+                Item=item,
+                ConditionExpression="attribute_not_exists(user_id) OR created < :since",
+                ExpressionAttributeValues={":since": {"N": repr(since)}},
+            )
+        except ClientError as e:
+            if e.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            stored = self.recall_request(collection_id, key, since)
+            if stored is not None:
+                return stored
+        return digest, response
+
     def deleted_user_token(self, collection_id: str, user_id: str) -> str | None:
         item = self._get(self.tables.users, self._user_key(collection_id, _TOMBSTONE + user_id))
         return _plain(item).get("client_request_token") if item else None
@@ -662,8 +696,8 @@ class DynamoMetadataStore:
         for item in self._query(
             self.tables.users, collection_id, "user_id", after, Limit=max_results + 1
         ):
-            if item["user_id"]["S"].startswith(_TOMBSTONE):
-                break  # tombstones sort after every user
+            if item["user_id"]["S"].startswith(_NOT_A_USER):
+                break  # tombstones and the request ledger sort after every user
             recs.append(_user(item))
             if len(recs) > max_results:
                 break

@@ -137,6 +137,17 @@ class MetadataStore(Protocol):
     def get_users(self, collection_id: str, user_ids: list[str]) -> dict[str, UserRecord]:
         """The stored users among user_ids (missing ids are simply absent; no collection check)."""
 
+    # --- request ledger: answers of requests made with a ClientRequestToken
+    def recall_request(self, collection_id: str, key: str, since: float) -> tuple[str, str] | None:
+        """(request digest, response JSON) remembered under key no earlier than ``since``."""
+
+    def remember_request(self, collection_id: str, key: str, digest: str, response: str, since: float) -> tuple[str, str]:
+        """Remember (digest, response) under key unless an entry no earlier than ``since`` is
+        there; return the entry that stands (this one, or the one a concurrent request stored
+        first). Entries die with the collection, and expire: the embedded store drops those older
+        than ``since``, DynamoDB's TTL removes them a day after they were written.
+        """
+
     def list_users(
         self, collection_id: str, max_results: int, next_token: str | None = None
     ) -> tuple[list[UserRecord], str | None]:

@@ -30,7 +30,7 @@ from facebank.storage.errors import (
 from facebank.storage.pagination import check_max_results, decode_token, encode_token
 from facebank.storage.ports import CollectionRecord, FaceRecord, UserRecord
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS collections (
@@ -78,6 +78,16 @@ CREATE TABLE IF NOT EXISTS user_tombstones (
     client_request_token TEXT,
     deleted REAL NOT NULL,
     PRIMARY KEY (collection_id, user_id)
+) WITHOUT ROWID;
+""",
+    3: """
+CREATE TABLE IF NOT EXISTS request_ledger (
+    collection_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    response TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (collection_id, key)
 ) WITHOUT ROWID;
 """,
 }
@@ -271,6 +281,7 @@ class SqliteMetadataStore:
             db.execute("DELETE FROM faces WHERE collection_id = ?", (collection_id,))
             db.execute("DELETE FROM users WHERE collection_id = ?", (collection_id,))
             db.execute("DELETE FROM user_tombstones WHERE collection_id = ?", (collection_id,))
+            db.execute("DELETE FROM request_ledger WHERE collection_id = ?", (collection_id,))
             return True
 
     def update_tags(self, collection_id: str, put: dict[str, str], remove: list[str]) -> dict[str, str]:
@@ -450,6 +461,26 @@ class SqliteMetadataStore:
                 (collection_id,),
             )
             return True
+
+    def recall_request(self, collection_id: str, key: str, since: float) -> tuple[str, str] | None:
+        row = self._conn().execute(
+            "SELECT digest, response FROM request_ledger WHERE collection_id = ? AND key = ? AND created >= ?",
+            (collection_id, key, since),
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def remember_request(self, collection_id: str, key: str, digest: str, response: str, since: float) -> tuple[str, str]:
+        with self._write() as db:
+            db.execute("DELETE FROM request_ledger WHERE collection_id = ? AND created < ?", (collection_id, since))
+            db.execute(
+                "INSERT OR IGNORE INTO request_ledger VALUES (?, ?, ?, ?, ?)",
+                (collection_id, key, digest, response, time.time()),
+            )
+            row = db.execute(
+                "SELECT digest, response FROM request_ledger WHERE collection_id = ? AND key = ?",
+                (collection_id, key),
+            ).fetchone()
+        return row[0], row[1]
 
     def deleted_user_token(self, collection_id: str, user_id: str) -> str | None:
         row = self._conn().execute(

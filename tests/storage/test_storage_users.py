@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import time
+
 import pytest
-from storage_helpers import faces, list_all, run_threads
+from storage_helpers import collection_record, faces, list_all, run_threads
 
 from facebank.storage import (
     CollectionNotFound,
@@ -96,3 +98,26 @@ def test_delete_user_disassociates_its_faces(stores, cid):
     assert meta.delete_user(cid, "u1") is True
     assert meta.get_faces(cid, ["f-0000"])["f-0000"].user_id is None
     assert meta.delete_faces(cid, ["f-0000"]) == ["f-0000"]
+
+
+def test_request_ledger(stores, cid):
+    meta, now = stores.meta, time.time()
+    assert meta.recall_request(cid, "AssociateFaces:t", now - 60) is None
+    assert meta.remember_request(cid, "AssociateFaces:t", "d1", '{"a": 1}', now - 60) == ("d1", '{"a": 1}')
+    # The first answer stands: a concurrent request with the same token gets it back.
+    assert meta.remember_request(cid, "AssociateFaces:t", "d2", '{"a": 2}', now - 60) == ("d1", '{"a": 1}')
+    assert meta.recall_request(cid, "AssociateFaces:t", now - 60) == ("d1", '{"a": 1}')
+    # Entries older than `since` are gone for reading, and a new answer replaces them.
+    assert meta.recall_request(cid, "AssociateFaces:t", time.time() + 1) is None
+    assert meta.remember_request(cid, "AssociateFaces:t", "d3", "{}", time.time() + 1) == ("d3", "{}")
+    # Not users, and gone with the collection.
+    assert meta.list_users(cid, 10)[0] == []
+    meta.delete_collection(cid)
+    meta.create_collection(collection_record(cid))
+    assert meta.recall_request(cid, "AssociateFaces:t", 0) is None
+
+
+def test_concurrent_same_token_requests_agree(stores, cid):
+    answers = []
+    run_threads(8, lambda i: answers.append(stores.meta.remember_request(cid, "CreateUser:x", f"d{i}", f"{i}", 0)))
+    assert len(answers) == 8 and len(set(answers)) == 1
