@@ -49,6 +49,12 @@ def error_response(error: RekognitionError, request_id: str) -> WireResponse:
     return WireResponse(error.status, body, headers)
 
 
+def _not_json(constant: str) -> None:
+    """NaN and Infinity are Python's JSON extensions, not JSON: a NaN threshold would pass every
+    range check (all comparisons with NaN are false)."""
+    raise ValueError(f"{constant} is not JSON")
+
+
 def dispatch(name: str | None, body: bytes, ctx: Context, request_id: str | None = None) -> WireResponse:
     request_id = request_id or str(uuid.uuid4())
     try:
@@ -56,7 +62,7 @@ def dispatch(name: str | None, body: bytes, ctx: Context, request_id: str | None
         if fn is None:
             raise UnknownOperationException(f"Unknown operation {name!r}")
         try:
-            payload = json.loads(body or b"{}")
+            payload = json.loads(body or b"{}", parse_constant=_not_json)
         except (ValueError, UnicodeDecodeError):
             raise SerializationException("Request body is not valid JSON") from None
         result = fn(parse_request(name, payload), ctx)

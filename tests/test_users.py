@@ -371,7 +371,7 @@ def test_client_request_tokens_repeat_the_answer_and_refuse_other_parameters(rek
     returned"; the same token with other parameters is IdempotentParameterMismatchException."""
     collection_id = _new_collection(rek)
     a = _two_people(rek, collection_id)["a"]
-    body = lambda r: {k: v for k, v in r.items() if k != "ResponseMetadata"}  # noqa: E731
+    body = lambda r: {k: v for k, v in r.items() if k != "ResponseMetadata"}
 
     rek.create_user(CollectionId=collection_id, UserId="a", ClientRequestToken="create-a")
     with pytest.raises(rek.exceptions.IdempotentParameterMismatchException):
