@@ -390,6 +390,27 @@ def test_client_request_tokens_repeat_the_answer_and_refuse_other_parameters(rek
     assert body(rek.disassociate_faces(CollectionId=collection_id, UserId="a", FaceIds=[a[0]], ClientRequestToken="t2")) == body(out)
     assert _user_faces(rek, collection_id, "a") == {a[1]}
 
+    # Two requests with one token and different parameters at once: one is refused, and changes nothing.
+    outcomes = []
+
+    def create(user_id: str) -> None:
+        try:
+            rek.create_user(CollectionId=collection_id, UserId=user_id, ClientRequestToken="race")
+            outcomes.append(user_id)
+        except rek.exceptions.IdempotentParameterMismatchException:
+            pass
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(create, ["racer-1", "racer-2"]))
+    assert len(outcomes) == 1 and set(_users(rek, collection_id)) == {"a", *outcomes}
+    rek.delete_user(CollectionId=collection_id, UserId=outcomes[0])
+
+    # A failed request frees its token (else the next one would be a parameter mismatch).
+    with pytest.raises(rek.exceptions.ConflictException):
+        rek.create_user(CollectionId=collection_id, UserId="a", ClientRequestToken="free")
+    rek.create_user(CollectionId=collection_id, UserId="c", ClientRequestToken="free")
+    rek.delete_user(CollectionId=collection_id, UserId="c")
+
     rek.delete_user(CollectionId=collection_id, UserId="a", ClientRequestToken="delete-a")
     with pytest.raises(rek.exceptions.IdempotentParameterMismatchException):
         rek.delete_user(CollectionId=collection_id, UserId="other", ClientRequestToken="delete-a")

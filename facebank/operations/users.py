@@ -109,10 +109,13 @@ TOKEN_LIFETIME_SECONDS = 24 * 3600
 def by_token(fn: Operation) -> Operation:
     """ClientRequestToken as Rekognition documents it: "If you use the same token with multiple
     <Op> requests, the same response is returned"; the same token with other parameters is an
-    IdempotentParameterMismatchException. The answer is remembered in the collection's request
-    ledger after the operation succeeds; a crash in between leaves the retry to the operation's
-    own idempotence (faces already in the user are ignored, a user created with this token is
-    success), so it still answers without a second change."""
+    IdempotentParameterMismatchException. The token is claimed in the collection's request ledger
+    (with a digest of the parameters) before the operation runs, so a request with other
+    parameters is refused before it changes anything, even when both arrive at once; the first
+    answer recorded is the one every request with the token gets. Requests with the same
+    parameters may both run; the operations are idempotent themselves (faces already in the user
+    are ignored, a user created with this token is success), so that changes nothing twice. A
+    failed request releases its claim; a crash leaves it unanswered, and the retry runs again."""
 
     @functools.wraps(fn)
     def wrapped(request: Request, ctx: Context) -> Response:
@@ -123,15 +126,19 @@ def by_token(fn: Operation) -> Operation:
         params = {k: v for k, v in request.items() if k != "ClientRequestToken"}
         digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
         since = time.time() - TOKEN_LIFETIME_SECONDS
-        stored = ctx.metadata.recall_request(collection_id, key, since)
-        if stored is None:
-            response = fn(request, ctx)
-            stored = ctx.metadata.remember_request(collection_id, key, digest, json.dumps(response), since)
-        if stored[0] != digest:
+        claimed_digest, answer = ctx.metadata.claim_request(collection_id, key, digest, since)
+        if claimed_digest != digest:
             raise IdempotentParameterMismatchException(
                 f"ClientRequestToken {token} was used with other parameters in an earlier request"
             )
-        return json.loads(stored[1])
+        if answer is None:
+            try:
+                response = fn(request, ctx)
+            except Exception:
+                ctx.metadata.release_request(collection_id, key)
+                raise
+            answer = ctx.metadata.answer_request(collection_id, key, json.dumps(response))
+        return json.loads(answer)
 
     return wrapped
 

@@ -369,7 +369,8 @@ class DynamoMetadataStore:
             names[f"#p{i}"] = key
             values[f":p{i}"] = {"S": value}
             sets.append(f"#t.#p{i} = :p{i}")
-        for i, key in enumerate(k for k in remove if k not in put):
+        # Each key once: DynamoDB refuses an update naming one document path twice.
+        for i, key in enumerate(k for k in dict.fromkeys(remove) if k not in put):
             names[f"#r{i}"] = key
             removes.append(f"#t.#r{i}")
         expression = " ".join(
@@ -604,33 +605,64 @@ class DynamoMetadataStore:
         keys = [self._user_key(collection_id, uid) for uid in dict.fromkeys(user_ids)]
         return {u.user_id: u for u in map(_user, self._batch_get(self.tables.users, keys))}
 
-    def recall_request(self, collection_id: str, key: str, since: float) -> tuple[str, str] | None:
-        item = self._get(self.tables.users, self._user_key(collection_id, _LEDGER + key))
-        if item is None or float(item["created"]["N"]) < since:  # TTL deletes late, so check
-            return None
-        return item["digest"]["S"], item["response"]["S"]
+    def _ledger_entry(self, collection_id: str, key: str) -> dict[str, Any] | None:
+        return self._get(self.tables.users, self._user_key(collection_id, _LEDGER + key))
 
-    def remember_request(self, collection_id: str, key: str, digest: str, response: str, since: float) -> tuple[str, str]:
+    def claim_request(self, collection_id: str, key: str, digest: str, since: float) -> tuple[str, str | None]:
         now = time.time()
         item = _item(
-            collection_id=collection_id, user_id=_LEDGER + key, digest=digest, response=response,
-            created=now, expires=int(now + LEDGER_TTL_SECONDS),
+            collection_id=collection_id, user_id=_LEDGER + key, digest=digest, created=now,
+            expires=int(now + LEDGER_TTL_SECONDS),
         )  # fmt: skip
+        while True:
+            try:
+                self._write1(
+                    "put_item",
+                    TableName=self.tables.users,
+                    Item=item,
+                    # An expired entry TTL has not removed yet counts as absent.
+                    ConditionExpression="attribute_not_exists(user_id) OR created < :since",
+                    ExpressionAttributeValues={":since": {"N": repr(since)}},
+                )
+                return digest, None
+            except ClientError as e:
+                if e.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    raise
+            standing = self._ledger_entry(collection_id, key)
+            if standing is not None:  # else released meanwhile: claim again
+                return standing["digest"]["S"], standing.get("response", {}).get("S")
+
+    def answer_request(self, collection_id: str, key: str, response: str) -> str:
         try:
             self._write1(
-                "put_item",
+                "update_item",
                 TableName=self.tables.users,
-                Item=item,
-                ConditionExpression="attribute_not_exists(user_id) OR created < :since",
-                ExpressionAttributeValues={":since": {"N": repr(since)}},
+                Key=self._user_key(collection_id, _LEDGER + key),
+                UpdateExpression="SET #r = :r",
+                ConditionExpression="attribute_exists(user_id) AND attribute_not_exists(#r)",
+                ExpressionAttributeNames={"#r": "response"},
+                ExpressionAttributeValues={":r": _s(response)},
             )
         except ClientError as e:
             if e.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
-            stored = self.recall_request(collection_id, key, since)
-            if stored is not None:
-                return stored
-        return digest, response
+            standing = self._ledger_entry(collection_id, key)
+            if standing is not None and "response" in standing:
+                return standing["response"]["S"]
+        return response
+
+    def release_request(self, collection_id: str, key: str) -> None:
+        try:
+            self._write1(
+                "delete_item",
+                TableName=self.tables.users,
+                Key=self._user_key(collection_id, _LEDGER + key),
+                ConditionExpression="attribute_not_exists(#r)",
+                ExpressionAttributeNames={"#r": "response"},
+            )
+        except ClientError as e:
+            if e.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
 
     def deleted_user_token(self, collection_id: str, user_id: str) -> str | None:
         item = self._get(self.tables.users, self._user_key(collection_id, _TOMBSTONE + user_id))

@@ -137,16 +137,19 @@ class MetadataStore(Protocol):
     def get_users(self, collection_id: str, user_ids: list[str]) -> dict[str, UserRecord]:
         """The stored users among user_ids (missing ids are simply absent; no collection check)."""
 
-    # --- request ledger: answers of requests made with a ClientRequestToken
-    def recall_request(self, collection_id: str, key: str, since: float) -> tuple[str, str] | None:
-        """(request digest, response JSON) remembered under key no earlier than ``since``."""
-
-    def remember_request(self, collection_id: str, key: str, digest: str, response: str, since: float) -> tuple[str, str]:
-        """Remember (digest, response) under key unless an entry no earlier than ``since`` is
-        there; return the entry that stands (this one, or the one a concurrent request stored
-        first). Entries die with the collection, and expire: the embedded store drops those older
-        than ``since``, DynamoDB's TTL removes them a day after they were written.
+    # --- request ledger: requests made with a ClientRequestToken, and their answers
+    def claim_request(self, collection_id: str, key: str, digest: str, since: float) -> tuple[str, str | None]:
+        """Claim key for a request with this digest unless an entry made no earlier than ``since``
+        stands; return the standing (digest, response JSON or None while unanswered). Entries die
+        with the collection, and expire: the embedded store drops those older than ``since``,
+        DynamoDB's TTL removes them a day after they were written.
         """
+
+    def answer_request(self, collection_id: str, key: str, response: str) -> str:
+        """Record the answer of a claimed request unless one is recorded; return the standing one."""
+
+    def release_request(self, collection_id: str, key: str) -> None:
+        """Drop an unanswered claim (its request failed), so the token is free again."""
 
     def list_users(
         self, collection_id: str, max_results: int, next_token: str | None = None

@@ -85,7 +85,7 @@ CREATE TABLE IF NOT EXISTS request_ledger (
     collection_id TEXT NOT NULL,
     key TEXT NOT NULL,
     digest TEXT NOT NULL,
-    response TEXT NOT NULL,
+    response TEXT,
     created REAL NOT NULL,
     PRIMARY KEY (collection_id, key)
 ) WITHOUT ROWID;
@@ -462,25 +462,33 @@ class SqliteMetadataStore:
             )
             return True
 
-    def recall_request(self, collection_id: str, key: str, since: float) -> tuple[str, str] | None:
-        row = self._conn().execute(
-            "SELECT digest, response FROM request_ledger WHERE collection_id = ? AND key = ? AND created >= ?",
-            (collection_id, key, since),
-        ).fetchone()
-        return (row[0], row[1]) if row else None
+    _LEDGER_ROW = "SELECT digest, response FROM request_ledger WHERE collection_id = ? AND key = ?"
 
-    def remember_request(self, collection_id: str, key: str, digest: str, response: str, since: float) -> tuple[str, str]:
+    def claim_request(self, collection_id: str, key: str, digest: str, since: float) -> tuple[str, str | None]:
         with self._write() as db:
             db.execute("DELETE FROM request_ledger WHERE collection_id = ? AND created < ?", (collection_id, since))
             db.execute(
-                "INSERT OR IGNORE INTO request_ledger VALUES (?, ?, ?, ?, ?)",
-                (collection_id, key, digest, response, time.time()),
+                "INSERT OR IGNORE INTO request_ledger VALUES (?, ?, ?, NULL, ?)",
+                (collection_id, key, digest, time.time()),
             )
-            row = db.execute(
-                "SELECT digest, response FROM request_ledger WHERE collection_id = ? AND key = ?",
-                (collection_id, key),
-            ).fetchone()
+            row = db.execute(self._LEDGER_ROW, (collection_id, key)).fetchone()
         return row[0], row[1]
+
+    def answer_request(self, collection_id: str, key: str, response: str) -> str:
+        with self._write() as db:
+            db.execute(
+                "UPDATE request_ledger SET response = ? WHERE collection_id = ? AND key = ? AND response IS NULL",
+                (response, collection_id, key),
+            )
+            row = db.execute(self._LEDGER_ROW, (collection_id, key)).fetchone()
+        return row[1] if row and row[1] is not None else response
+
+    def release_request(self, collection_id: str, key: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "DELETE FROM request_ledger WHERE collection_id = ? AND key = ? AND response IS NULL",
+                (collection_id, key),
+            )
 
     def deleted_user_token(self, collection_id: str, user_id: str) -> str | None:
         row = self._conn().execute(

@@ -102,22 +102,29 @@ def test_delete_user_disassociates_its_faces(stores, cid):
 
 def test_request_ledger(stores, cid):
     meta, now = stores.meta, time.time()
-    assert meta.recall_request(cid, "AssociateFaces:t", now - 60) is None
-    assert meta.remember_request(cid, "AssociateFaces:t", "d1", '{"a": 1}', now - 60) == ("d1", '{"a": 1}')
-    # The first answer stands: a concurrent request with the same token gets it back.
-    assert meta.remember_request(cid, "AssociateFaces:t", "d2", '{"a": 2}', now - 60) == ("d1", '{"a": 1}')
-    assert meta.recall_request(cid, "AssociateFaces:t", now - 60) == ("d1", '{"a": 1}')
-    # Entries older than `since` are gone for reading, and a new answer replaces them.
-    assert meta.recall_request(cid, "AssociateFaces:t", time.time() + 1) is None
-    assert meta.remember_request(cid, "AssociateFaces:t", "d3", "{}", time.time() + 1) == ("d3", "{}")
+    key = "associate_faces:t"
+    assert meta.claim_request(cid, key, "d1", now - 60) == ("d1", None)
+    # Another request with the token sees the claim, answered or not, and never takes it over.
+    assert meta.claim_request(cid, key, "d2", now - 60) == ("d1", None)
+    assert meta.answer_request(cid, key, '{"a": 1}') == '{"a": 1}'
+    assert meta.answer_request(cid, key, '{"a": 2}') == '{"a": 1}'  # the first answer stands
+    assert meta.claim_request(cid, key, "d1", now - 60) == ("d1", '{"a": 1}')
+    # Entries made before `since` are expired: the token is free again.
+    assert meta.claim_request(cid, key, "d3", time.time() + 1) == ("d3", None)
+    # A failed request releases its claim; an answered one is never released.
+    meta.release_request(cid, key)
+    assert meta.claim_request(cid, key, "d4", now - 60) == ("d4", None)
+    meta.answer_request(cid, key, "{}")
+    meta.release_request(cid, key)
+    assert meta.claim_request(cid, key, "d5", now - 60) == ("d4", "{}")
     # Not users, and gone with the collection.
     assert meta.list_users(cid, 10)[0] == []
     meta.delete_collection(cid)
     meta.create_collection(collection_record(cid))
-    assert meta.recall_request(cid, "AssociateFaces:t", 0) is None
+    assert meta.claim_request(cid, key, "d6", 0) == ("d6", None)
 
 
-def test_concurrent_same_token_requests_agree(stores, cid):
-    answers = []
-    run_threads(8, lambda i: answers.append(stores.meta.remember_request(cid, "CreateUser:x", f"d{i}", f"{i}", 0)))
-    assert len(answers) == 8 and len(set(answers)) == 1
+def test_concurrent_claims_of_one_token_agree(stores, cid):
+    claims = []
+    run_threads(8, lambda i: claims.append(stores.meta.claim_request(cid, "create_user:x", f"d{i}", 0)))
+    assert len(claims) == 8 and len({digest for digest, _ in claims}) == 1
