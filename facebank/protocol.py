@@ -63,7 +63,7 @@ def dispatch(name: str | None, body: bytes, ctx: Context, request_id: str | None
             raise UnknownOperationException(f"Unknown operation {name!r}")
         try:
             payload = json.loads(body or b"{}", parse_constant=_not_json)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurd nesting
             raise SerializationException("Request body is not valid JSON") from None
         result = fn(parse_request(name, payload), ctx)
         data = json.dumps(result, separators=(",", ":")).encode()

@@ -77,11 +77,13 @@ _SEARCH_USERS = {
 }
 # Associate/DisassociateFaces move faces between users (transactions on faces and users), then
 # rebuild the user's vector: read its faces' vectors, write one user segment (deleted again if a
-# concurrent change wins the commit). PutItem on users: the request ledger (ClientRequestToken).
+# concurrent change wins the commit). Put/Update/DeleteItem on users also serve the request
+# ledger (ClientRequestToken: claim, answer, release; facebank/operations/users.by_token).
+_LEDGER = {GET, PUT, UPDATE, DELETE}
 _MEMBERSHIP = {
     "collections": {GET},
     "faces": {GET, BATCH_GET, UPDATE},
-    "users": {GET, UPDATE, PUT},
+    "users": {UPDATE} | _LEDGER,
     "vectors": {LIST, GET_OBJECT, PUT_OBJECT, DELETE_OBJECT},
 }
 
@@ -105,10 +107,10 @@ OPERATION_ACCESS: dict[str, Access] = {
     "SearchFaces": _a(**_SEARCH, heavy=True),
     "SearchFacesByImage": _a(**_SEARCH, images=True, heavy=True),
     # users
-    "CreateUser": _a(collections={GET, UPDATE}, users={GET, PUT}),
+    "CreateUser": _a(collections={GET, UPDATE}, users=_LEDGER),
     # DeleteUser detaches the user's faces, then deletes the user and writes its tombstone (for
     # ClientRequestToken idempotency) in one transaction.
-    "DeleteUser": _a(collections={GET, UPDATE}, users={GET, DELETE, PUT}, faces={UPDATE}),
+    "DeleteUser": _a(collections={GET, UPDATE}, users=_LEDGER, faces={UPDATE}),
     "ListUsers": _a(collections={GET}, users={QUERY}),
     "AssociateFaces": _a(**_MEMBERSHIP),
     "DisassociateFaces": _a(**_MEMBERSHIP),

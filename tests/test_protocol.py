@@ -30,8 +30,12 @@ def test_invalid_base64_is_a_serialization_error():
         parse_request("DetectFaces", {"Image": {"Bytes": "***"}})
 
 
-def test_nan_and_infinity_are_not_json(tmp_path):
-    for body in (b'{"CollectionId": "c", "FaceId": "x", "FaceMatchThreshold": NaN}', b'{"MaxResults": Infinity}'):
+def test_nan_infinity_and_absurd_nesting_are_not_json(tmp_path):
+    for body in (
+        b'{"CollectionId": "c", "FaceId": "x", "FaceMatchThreshold": NaN}',
+        b'{"MaxResults": Infinity}',
+        b'{"CollectionId": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    ):
         response = dispatch("SearchFaces", body, Context(data_dir=tmp_path))
         assert response.status == 400 and json.loads(response.body)["__type"] == "SerializationException"
 
