@@ -135,6 +135,35 @@ def test_overwrite_replaces_the_previous_image_faces(env):
     assert len(after) == 1 and not ({f["FaceId"] for f in after} & before)
 
 
+def test_overwrite_with_a_file_that_is_no_image_removes_the_old_faces_and_is_not_retried(env):
+    key = f"{env.collection}/person.jpg"
+    env.ingest(sqs_event(notification(put(env, key, image_bytes(TWO_PEOPLE)))))
+    assert len(env.faces()) == 2
+    result = env.ingest(sqs_event(notification(put(env, key, b"not an image at all"))))
+    assert result == {"batchItemFailures": []} and env.faces() == []
+
+
+def test_a_transient_s3_failure_is_retried_not_taken_for_a_deleted_object(env, monkeypatch):
+    from botocore.exceptions import ClientError
+
+    from facebank.aws.runtime import shared_context
+
+    record = put(env, f"{env.collection}/photo.jpg", image_bytes(TWO_PEOPLE))
+    event = sqs_event(notification(record))
+
+    def slow_down(**_):
+        error = {"Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."}}
+        raise ClientError({**error, "ResponseMetadata": {"HTTPStatusCode": 503}}, "GetObject")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(shared_context().s3, "get_object", slow_down)
+        result = env.ingest(event)
+    assert result == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
+    assert env.faces() == []
+    assert env.ingest(event) == {"batchItemFailures": []}  # SQS delivers it again
+    assert len(env.faces()) == 2
+
+
 def test_removal_of_an_object_indexed_before_the_ledger_finds_faces_by_external_id(env):
     key = f"{env.collection}/legacy.jpg"
     env.rek.index_faces(CollectionId=env.collection, ExternalImageId="legacy", Image={"Bytes": image_bytes(ONE_FACE)})

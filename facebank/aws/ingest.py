@@ -132,6 +132,12 @@ class Ledger:
 # --- faces, through the registry
 
 
+# The object's content can never be indexed (not a JPEG/PNG, too large): retrying cannot help, so
+# the object counts as holding no faces (an overwrite still removes the faces of its old content).
+# Transient S3 failures are ThrottlingException and fail the message, which SQS delivers again.
+UNINDEXABLE = {"InvalidImageFormatException", "ImageTooLargeException"}
+
+
 def _index(bucket: str, key: str, collection_id: str, external_id: str) -> set[str] | None:
     """Face ids IndexFaces stores for the object's current content; None if the object is gone."""
     try:
@@ -146,6 +152,10 @@ def _index(bucket: str, key: str, collection_id: str, external_id: str) -> set[s
     except OperationError as e:
         if e.code == "InvalidS3ObjectException":
             return None
+        if e.code in UNINDEXABLE:
+            metrics.add_metric(name="IngestUnindexableObjects", unit=MetricUnit.Count, value=1)
+            logger.warning("object cannot be indexed", extra={"key": key, "error": e.code})
+            return set()
         raise
     faces = {r["Face"]["FaceId"] for r in result["FaceRecords"]}
     metrics.add_metric(name="IngestIndexedFaces", unit=MetricUnit.Count, value=len(faces))

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import numpy as np
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as S3Unreachable
 
 from facebank.engine.image import decode
 from facebank.errors import (
     ImageTooLargeException,
     InvalidParameterException,
     InvalidS3ObjectException,
+    ThrottlingException,
 )
 
 S3_MAX_BYTES = 15 * 1024 * 1024  # Rekognition's limit for images stored in S3
+# S3 answers that say "not now" rather than "not there": the caller should retry (botocore retries
+# ThrottlingException itself), and S3-event ingest must not take them for a deleted object.
+S3_TRANSIENT = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError", "ServiceUnavailable"}
 
 
 def image_bytes(image: dict, ctx) -> bytes:
@@ -38,7 +43,11 @@ def _s3_bytes(obj: dict, ctx) -> bytes:
         response = ctx.s3.get_object(**args)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
+        if code in S3_TRANSIENT or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500:
+            raise ThrottlingException(f"S3 could not serve {where} now ({code}); retry") from None
         raise InvalidS3ObjectException(f"Unable to get object metadata from S3 for {where}: {code}") from None
+    except (S3Unreachable, HTTPClientError) as exc:
+        raise ThrottlingException(f"S3 could not serve {where} now ({exc}); retry") from None
     except BotoCoreError as exc:
         raise InvalidS3ObjectException(f"Unable to read {where}: {exc}") from None
     body = response["Body"]
