@@ -82,3 +82,26 @@ def test_failed_metadata_write_loses_and_duplicates_nothing(harness):
     for face_id in face_ids:
         hits = call("SearchFaces", CollectionId="c", FaceId=face_id, FaceMatchThreshold=0)[1]["FaceMatches"]
         assert [m["Face"]["FaceId"] for m in hits] == [f for f in face_ids if f != face_id]
+
+
+def test_create_collection_drops_leftover_vectors_but_not_a_concurrent_winners(tmp_path):
+    """A crashed DeleteCollection can leave segments behind; CreateCollection of the same id drops
+    them. Segments written after it found the id free belong to a concurrent CreateCollection
+    that won (and its IndexFaces), and stay."""
+    import time
+
+    import numpy as np
+
+    from facebank.storage.segments import new_segment_name
+
+    ctx = Context(data_dir=tmp_path)
+    vectors = ctx.index.vectors
+    leftover, users_leftover = new_segment_name(), new_segment_name()
+    vectors.write_segment("c", leftover, ["old"], np.ones((1, 4), np.float32))
+    vectors.user_vectors().write_segment("c", users_leftover, ["u"], np.ones((1, 4), np.float32))
+    winners = f"{time.time_ns() + 3600 * 10**9:020d}-0123456789ab"  # written after this request began
+    vectors.write_segment("c", winners, ["new"], np.ones((1, 4), np.float32))
+    response = dispatch("CreateCollection", json.dumps({"CollectionId": "c"}).encode(), ctx)
+    assert response.status == 200
+    assert vectors.list_segments("c") == [winners]
+    assert vectors.user_vectors().list_segments("c") == []

@@ -26,6 +26,7 @@ from facebank.operations import Context, Request, Response, operation
 from facebank.operations.images import image_bytes, load_image
 from facebank.operations.quality import passes_quality, quality_reasons
 from facebank.storage import CollectionExists, CollectionRecord, FaceRecord
+from facebank.storage.segments import segment_time
 
 DEFAULT_PAGE = 1000  # ListCollections / ListFaces page size when MaxResults is absent (as Rekognition)
 MAX_INDEXED_PER_IMAGE = 100  # IndexFaces indexes at most the 100 largest faces of an image
@@ -78,6 +79,18 @@ def face_json(face: FaceRecord) -> dict:
 # --- collections
 
 
+def _drop_leftover_vectors(ctx: Context, collection_id: str, before: float) -> None:
+    """Vectors a crashed DeleteCollection of the same id left behind must not join the new
+    collection. Only segments written before this request found the id free are dropped: a
+    concurrent CreateCollection of the same id may win, and its IndexFaces write newer ones."""
+    for store in (ctx.index.vectors, ctx.index.vectors.user_vectors()):
+        for name in store.list_segments(collection_id):
+            written = segment_time(name)
+            if written is None or written < before:
+                store.delete_segment(collection_id, name)
+    ctx.index.forget(collection_id)
+
+
 @operation("CreateCollection")
 def create_collection(request: Request, ctx: Context) -> Response:
     collection_id = request["CollectionId"]
@@ -92,11 +105,10 @@ def create_collection(request: Request, ctx: Context) -> Response:
     )
     if len(rec.tags) > MAX_TAGS:
         raise ServiceQuotaExceededException(f"A collection can have at most {MAX_TAGS} tags")
+    started = time.time()
     if ctx.metadata.get_collection(collection_id) is not None:
         raise ResourceAlreadyExistsException(f"The collection id: {collection_id} already exists")
-    # Vectors a crashed DeleteCollection of the same id left behind must not join the new one.
-    ctx.index.vectors.delete_collection(collection_id)
-    ctx.index.forget(collection_id)
+    _drop_leftover_vectors(ctx, collection_id, started)
     try:
         ctx.metadata.create_collection(rec)
     except CollectionExists:  # a concurrent CreateCollection won
