@@ -89,6 +89,7 @@ CREATE TABLE IF NOT EXISTS request_ledger (
     created REAL NOT NULL,
     PRIMARY KEY (collection_id, key)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS request_ledger_by_age ON request_ledger (collection_id, created);
 """,
 }
 
