@@ -1,12 +1,14 @@
-"""Storage behind two ports (see ports.py): metadata and vector segments, embedded or on AWS.
+"""Storage behind ports (see ports.py): metadata, vector segments and the request ledger, embedded
+or on AWS, plus the ingest ledger on AWS. Opening storage gives them together, as one ``Storage``:
 
-    meta, vecs = open_embedded("/var/lib/facebank")
-    index = VectorIndex(vecs, meta)
+    storage = open_embedded("/var/lib/facebank")
+    index = VectorIndex(storage.vectors, storage.metadata)
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from facebank.storage.errors import (
     SegmentNotFound,
     StorageBusy,
     StorageError,
+    UnsupportedSchemaVersion,
     UserExists,
     UserFaceLimit,
     UserNotFound,
@@ -29,7 +32,10 @@ from facebank.storage.index import CompactionResult, VectorIndex
 from facebank.storage.ports import (
     CollectionRecord,
     FaceRecord,
+    IngestLedger,
+    IngestRecord,
     MetadataStore,
+    RequestLedger,
     UserRecord,
     VectorStore,
 )
@@ -45,12 +51,17 @@ __all__ = [
     "FaceNotFound",
     "FaceRecord",
     "FaceUserConflict",
+    "IngestLedger",
+    "IngestRecord",
     "InvalidPaginationToken",
     "MetadataStore",
+    "RequestLedger",
     "SegmentExists",
     "SegmentNotFound",
+    "Storage",
     "StorageBusy",
     "StorageError",
+    "UnsupportedSchemaVersion",
     "UserExists",
     "UserFaceLimit",
     "UserNotFound",
@@ -64,13 +75,29 @@ __all__ = [
 ]
 
 
-def open_embedded(data_dir: str | os.PathLike) -> tuple[MetadataStore, VectorStore]:
-    """SQLite at data_dir/metadata.sqlite3 and segment files under data_dir/vectors/."""
+@dataclass(frozen=True)
+class Storage:
+    """One deployment's stores. ``ingest`` is only there on AWS, when an ingest table is named."""
+
+    metadata: MetadataStore
+    vectors: VectorStore
+    ledger: RequestLedger
+    ingest: IngestLedger | None = None
+
+
+def open_embedded(data_dir: str | os.PathLike) -> Storage:
+    """SQLite at data_dir/metadata.sqlite3 (metadata and request ledger) and segment files under
+    data_dir/vectors/. Raises UnsupportedSchemaVersion for a database this version cannot read."""
     from facebank.storage.files import FileVectorStore
-    from facebank.storage.sqlite import SqliteMetadataStore
+    from facebank.storage.sqlite import SqliteDatabase, SqliteMetadataStore, SqliteRequestLedger
 
     root = Path(data_dir)
-    return SqliteMetadataStore(root), FileVectorStore(root / "vectors")
+    database = SqliteDatabase(root / "metadata.sqlite3")
+    return Storage(
+        metadata=SqliteMetadataStore(database),
+        vectors=FileVectorStore(root / "vectors"),
+        ledger=SqliteRequestLedger(database),
+    )
 
 
 def open_aws(
@@ -78,11 +105,13 @@ def open_aws(
     bucket: str,
     table_prefix: str = "facebank-",
     s3_prefix: str = "vectors/",
+    ingest_table: str | None = None,
     dynamodb: Any = None,
     s3: Any = None,
     region_name: str | None = None,
-) -> tuple[MetadataStore, VectorStore]:
-    """DynamoDB tables <table_prefix>{collections,faces,users} and s3://bucket/<s3_prefix>.
+) -> Storage:
+    """DynamoDB tables <table_prefix>{collections,faces,users} and s3://bucket/<s3_prefix>; the
+    request ledger lives in the users table, the ingest ledger (if ingest_table) in its own.
 
     Pass boto3 clients (or resources) to control sessions/endpoints; otherwise default ones are
     made. Tables are not created here (that is the CDK stack's job; see dynamodb.create_tables).
@@ -90,14 +119,17 @@ def open_aws(
     import boto3
     from botocore.config import Config
 
-    from facebank.storage.dynamodb import DynamoMetadataStore, TableNames
+    from facebank.storage.dynamodb import DynamoIngestLedger, DynamoMetadataStore, DynamoRequestLedger, TableNames
     from facebank.storage.s3 import S3VectorStore
 
     # Standard retry mode backs off on throttling, which on-demand tables do under bursts.
     config = Config(retries={"mode": "standard", "max_attempts": 8})
     dynamodb = dynamodb or boto3.client("dynamodb", region_name=region_name, config=config)
     s3 = s3 or boto3.client("s3", region_name=region_name, config=config)
-    return (
-        DynamoMetadataStore(dynamodb, TableNames.with_prefix(table_prefix)),
-        S3VectorStore(s3, bucket, s3_prefix),
+    tables = TableNames.with_prefix(table_prefix)
+    return Storage(
+        metadata=DynamoMetadataStore(dynamodb, tables),
+        vectors=S3VectorStore(s3, bucket, s3_prefix),
+        ledger=DynamoRequestLedger(dynamodb, tables),
+        ingest=DynamoIngestLedger(dynamodb, ingest_table) if ingest_table else None,
     )

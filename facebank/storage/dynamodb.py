@@ -1,7 +1,7 @@
-"""AWS metadata store on DynamoDB.
+"""AWS metadata store, request ledger and ingest ledger on DynamoDB.
 
-Key schema (create_tables() builds it for tests and local tooling; the CDK stack declares the same).
-All tables on-demand (PAY_PER_REQUEST), no secondary indexes:
+Key schema (create_tables() and create_ingest_table() build it for tests and local tooling; the
+CDK stack declares the same). All tables on-demand (PAY_PER_REQUEST), no secondary indexes:
 
   <prefix>collections   HASH collection_id (S)
       arn, face_model_version, pack (S); created (N); tags (M); face_count, user_count (N);
@@ -14,25 +14,32 @@ All tables on-demand (PAY_PER_REQUEST), no secondary indexes:
       face_ids (SS, absent when empty); ver (N, bumped on every membership change);
       vector_id (S, absent when the user has no vector).
       Tombstones of deleted users share the table under user_id "~deleted~<user_id>" with
-      client_request_token and deleted (N); the request ledger (answers of requests made with a
-      ClientRequestToken) under user_id "~request~<operation>:<token>" with digest, response (S),
-      created and expires (N, the table's TTL attribute). "~" sorts after every character a
-      UserId may contain, so these sit after all users of the collection and list_users stops
-      before them; the collection's purge removes them with its users.
+      client_request_token and deleted (N); the request ledger (DynamoRequestLedger, scope =
+      collection_id) under user_id "~request~<key>" with digest, response (S), created and
+      expires (N, the table's TTL attribute). "~" sorts after every character a UserId may
+      contain, so these sit after all users of the collection and list_users stops before them;
+      the collection's purge removes them with its users.
+  <ingest table>        HASH object_key (S)   (DynamoIngestLedger)
+      sequencer, collection_id, external_image_id (S); face_ids (SS, absent when empty);
+      updated (N); expires (N, the table's TTL attribute, removal tombstones only).
 
 Counts stay exact under concurrency because every write that changes one is a TransactWriteItems
 that also carries the count update, with conditions making each face/user insert or delete happen
 at most once. Reads are strongly consistent. Collections are listed by Scan (the table is small),
 a user's faces come from its face_ids set (at most 100 per user in Rekognition).
+
+Every retry here (contention, unprocessed batch items, a claim released under our feet) is bounded
+and ends in StorageBusy, which callers report as throttling: the client retries later.
 """
 
 from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
@@ -48,20 +55,24 @@ from facebank.storage.errors import (
     UserNotFound,
 )
 from facebank.storage.pagination import check_max_results, decode_token, encode_token
-from facebank.storage.ports import CollectionRecord, FaceRecord, UserRecord
+from facebank.storage.ports import CollectionRecord, FaceRecord, IngestRecord, UserRecord
 
 _TX_MAX = 100  # TransactWriteItems limit
 _BATCH_GET_MAX = 100
 _BATCH_WRITE_MAX = 25
 _RETRYABLE = {"TransactionConflict", "ProvisionedThroughputExceeded", "ThrottlingError"}
-_CCF = "ConditionalCheckFailed"
+_CCF = "ConditionalCheckFailed"  # a transaction's cancellation reason
+_CCF_ERROR = "ConditionalCheckFailedException"  # the same, as a single-item write's error code
 _NOT_A_USER = "~"  # prefix of the users table's other items, sorting after every UserId
-_TOMBSTONE = "~deleted~"
-_LEDGER = "~request~"
-LEDGER_TTL_SECONDS = 24 * 3600  # user_id prefix of deleted-user tombstones (see the module docstring)
+_TOMBSTONE = "~deleted~"  # user_id prefix of deleted-user tombstones
+_LEDGER = "~request~"  # user_id prefix of request-ledger entries
+LEDGER_TTL_SECONDS = 24 * 3600
+DEFAULT_MAX_ATTEMPTS = 10
 
 _ser = TypeSerializer()
 _de = TypeDeserializer()
+
+Name = TypeVar("Name", bound=Hashable)  # what a transaction's items are known by
 
 
 @dataclass(frozen=True)
@@ -80,14 +91,7 @@ def _client(dynamodb: Any) -> Any:
     return dynamodb.meta.client if hasattr(dynamodb, "Table") else dynamodb
 
 
-def create_tables(dynamodb: Any, names: TableNames, *, wait: bool = True) -> None:
-    """Create the three tables (see the module docstring); existing ones are left alone."""
-    client = _client(dynamodb)
-    specs = {
-        names.collections: [("collection_id", "HASH")],
-        names.faces: [("collection_id", "HASH"), ("face_id", "RANGE")],
-        names.users: [("collection_id", "HASH"), ("user_id", "RANGE")],
-    }
+def _create(client: Any, specs: Mapping[str, list[tuple[str, str]]], wait: bool) -> None:
     for table, keys in specs.items():
         try:
             client.create_table(
@@ -104,6 +108,24 @@ def create_tables(dynamodb: Any, names: TableNames, *, wait: bool = True) -> Non
             client.get_waiter("table_exists").wait(
                 TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
             )
+
+
+def create_tables(dynamodb: Any, names: TableNames, *, wait: bool = True) -> None:
+    """Create the three metadata tables (see the module docstring); existing ones are left alone."""
+    _create(
+        _client(dynamodb),
+        {
+            names.collections: [("collection_id", "HASH")],
+            names.faces: [("collection_id", "HASH"), ("face_id", "RANGE")],
+            names.users: [("collection_id", "HASH"), ("user_id", "RANGE")],
+        },
+        wait,
+    )
+
+
+def create_ingest_table(dynamodb: Any, name: str, *, wait: bool = True) -> None:
+    """Create the ingest ledger's table (see the module docstring) unless it exists."""
+    _create(_client(dynamodb), {name: [("object_key", "HASH")]}, wait)
 
 
 # --- (de)serialisation: DynamoDB numbers are Decimals and None means "attribute absent"
@@ -127,6 +149,18 @@ def _plain(item: dict[str, Any]) -> dict[str, Any]:
 
 def _s(v: str) -> dict[str, str]:
     return {"S": v}
+
+
+def _collection_key(collection_id: str) -> dict[str, Any]:
+    return {"collection_id": _s(collection_id)}
+
+
+def _face_key(collection_id: str, face_id: str) -> dict[str, Any]:
+    return {"collection_id": _s(collection_id), "face_id": _s(face_id)}
+
+
+def _user_key(collection_id: str, user_id: str) -> dict[str, Any]:
+    return {"collection_id": _s(collection_id), "user_id": _s(user_id)}
 
 
 def _collection(item: dict[str, Any]) -> CollectionRecord:
@@ -176,83 +210,68 @@ def _backoff(attempt: int) -> None:
     time.sleep(random.uniform(0, min(1.0, 0.01 * 2**attempt)))
 
 
-def _page(recs: list, max_results: int, kind: str, key) -> tuple[list, str | None]:
+def _page(recs: list, max_results: int, kind: str, key: Callable[[Any], str]) -> tuple[list, str | None]:
     if len(recs) > max_results:
         recs = recs[:max_results]
         return recs, encode_token(kind, key(recs[-1]))
     return recs, None
 
 
-class DynamoMetadataStore:
-    def __init__(self, dynamodb: Any, tables: TableNames, *, max_attempts: int = 10):
-        self._c = _client(dynamodb)
-        self.tables = tables
-        self._max_attempts = max_attempts
+class _Dynamo:
+    """The calls every adapter here makes, with this module's rules: strongly consistent reads,
+    a failed write condition returned rather than raised, contention retried a bounded number of
+    times (then StorageBusy)."""
 
-    # --- plumbing
+    def __init__(self, dynamodb: Any, max_attempts: int):
+        self.client = _client(dynamodb)
+        self.max_attempts = max_attempts
 
-    def _transact(self, items: list[dict[str, Any]]) -> list[str] | None:
-        """Run one transaction, retrying contention. None on success, else the per-item
-        cancellation codes when a condition failed (the caller decides what that means)."""
-        for attempt in range(self._max_attempts):
+    def get(self, table: str, key: dict[str, Any]) -> dict[str, Any] | None:
+        return self.client.get_item(TableName=table, Key=key, ConsistentRead=True).get("Item")
+
+    def write(self, method: str, **kw: Any) -> dict[str, Any] | None:
+        """A single-item write (put_item, update_item, delete_item): its response, or None when
+        its ConditionExpression failed. Retried while it collides with an in-flight transaction
+        (TransactionConflictException, which botocore does not retry)."""
+        for attempt in range(self.max_attempts):
             try:
-                self._c.transact_write_items(TransactItems=items)
-                return None
+                return getattr(self.client, method)(**kw)
+            except ClientError as e:
+                code = e.response["Error"]["Code"]
+                if code == _CCF_ERROR:
+                    return None
+                if code != "TransactionConflictException":
+                    raise
+            _backoff(attempt)
+        raise StorageBusy(f"{method} still conflicting after {self.max_attempts} attempts")
+
+    def transact(self, items: Mapping[Name, dict[str, Any]]) -> set[Name]:
+        """Run the named items as one transaction, retrying contention. Returns the names of the
+        items whose condition failed and so cancelled it (the caller decides what that means);
+        empty when it committed."""
+        names = list(items)
+        request = [items[name] for name in names]
+        for attempt in range(self.max_attempts):
+            try:
+                self.client.transact_write_items(TransactItems=request)
+                return set()
             except ClientError as e:
                 if e.response["Error"]["Code"] != "TransactionCanceledException":
                     raise
+                # One reason per item, in the order of the request (none for some other failures).
                 codes = [r.get("Code", "None") for r in e.response.get("CancellationReasons", [])]
-                if _CCF in codes:
-                    return codes
-                if codes and not _RETRYABLE.intersection(codes):
+                reasons = dict(zip(names, codes, strict=False))
+                failed = {name for name, code in reasons.items() if code == _CCF}
+                if failed:
+                    return failed
+                if reasons and not _RETRYABLE.intersection(reasons.values()):
                     raise
             # Conflicts on the collection item (its counters) are expected when many writers
             # hit one collection.
             _backoff(attempt)
-        raise StorageBusy(f"transaction still conflicting after {self._max_attempts} attempts")
+        raise StorageBusy(f"transaction still conflicting after {self.max_attempts} attempts")
 
-    def _write1(self, method: str, **kw: Any) -> dict[str, Any]:
-        """A single-item write, retried when it collides with an in-flight transaction
-        (TransactionConflictException, which botocore does not retry)."""
-        for attempt in range(self._max_attempts):
-            try:
-                return getattr(self._c, method)(**kw)
-            except ClientError as e:
-                if e.response["Error"]["Code"] != "TransactionConflictException":
-                    raise
-            _backoff(attempt)
-        raise StorageBusy(f"{method} still conflicting after {self._max_attempts} attempts")
-
-    def _get(self, table: str, key: dict[str, Any]) -> dict[str, Any] | None:
-        return self._c.get_item(TableName=table, Key=key, ConsistentRead=True).get("Item")
-
-    def _collection_key(self, collection_id: str) -> dict[str, Any]:
-        return {"collection_id": _s(collection_id)}
-
-    def _live_collection_item(self, collection_id: str) -> dict[str, Any] | None:
-        item = self._get(self.tables.collections, self._collection_key(collection_id))
-        return None if item is None or "deleting" in item else item
-
-    def _require_collection(self, collection_id: str) -> None:
-        if self._live_collection_item(collection_id) is None:
-            raise CollectionNotFound(collection_id)
-
-    def _count_update(self, collection_id: str, attr: str, delta: int, live: bool) -> dict:
-        """The collection-counter half of a transaction; `live` also requires it not be deleting."""
-        cond = "attribute_exists(collection_id)"
-        if live:
-            cond += " AND attribute_not_exists(deleting)"
-        return {
-            "Update": {
-                "TableName": self.tables.collections,
-                "Key": self._collection_key(collection_id),
-                "UpdateExpression": f"ADD {attr} :d",
-                "ConditionExpression": cond,
-                "ExpressionAttributeValues": {":d": {"N": str(delta)}},
-            }
-        }
-
-    def _query(self, table: str, collection_id: str, sk: str, after: str | None, **kw: Any):
+    def query(self, table: str, collection_id: str, sk: str, after: str | None, **kw: Any) -> Iterator[dict[str, Any]]:
         """Yield items of one collection in sort-key order, strictly after `after`."""
         cond = "collection_id = :c"
         values: dict[str, Any] = {":c": _s(collection_id)}
@@ -266,38 +285,101 @@ class DynamoMetadataStore:
             ConsistentRead=True,
             **kw,
         )
-        while True:
-            resp = self._c.query(**args)
+        while True:  # pages: ends with the collection's items
+            resp = self.client.query(**args)
             yield from resp.get("Items", [])
             if "LastEvaluatedKey" not in resp:
                 return
             args["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
-    def _batch_get(self, table: str, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def batch_get(self, table: str, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for i in range(0, len(keys), _BATCH_GET_MAX):
             request = {table: {"Keys": keys[i : i + _BATCH_GET_MAX], "ConsistentRead": True}}
-            attempt = 0
-            while request:
-                resp = self._c.batch_get_item(RequestItems=request)
+            for attempt in range(self.max_attempts):
+                resp = self.client.batch_get_item(RequestItems=request)
                 out.extend(resp.get("Responses", {}).get(table, []))
                 request = resp.get("UnprocessedKeys") or {}
-                if request:
-                    attempt += 1
-                    _backoff(attempt)
+                if not request:
+                    break
+                _backoff(attempt)  # unprocessed keys: the table is throttling us
+            else:
+                raise StorageBusy(f"BatchGetItem on {table} still unprocessed after {self.max_attempts} attempts")
         return out
 
-    def _batch_delete(self, table: str, keys: list[dict[str, Any]]) -> None:
+    def batch_delete(self, table: str, keys: list[dict[str, Any]]) -> None:
         for i in range(0, len(keys), _BATCH_WRITE_MAX):
-            chunk = keys[i : i + _BATCH_WRITE_MAX]
-            request = {table: [{"DeleteRequest": {"Key": k}} for k in chunk]}
-            attempt = 0
-            while request:
-                resp = self._c.batch_write_item(RequestItems=request)
+            request = {table: [{"DeleteRequest": {"Key": k}} for k in keys[i : i + _BATCH_WRITE_MAX]]}
+            for attempt in range(self.max_attempts):
+                resp = self.client.batch_write_item(RequestItems=request)
                 request = resp.get("UnprocessedItems") or {}
-                if request:
-                    attempt += 1
-                    _backoff(attempt)
+                if not request:
+                    break
+                _backoff(attempt)  # unprocessed items: the table is throttling us
+            else:
+                raise StorageBusy(f"BatchWriteItem on {table} still unprocessed after {self.max_attempts} attempts")
+
+
+# Transaction item names (see _Dynamo.transact).
+_FACE, _USER, _PREVIOUS_USER, _COUNTER, _TOMBSTONE_ITEM = "face", "user", "previous user", "counter", "tombstone"
+
+
+class DynamoMetadataStore:
+    def __init__(self, dynamodb: Any, tables: TableNames, *, max_attempts: int = DEFAULT_MAX_ATTEMPTS):
+        self._db = _Dynamo(dynamodb, max_attempts)
+        self.tables = tables
+
+    # --- plumbing
+
+    def _live_collection_item(self, collection_id: str) -> dict[str, Any] | None:
+        item = self._db.get(self.tables.collections, _collection_key(collection_id))
+        return None if item is None or "deleting" in item else item
+
+    def _require_collection(self, collection_id: str) -> None:
+        if self._live_collection_item(collection_id) is None:
+            raise CollectionNotFound(collection_id)
+
+    def _count_update(self, collection_id: str, attr: str, delta: int, live: bool) -> dict[str, Any]:
+        """The collection-counter half of a transaction; `live` also requires it not be deleting."""
+        cond = "attribute_exists(collection_id)"
+        if live:
+            cond += " AND attribute_not_exists(deleting)"
+        return {
+            "Update": {
+                "TableName": self.tables.collections,
+                "Key": _collection_key(collection_id),
+                "UpdateExpression": f"ADD {attr} :d",
+                "ConditionExpression": cond,
+                "ExpressionAttributeValues": {":d": {"N": str(delta)}},
+            }
+        }
+
+    def _write_counted(
+        self, collection_id: str, writes: dict[str, dict[str, Any]], attr: str, sign: int, *, live: bool
+    ) -> list[str]:
+        """Apply the named item writes, each conditional (so it happens at most once), in
+        transactions of up to _TX_MAX - 1 of them plus the update moving the collection's `attr`
+        by sign x the number applied. A write whose condition fails is left out and its
+        transaction run again without it. Returns the names applied, in order.
+
+        Raises CollectionNotFound when the counter's condition fails.
+        """
+        applied: list[str] = []
+        names = list(writes)
+        for i in range(0, len(names), _TX_MAX - 1):  # one slot for the counter
+            pending = names[i : i + _TX_MAX - 1]
+            while pending:  # shrinks on every failure: ends
+                # The counter is named None, which no write is.
+                items: dict[str | None, dict[str, Any]] = {name: writes[name] for name in pending}
+                items[None] = self._count_update(collection_id, attr, sign * len(pending), live)
+                failed = self._db.transact(items)
+                if not failed:
+                    applied += pending
+                    break
+                if None in failed:
+                    raise CollectionNotFound(collection_id)
+                pending = [name for name in pending if name not in failed]
+        return applied
 
     # --- collections
 
@@ -313,18 +395,14 @@ class DynamoMetadataStore:
             user_count=0,
         )
         for _ in range(3):
-            try:
-                self._write1(
-                    "put_item",
-                    TableName=self.tables.collections,
-                    Item=item,
-                    ConditionExpression="attribute_not_exists(collection_id)",
-                )
+            if self._db.write(
+                "put_item",
+                TableName=self.tables.collections,
+                Item=item,
+                ConditionExpression="attribute_not_exists(collection_id)",
+            ) is not None:
                 return
-            except ClientError as e:
-                if e.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                    raise
-            existing = self._get(self.tables.collections, self._collection_key(rec.collection_id))
+            existing = self._db.get(self.tables.collections, _collection_key(rec.collection_id))
             if existing is None:
                 continue  # deleted meanwhile: try again
             if "deleting" not in existing:
@@ -349,10 +427,10 @@ class DynamoMetadataStore:
             "Limit": max_results + 1,
         }
         if after is not None:
-            args["ExclusiveStartKey"] = self._collection_key(after)
+            args["ExclusiveStartKey"] = _collection_key(after)
         recs: list[CollectionRecord] = []
         while len(recs) <= max_results:
-            resp = self._c.scan(**args)
+            resp = self._db.client.scan(**args)
             recs += [_collection(i) for i in resp.get("Items", []) if "deleting" not in i]
             if "LastEvaluatedKey" not in resp:
                 break
@@ -373,55 +451,42 @@ class DynamoMetadataStore:
         for i, key in enumerate(k for k in dict.fromkeys(remove) if k not in put):
             names[f"#r{i}"] = key
             removes.append(f"#t.#r{i}")
-        expression = " ".join(
-            part for part in ("SET " + ", ".join(sets) if sets else "", "REMOVE " + ", ".join(removes) if removes else "")
-            if part
-        )
-        key = self._collection_key(collection_id)
+        clauses = [("SET ", sets), ("REMOVE ", removes)]
+        expression = " ".join(verb + ", ".join(paths) for verb, paths in clauses if paths)
         if not expression:
             item = self._live_collection_item(collection_id)
             if item is None:
                 raise CollectionNotFound(collection_id)
             return _collection(item).tags
-        try:
-            out = self._write1(
-                "update_item",
-                TableName=self.tables.collections,
-                Key=key,
-                UpdateExpression=expression,
-                ConditionExpression="attribute_exists(collection_id) AND attribute_not_exists(deleting)",
-                ExpressionAttributeNames=names,
-                **({"ExpressionAttributeValues": values} if values else {}),
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as e:
-            if e.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise CollectionNotFound(collection_id) from None
-            raise
+        out = self._db.write(
+            "update_item",
+            TableName=self.tables.collections,
+            Key=_collection_key(collection_id),
+            UpdateExpression=expression,
+            ConditionExpression="attribute_exists(collection_id) AND attribute_not_exists(deleting)",
+            ExpressionAttributeNames=names,
+            **({"ExpressionAttributeValues": values} if values else {}),
+            ReturnValues="ALL_NEW",
+        )
+        if out is None:
+            raise CollectionNotFound(collection_id)
         return _collection(out["Attributes"]).tags
 
     def delete_collection(self, collection_id: str) -> bool:
         # Tombstone first: the condition on every face/user insert (attribute_not_exists(deleting))
         # then stops new children, so the purge below cannot race with writers and leave strays
         # that a re-created collection of the same id would inherit.
-        try:
-            self._write1(
-                "update_item",
-                TableName=self.tables.collections,
-                Key=self._collection_key(collection_id),
-                UpdateExpression="SET deleting = :t",
-                ConditionExpression=(
-                    "attribute_exists(collection_id) AND attribute_not_exists(deleting)"
-                ),
-                ExpressionAttributeValues={":t": {"BOOL": True}},
-            )
-            existed = True
-        except ClientError as e:
-            if e.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
-            if self._get(self.tables.collections, self._collection_key(collection_id)) is None:
-                return False
-            existed = False  # another delete got there first; help it finish
+        existed = self._db.write(
+            "update_item",
+            TableName=self.tables.collections,
+            Key=_collection_key(collection_id),
+            UpdateExpression="SET deleting = :t",
+            ConditionExpression="attribute_exists(collection_id) AND attribute_not_exists(deleting)",
+            ExpressionAttributeValues={":t": {"BOOL": True}},
+        ) is not None
+        if not existed and self._db.get(self.tables.collections, _collection_key(collection_id)) is None:
+            return False
+        # (not existed: another delete got there first; help it finish)
         self._purge(collection_id)
         return existed
 
@@ -429,24 +494,18 @@ class DynamoMetadataStore:
         for table, sk in ((self.tables.faces, "face_id"), (self.tables.users, "user_id")):
             keys = [
                 {"collection_id": _s(collection_id), sk: i[sk]}
-                for i in self._query(table, collection_id, sk, None, ProjectionExpression=sk)
+                for i in self._db.query(table, collection_id, sk, None, ProjectionExpression=sk)
             ]
-            self._batch_delete(table, keys)
-        try:
-            self._write1(
-                "delete_item",
-                TableName=self.tables.collections,
-                Key=self._collection_key(collection_id),
-                ConditionExpression="attribute_exists(deleting)",
-            )
-        except ClientError as e:
-            if e.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
+            self._db.batch_delete(table, keys)
+        # Its condition fails only if another purge removed the item first: done either way.
+        self._db.write(
+            "delete_item",
+            TableName=self.tables.collections,
+            Key=_collection_key(collection_id),
+            ConditionExpression="attribute_exists(deleting)",
+        )
 
     # --- faces
-
-    def _face_key(self, collection_id: str, face_id: str) -> dict[str, Any]:
-        return {"collection_id": _s(collection_id), "face_id": _s(face_id)}
 
     def put_faces(self, collection_id: str, faces: list[FaceRecord]) -> list[FaceRecord]:
         for f in faces:
@@ -455,48 +514,36 @@ class DynamoMetadataStore:
         first: dict[str, FaceRecord] = {}
         for f in faces:
             first.setdefault(f.face_id, f)  # a repeated id within the call: the first one wins
-        unique = list(first.values())
-        if not unique:
+        if not first:
             self._require_collection(collection_id)
             return []
-        stored: list[FaceRecord] = []
-        for i in range(0, len(unique), _TX_MAX - 1):  # one slot for the counter
-            pending = unique[i : i + _TX_MAX - 1]
-            while pending:
-                puts = [
-                    {
-                        "Put": {
-                            "TableName": self.tables.faces,
-                            "Item": _item(
-                                collection_id=collection_id,
-                                face_id=f.face_id,
-                                image_id=f.image_id,
-                                external_image_id=f.external_image_id,
-                                bounding_box=dict(f.bounding_box),
-                                confidence=f.confidence,
-                                index_faces_model_version=f.index_faces_model_version,
-                                segment=f.segment,
-                                created=f.created,
-                            ),
-                            "ConditionExpression": "attribute_not_exists(face_id)",
-                        }
-                    }
-                    for f in pending
-                ]
-                count = self._count_update(collection_id, "face_count", len(pending), live=True)
-                codes = self._transact(puts + [count])
-                if codes is None:
-                    stored += pending
-                    break
-                if codes[-1] == _CCF:
-                    raise CollectionNotFound(collection_id)
-                # Drop the faces that already exist (idempotent retry) and go again.
-                pending = [f for f, c in zip(pending, codes) if c != _CCF]
-        return stored
+        puts = {
+            f.face_id: {
+                "Put": {
+                    "TableName": self.tables.faces,
+                    "Item": _item(
+                        collection_id=collection_id,
+                        face_id=f.face_id,
+                        image_id=f.image_id,
+                        external_image_id=f.external_image_id,
+                        bounding_box=dict(f.bounding_box),
+                        confidence=f.confidence,
+                        index_faces_model_version=f.index_faces_model_version,
+                        segment=f.segment,
+                        created=f.created,
+                    ),
+                    # A face already stored (a retried request) is left out, not counted twice.
+                    "ConditionExpression": "attribute_not_exists(face_id)",
+                }
+            }
+            for f in first.values()
+        }
+        stored = self._write_counted(collection_id, puts, "face_count", +1, live=True)
+        return [first[face_id] for face_id in stored]
 
     def get_faces(self, collection_id: str, face_ids: list[str]) -> dict[str, FaceRecord]:
-        keys = [self._face_key(collection_id, fid) for fid in dict.fromkeys(face_ids)]
-        return {f.face_id: f for f in map(_face, self._batch_get(self.tables.faces, keys))}
+        keys = [_face_key(collection_id, fid) for fid in dict.fromkeys(face_ids)]
+        return {f.face_id: f for f in map(_face, self._db.batch_get(self.tables.faces, keys))}
 
     def list_faces(
         self,
@@ -509,25 +556,21 @@ class DynamoMetadataStore:
         check_max_results(max_results)
         after = decode_token(f"faces/{collection_id}", next_token)
         self._require_collection(collection_id)
+        recs: list[FaceRecord] = []
         if user_id is None and face_ids is None:
-            items = self._query(
-                self.tables.faces, collection_id, "face_id", after, Limit=max_results + 1
-            )
-            recs: list[FaceRecord] = []
-            for item in items:
+            for item in self._db.query(self.tables.faces, collection_id, "face_id", after, Limit=max_results + 1):
                 recs.append(_face(item))
                 if len(recs) > max_results:
                     break
             return _page(recs, max_results, f"faces/{collection_id}", lambda f: f.face_id)
         # Filtered: the candidate ids are known (the user's set and/or the given list), so fetch
         # them directly rather than filtering a scan of the whole collection.
-        wanted = set(face_ids) if face_ids is not None else None
+        wanted: set[str] | None = set(face_ids) if face_ids is not None else None
         if user_id is not None:
             user = self.get_user(collection_id, user_id)
             members = set(user.face_ids) if user else set()
             wanted = members if wanted is None else wanted & members
-        candidates = sorted(i for i in wanted if after is None or i > after)
-        recs = []
+        candidates = sorted(i for i in wanted or () if after is None or i > after)
         for i in range(0, len(candidates), _BATCH_GET_MAX):
             found = self.get_faces(collection_id, candidates[i : i + _BATCH_GET_MAX])
             recs += [
@@ -541,38 +584,20 @@ class DynamoMetadataStore:
 
     def delete_faces(self, collection_id: str, face_ids: list[str]) -> list[str]:
         self._require_collection(collection_id)
-        deleted: list[str] = []
-        unique = list(dict.fromkeys(face_ids))
-        for i in range(0, len(unique), _TX_MAX - 1):
-            pending = unique[i : i + _TX_MAX - 1]
-            while pending:
-                deletes = [
-                    {
-                        "Delete": {
-                            "TableName": self.tables.faces,
-                            "Key": self._face_key(collection_id, fid),
-                            # Faces of a user stay: Rekognition refuses to delete them.
-                            "ConditionExpression": (
-                                "attribute_exists(face_id) AND attribute_not_exists(user_id)"
-                            ),
-                        }
-                    }
-                    for fid in pending
-                ]
-                count = self._count_update(collection_id, "face_count", -len(pending), live=False)
-                codes = self._transact(deletes + [count])
-                if codes is None:
-                    deleted += pending
-                    break
-                if codes[-1] == _CCF:
-                    raise CollectionNotFound(collection_id)
-                pending = [fid for fid, c in zip(pending, codes) if c != _CCF]
-        return deleted
+        deletes = {
+            fid: {
+                "Delete": {
+                    "TableName": self.tables.faces,
+                    "Key": _face_key(collection_id, fid),
+                    # Faces of a user stay: Rekognition refuses to delete them.
+                    "ConditionExpression": "attribute_exists(face_id) AND attribute_not_exists(user_id)",
+                }
+            }
+            for fid in dict.fromkeys(face_ids)
+        }
+        return self._write_counted(collection_id, deletes, "face_count", -1, live=False)
 
     # --- users
-
-    def _user_key(self, collection_id: str, user_id: str) -> dict[str, Any]:
-        return {"collection_id": _s(collection_id), "user_id": _s(user_id)}
 
     def put_user(self, collection_id: str, rec: UserRecord) -> None:
         if rec.face_ids:
@@ -591,106 +616,45 @@ class DynamoMetadataStore:
                 "ConditionExpression": "attribute_not_exists(user_id)",
             }
         }
-        codes = self._transact([put, self._count_update(collection_id, "user_count", 1, live=True)])
-        if codes is not None:
-            if codes[1] == _CCF:
-                raise CollectionNotFound(collection_id)
+        count = self._count_update(collection_id, "user_count", 1, live=True)
+        failed = self._db.transact({_USER: put, _COUNTER: count})
+        if _COUNTER in failed:
+            raise CollectionNotFound(collection_id)
+        if _USER in failed:
             raise UserExists(rec.user_id)
 
     def get_user(self, collection_id: str, user_id: str) -> UserRecord | None:
-        item = self._get(self.tables.users, self._user_key(collection_id, user_id))
+        item = self._db.get(self.tables.users, _user_key(collection_id, user_id))
         return _user(item) if item else None
 
     def get_users(self, collection_id: str, user_ids: list[str]) -> dict[str, UserRecord]:
-        keys = [self._user_key(collection_id, uid) for uid in dict.fromkeys(user_ids)]
-        return {u.user_id: u for u in map(_user, self._batch_get(self.tables.users, keys))}
-
-    def _ledger_entry(self, collection_id: str, key: str) -> dict[str, Any] | None:
-        return self._get(self.tables.users, self._user_key(collection_id, _LEDGER + key))
-
-    def claim_request(self, collection_id: str, key: str, digest: str, since: float) -> tuple[str, str | None]:
-        now = time.time()
-        item = _item(
-            collection_id=collection_id, user_id=_LEDGER + key, digest=digest, created=now,
-            expires=int(now + LEDGER_TTL_SECONDS),
-        )  # fmt: skip
-        while True:
-            try:
-                self._write1(
-                    "put_item",
-                    TableName=self.tables.users,
-                    Item=item,
-                    # An expired entry TTL has not removed yet counts as absent.
-                    ConditionExpression="attribute_not_exists(user_id) OR created < :since",
-                    ExpressionAttributeValues={":since": {"N": repr(since)}},
-                )
-                return digest, None
-            except ClientError as e:
-                if e.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                    raise
-            standing = self._ledger_entry(collection_id, key)
-            if standing is not None:  # else released meanwhile: claim again
-                return standing["digest"]["S"], standing.get("response", {}).get("S")
-
-    def answer_request(self, collection_id: str, key: str, response: str) -> str:
-        try:
-            self._write1(
-                "update_item",
-                TableName=self.tables.users,
-                Key=self._user_key(collection_id, _LEDGER + key),
-                UpdateExpression="SET #r = :r",
-                ConditionExpression="attribute_exists(user_id) AND attribute_not_exists(#r)",
-                ExpressionAttributeNames={"#r": "response"},
-                ExpressionAttributeValues={":r": _s(response)},
-            )
-        except ClientError as e:
-            if e.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
-            standing = self._ledger_entry(collection_id, key)
-            if standing is not None and "response" in standing:
-                return standing["response"]["S"]
-        return response
-
-    def release_request(self, collection_id: str, key: str) -> None:
-        try:
-            self._write1(
-                "delete_item",
-                TableName=self.tables.users,
-                Key=self._user_key(collection_id, _LEDGER + key),
-                ConditionExpression="attribute_not_exists(#r)",
-                ExpressionAttributeNames={"#r": "response"},
-            )
-        except ClientError as e:
-            if e.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
+        keys = [_user_key(collection_id, uid) for uid in dict.fromkeys(user_ids)]
+        return {u.user_id: u for u in map(_user, self._db.batch_get(self.tables.users, keys))}
 
     def deleted_user_token(self, collection_id: str, user_id: str) -> str | None:
-        item = self._get(self.tables.users, self._user_key(collection_id, _TOMBSTONE + user_id))
+        item = self._db.get(self.tables.users, _user_key(collection_id, _TOMBSTONE + user_id))
         return _plain(item).get("client_request_token") if item else None
 
     def delete_user(
         self, collection_id: str, user_id: str, client_request_token: str | None = None
     ) -> bool:
-        key = self._user_key(collection_id, user_id)
-        while True:
-            item = self._get(self.tables.users, key)
+        key = _user_key(collection_id, user_id)
+        for attempt in range(self._db.max_attempts):
+            item = self._db.get(self.tables.users, key)
             if item is None:
                 return False
             # Disassociate faces first (at most 100, too many for one transaction with the rest),
             # then delete the user only if its membership did not change meanwhile (ver).
             for fid in _plain(item).get("face_ids", ()):
-                try:
-                    self._write1(
-                        "update_item",
-                        TableName=self.tables.faces,
-                        Key=self._face_key(collection_id, fid),
-                        UpdateExpression="REMOVE user_id",
-                        ConditionExpression="user_id = :u",
-                        ExpressionAttributeValues={":u": _s(user_id)},
-                    )
-                except ClientError as e:
-                    if e.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                        raise
+                # Its condition fails if the face moved on meanwhile: then it is not ours to detach.
+                self._db.write(
+                    "update_item",
+                    TableName=self.tables.faces,
+                    Key=_face_key(collection_id, fid),
+                    UpdateExpression="REMOVE user_id",
+                    ConditionExpression="user_id = :u",
+                    ExpressionAttributeValues={":u": _s(user_id)},
+                )
             delete = {
                 "Delete": {
                     "TableName": self.tables.users,
@@ -699,7 +663,6 @@ class DynamoMetadataStore:
                     "ExpressionAttributeValues": {":v": item["ver"]},
                 }
             }
-            count = self._count_update(collection_id, "user_count", -1, live=False)
             tombstone = {
                 "Put": {
                     "TableName": self.tables.users,
@@ -711,12 +674,18 @@ class DynamoMetadataStore:
                     ),
                 }
             }
-            codes = self._transact([delete, count, tombstone])
-            if codes is None:
+            failed = self._db.transact({
+                _USER: delete,
+                _COUNTER: self._count_update(collection_id, "user_count", -1, live=False),
+                _TOMBSTONE_ITEM: tombstone,
+            })  # fmt: skip
+            if not failed:
                 return True
-            if codes[1] == _CCF:
+            if _COUNTER in failed:
                 return False  # the collection is gone (its purge removes the user)
             # The user changed or vanished meanwhile: look again.
+            _backoff(attempt)
+        raise StorageBusy(f"user {user_id!r} kept changing while it was deleted")
 
     def list_users(
         self, collection_id: str, max_results: int, next_token: str | None = None
@@ -725,9 +694,7 @@ class DynamoMetadataStore:
         after = decode_token(f"users/{collection_id}", next_token)
         self._require_collection(collection_id)
         recs: list[UserRecord] = []
-        for item in self._query(
-            self.tables.users, collection_id, "user_id", after, Limit=max_results + 1
-        ):
+        for item in self._db.query(self.tables.users, collection_id, "user_id", after, Limit=max_results + 1):
             if item["user_id"]["S"].startswith(_NOT_A_USER):
                 break  # tombstones and the request ledger sort after every user
             recs.append(_user(item))
@@ -743,9 +710,9 @@ class DynamoMetadataStore:
         expected_user_id: str | None,
         max_faces: int | None = None,
     ) -> None:
-        face_key = self._face_key(collection_id, face_id)
+        face_key = _face_key(collection_id, face_id)
         if user_id == expected_user_id:  # nothing moves; just check the premise
-            item = self._get(self.tables.faces, face_key)
+            item = self._db.get(self.tables.faces, face_key)
             if item is None:
                 raise FaceNotFound(face_id)
             current = _plain(item).get("user_id")
@@ -768,36 +735,44 @@ class DynamoMetadataStore:
             values[":u"] = _s(user_id)
         if values:
             face_update["ExpressionAttributeValues"] = values
-        include_previous = expected_user_id is not None
-        while True:
-            items = [{"Update": face_update}]
-            if user_id is not None:
-                items.append(
-                    self._membership(collection_id, user_id, face_id, "ADD", max_faces)
-                )
-            if include_previous:
-                items.append(self._membership(collection_id, expected_user_id, face_id, "DELETE"))
-            codes = self._transact(items)
-            if codes is None:
-                return
-            if codes[0] == _CCF:
-                item = self._get(self.tables.faces, face_key)
-                if item is None:
-                    raise FaceNotFound(face_id)
-                raise FaceUserConflict(face_id, _plain(item).get("user_id"))
-            if user_id is not None and codes[1] == _CCF:
-                user = self._get(self.tables.users, self._user_key(collection_id, user_id))
-                if user is None:
-                    raise UserNotFound(user_id)
-                raise UserFaceLimit(user_id, max_faces or 0)
-            # Only the previous user's item is missing (the invariants rule that out, but a
-            # stray must not wedge the face): the face's own condition held, so move it anyway.
-            assert include_previous
-            include_previous = False
+        items: dict[str, dict[str, Any]] = {_FACE: {"Update": face_update}}
+        if user_id is not None:
+            items[_USER] = self._membership(collection_id, user_id, face_id, "ADD", max_faces)
+        if expected_user_id is not None:
+            items[_PREVIOUS_USER] = self._membership(collection_id, expected_user_id, face_id, "DELETE")
+        if self._move_face(collection_id, face_id, user_id, max_faces, items):
+            return
+        # Only the previous user's item is missing (the invariants rule that out, but a stray
+        # must not wedge the face): the face's own condition held, so move it without it. That
+        # transaction has no previous user's item to fail: it commits or raises.
+        del items[_PREVIOUS_USER]
+        self._move_face(collection_id, face_id, user_id, max_faces, items)
+
+    def _move_face(
+        self,
+        collection_id: str,
+        face_id: str,
+        user_id: str | None,
+        max_faces: int | None,
+        items: dict[str, dict[str, Any]],
+    ) -> bool:
+        """set_face_user's transaction: True if it committed, False if only the previous user's
+        item failed; the face's or the new user's failing raises what it means."""
+        failed = self._db.transact(items)
+        if _FACE in failed:
+            item = self._db.get(self.tables.faces, _face_key(collection_id, face_id))
+            if item is None:
+                raise FaceNotFound(face_id)
+            raise FaceUserConflict(face_id, _plain(item).get("user_id"))
+        if user_id is not None and _USER in failed:
+            if self._db.get(self.tables.users, _user_key(collection_id, user_id)) is None:
+                raise UserNotFound(user_id)
+            raise UserFaceLimit(user_id, max_faces or 0)
+        return not failed
 
     def _membership(
         self, collection_id: str, user_id: str, face_id: str, op: str, max_faces: int | None = None
-    ) -> dict:
+    ) -> dict[str, Any]:
         """Add/remove one face in a user's face_ids set, bumping ver (see delete_user and
         set_user_vector) and marking the user UPDATING; an ADD may be capped at max_faces."""
         change = "ADD face_ids :f, ver :one" if op == "ADD" else "DELETE face_ids :f ADD ver :one"
@@ -809,7 +784,7 @@ class DynamoMetadataStore:
         return {
             "Update": {
                 "TableName": self.tables.users,
-                "Key": self._user_key(collection_id, user_id),
+                "Key": _user_key(collection_id, user_id),
                 "UpdateExpression": f"SET #status = :updating {change}",
                 "ConditionExpression": cond,
                 "ExpressionAttributeNames": {"#status": "status"},
@@ -820,8 +795,8 @@ class DynamoMetadataStore:
     def set_user_vector(
         self, collection_id: str, user_id: str, vector_id: str | None, version: int
     ) -> bool:
-        key = self._user_key(collection_id, user_id)
-        item = self._get(self.tables.users, key)
+        key = _user_key(collection_id, user_id)
+        item = self._db.get(self.tables.users, key)
         if item is None:
             raise UserNotFound(user_id)
         if int(item.get("ver", {"N": "0"})["N"]) != version:
@@ -834,20 +809,118 @@ class DynamoMetadataStore:
         else:
             expr = "SET #status = :s, vector_id = :id"
             values[":id"] = _s(vector_id)
-        try:
-            self._write1(
-                "update_item",
-                TableName=self.tables.users,
-                Key=key,
-                UpdateExpression=expr,
-                ConditionExpression="attribute_exists(user_id) AND ver = :v",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues=values,
-            )
-        except ClientError as e:
-            if e.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
-            if self._get(self.tables.users, key) is None:
-                raise UserNotFound(user_id) from None
+        committed = self._db.write(
+            "update_item",
+            TableName=self.tables.users,
+            Key=key,
+            UpdateExpression=expr,
+            ConditionExpression="attribute_exists(user_id) AND ver = :v",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=values,
+        )
+        if committed is None:
+            if self._db.get(self.tables.users, key) is None:
+                raise UserNotFound(user_id)
             return False
         return True
+
+
+class DynamoRequestLedger:
+    """The request ledger as items of the users table (see the module docstring): the scope is
+    the item's collection_id, so a collection's purge removes its entries with its users."""
+
+    def __init__(self, dynamodb: Any, tables: TableNames, *, max_attempts: int = DEFAULT_MAX_ATTEMPTS):
+        self._db = _Dynamo(dynamodb, max_attempts)
+        self.table = tables.users
+
+    def _entry(self, scope: str, key: str) -> dict[str, Any] | None:
+        return self._db.get(self.table, _user_key(scope, _LEDGER + key))
+
+    def claim(self, scope: str, key: str, digest: str, since: float) -> tuple[str, str | None]:
+        now = time.time()
+        item = _item(
+            collection_id=scope, user_id=_LEDGER + key, digest=digest, created=now,
+            expires=int(now + LEDGER_TTL_SECONDS),
+        )  # fmt: skip
+        for attempt in range(self._db.max_attempts):
+            if self._db.write(
+                "put_item",
+                TableName=self.table,
+                Item=item,
+                # An expired entry TTL has not removed yet counts as absent.
+                ConditionExpression="attribute_not_exists(user_id) OR created < :since",
+                ExpressionAttributeValues={":since": {"N": repr(since)}},
+            ) is not None:
+                return digest, None
+            standing = self._entry(scope, key)
+            if standing is not None:
+                return standing["digest"]["S"], standing.get("response", {}).get("S")
+            _backoff(attempt)  # released between our write and our read: claim again
+        raise StorageBusy(f"request {key!r} claimed and released again {self._db.max_attempts} times")
+
+    def answer(self, scope: str, key: str, response: str) -> str:
+        if self._db.write(
+            "update_item",
+            TableName=self.table,
+            Key=_user_key(scope, _LEDGER + key),
+            UpdateExpression="SET #r = :r",
+            ConditionExpression="attribute_exists(user_id) AND attribute_not_exists(#r)",
+            ExpressionAttributeNames={"#r": "response"},
+            ExpressionAttributeValues={":r": _s(response)},
+        ) is None:
+            standing = self._entry(scope, key)
+            if standing is not None and "response" in standing:
+                return standing["response"]["S"]
+        return response
+
+    def release(self, scope: str, key: str) -> None:
+        # Its condition fails for an answered entry, which stays.
+        self._db.write(
+            "delete_item",
+            TableName=self.table,
+            Key=_user_key(scope, _LEDGER + key),
+            ConditionExpression="attribute_not_exists(#r)",
+            ExpressionAttributeNames={"#r": "response"},
+        )
+
+
+class DynamoIngestLedger:
+    """The ingest ledger: one item per S3 object in its own table (see the module docstring)."""
+
+    def __init__(self, dynamodb: Any, table: str, *, max_attempts: int = DEFAULT_MAX_ATTEMPTS):
+        self._db = _Dynamo(dynamodb, max_attempts)
+        self.table = table
+
+    def get(self, object_key: str) -> IngestRecord | None:
+        item = self._db.get(self.table, {"object_key": _s(object_key)})
+        if item is None:
+            return None
+        return IngestRecord(
+            sequencer=item["sequencer"]["S"],
+            face_ids=frozenset(item.get("face_ids", {}).get("SS", [])),
+            collection_id=item.get("collection_id", {}).get("S", ""),
+            external_image_id=item.get("external_image_id", {}).get("S", ""),
+            updated=int(item.get("updated", {}).get("N", "0")),
+            expires=int(item["expires"]["N"]) if "expires" in item else None,
+        )
+
+    def put_if(self, object_key: str, expected: str | None, record: IngestRecord) -> bool:
+        item: dict[str, Any] = {
+            "object_key": _s(object_key),
+            "sequencer": _s(record.sequencer),
+            "collection_id": _s(record.collection_id),
+            "external_image_id": _s(record.external_image_id),
+            "updated": {"N": str(record.updated)},
+        }
+        if record.face_ids:  # DynamoDB has no empty sets
+            item["face_ids"] = {"SS": sorted(record.face_ids)}
+        if record.expires is not None:
+            item["expires"] = {"N": str(record.expires)}
+        if expected is None:
+            condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(object_key)"}
+        else:
+            condition = {
+                "ConditionExpression": "sequencer = :expected",
+                "ExpressionAttributeValues": {":expected": _s(expected)},
+            }
+        return self._db.write("put_item", TableName=self.table, Item=item, **condition) is not None

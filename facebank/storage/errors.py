@@ -77,3 +77,14 @@ class InvalidPaginationToken(StorageError, ValueError):
 
 class StorageBusy(StorageError):
     """Retries against contention (DynamoDB transaction conflicts) were exhausted."""
+
+
+class UnsupportedSchemaVersion(StorageError):
+    """An embedded database written at a schema version this facebank does not read."""
+
+    def __init__(self, path: object, version: int, supported: int):
+        super().__init__(
+            f"{path} has schema version {version}; this facebank reads version {supported} only "
+            "(there is no migration: start from a new data directory)"
+        )
+        self.version = version

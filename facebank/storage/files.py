@@ -56,21 +56,12 @@ class FileVectorStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self._fsync = fsync
         self._sub: str | None = None  # "users" in the user_vectors() view
-        self._checked: set[str] = set()  # collections whose old-layout directory was looked for
         # Finish deletions a crash interrupted (see delete_collection).
         for entry in self.root.glob(".deleting-*"):
             shutil.rmtree(entry, ignore_errors=True)
 
     def _dir(self, collection_id: str) -> Path:
         base = self.root / collection_dir(collection_id)
-        if collection_id not in self._checked and not base.exists():
-            # Data dirs written before digest names kept a collection under its id: adopt that
-            # directory (rename is atomic, so of two racing processes one wins, the other finds it).
-            try:
-                os.rename(self.root / segments.safe_component(collection_id), base)
-            except OSError:
-                pass  # none: a new collection, or an id that was never a valid file name
-        self._checked.add(collection_id)  # once per process: searches call this on every request
         return base / self._sub if self._sub else base
 
     def user_vectors(self) -> FileVectorStore:

@@ -13,7 +13,6 @@ search only reads segments it has not seen yet.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -26,6 +25,8 @@ import numpy as np
 from facebank.storage import segments
 from facebank.storage.errors import CollectionNotFound, FaceNotFound, SegmentNotFound
 from facebank.storage.ports import FaceRecord, MetadataStore, VectorStore
+
+DEFAULT_CACHE_MB = 4096  # the face index's segment cache (facebank.settings: segment_cache_mb)
 
 R = TypeVar("R")  # the metadata record a live row stands for
 
@@ -59,7 +60,7 @@ class _Scored:
 
     def at(self, rows: np.ndarray) -> list[str]:
         which = np.searchsorted(self.starts, rows, side="right") - 1
-        return [str(self.segs[w].ids[r - self.starts[w]]) for w, r in zip(which.tolist(), rows.tolist())]
+        return [str(self.segs[w].ids[r - self.starts[w]]) for w, r in zip(which.tolist(), rows.tolist(), strict=True)]
 
 
 def _normalise(m: np.ndarray) -> np.ndarray:
@@ -202,12 +203,9 @@ class SegmentIndex(Generic[R]):
         # live, and widen while dead ones crowd out the top k and candidates are left.
         want = max(k + 8, int(k * self.overfetch))
         known: dict[str, R | None] = {}
-        while True:
-            if len(eligible) > want:
-                top = eligible[np.argpartition(-scores[eligible], want - 1)[:want]]
-            else:
-                top = eligible
-            pairs = zip(ids.at(top), scores[top].tolist())
+        while True:  # ends: want grows 4x a round until top is all of eligible
+            top = eligible[np.argpartition(-scores[eligible], want - 1)[:want]] if len(eligible) > want else eligible
+            pairs = zip(ids.at(top), scores[top].tolist(), strict=True)
             ranked = sorted(pairs, key=lambda p: (-p[1], p[0]))  # ties: by id, deterministic
             unknown = list({r for r, _ in ranked if r not in known and self._key(r) != exclude})
             live = self._live_all(collection_id, unknown)
@@ -262,7 +260,8 @@ class SegmentIndex(Generic[R]):
         vecs = np.concatenate([s.vectors for _, s in chosen])
         unique_ids, first_rows = np.unique(ids, return_index=True)
         live = self._live_all(collection_id, unique_ids.tolist())
-        keep = np.sort([r for row, r in zip(unique_ids.tolist(), first_rows) if row in live]).astype(np.intp)
+        firsts = zip(unique_ids.tolist(), first_rows, strict=True)
+        keep = np.sort([r for row, r in firsts if row in live]).astype(np.intp)
         dropped = len(ids) - len(keep)
         if len(chosen) < 2 and dropped == 0:
             return CompactionResult(None, [], 0, 0)  # nothing to gain
@@ -283,7 +282,7 @@ class VectorIndex(SegmentIndex[FaceRecord]):
         vector_store: VectorStore,
         metadata_store: MetadataStore,
         *,
-        cache_bytes: int = int(os.environ.get("FACEBANK_SEGMENT_CACHE_MB", "4096")) << 20,
+        cache_bytes: int = DEFAULT_CACHE_MB << 20,
         overfetch: float = 1.5,
         clock: Callable[[], float] = time.time,
     ):

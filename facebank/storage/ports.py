@@ -1,8 +1,11 @@
-"""The two storage ports: metadata (collections, faces, users) and vectors (embedding segments).
+"""The storage ports: metadata (collections, faces, users), vectors (embedding segments), the
+request ledger (answers of requests made with a ClientRequestToken) and, on AWS only, the ingest
+ledger (what each S3 ingest object was indexed into).
 
-Adapters: sqlite.SqliteMetadataStore + files.FileVectorStore (embedded),
-dynamodb.DynamoMetadataStore + s3.S3VectorStore (AWS). Contracts every adapter honours
-(tests/storage runs the same suite against both):
+Adapters: sqlite.SqliteMetadataStore + files.FileVectorStore + sqlite.SqliteRequestLedger
+(embedded), dynamodb.DynamoMetadataStore + s3.S3VectorStore + dynamodb.DynamoRequestLedger +
+dynamodb.DynamoIngestLedger (AWS). Contracts every adapter honours (tests/storage runs the
+same suite against both):
 
 - Pagination tokens are opaque strings; a malformed one raises InvalidPaginationToken. Faces and
   users are listed in id order; collections in an adapter-defined but stable order.
@@ -71,7 +74,8 @@ class MetadataStore(Protocol):
     ) -> tuple[list[CollectionRecord], str | None]: ...
 
     def delete_collection(self, collection_id: str) -> bool:
-        """Remove the collection with its faces and users; False if it did not exist."""
+        """Remove the collection with its faces and users, and the request-ledger entries of its
+        scope (same id); False if it did not exist."""
 
     def update_tags(self, collection_id: str, put: dict[str, str], remove: list[str]) -> dict[str, str]:
         """Set the tags in put and drop the keys in remove, atomically; returns the tags now.
@@ -137,20 +141,6 @@ class MetadataStore(Protocol):
     def get_users(self, collection_id: str, user_ids: list[str]) -> dict[str, UserRecord]:
         """The stored users among user_ids (missing ids are simply absent; no collection check)."""
 
-    # --- request ledger: requests made with a ClientRequestToken, and their answers
-    def claim_request(self, collection_id: str, key: str, digest: str, since: float) -> tuple[str, str | None]:
-        """Claim key for a request with this digest unless an entry made no earlier than ``since``
-        stands; return the standing (digest, response JSON or None while unanswered). Entries die
-        with the collection, and expire: the embedded store drops those older than ``since``,
-        DynamoDB's TTL removes them a day after they were written.
-        """
-
-    def answer_request(self, collection_id: str, key: str, response: str) -> str:
-        """Record the answer of a claimed request unless one is recorded; return the standing one."""
-
-    def release_request(self, collection_id: str, key: str) -> None:
-        """Drop an unanswered claim (its request failed), so the token is free again."""
-
     def list_users(
         self, collection_id: str, max_results: int, next_token: str | None = None
     ) -> tuple[list[UserRecord], str | None]:
@@ -182,6 +172,49 @@ class MetadataStore(Protocol):
         when the membership moved on meanwhile: the caller rebuilds from the new membership.
         Raises UserNotFound.
         """
+
+
+@runtime_checkable
+class RequestLedger(Protocol):
+    """Requests made with a ClientRequestToken, and their answers, so a retried request gets the
+    first answer and a token reused with other parameters is told apart.
+
+    Entries live in a scope (today a collection id) and die with it: deleting the collection
+    drops its entries. They also expire: the embedded ledger drops entries older than a claim's
+    ``since``, DynamoDB's TTL removes them a day after they were written.
+    """
+
+    def claim(self, scope: str, key: str, digest: str, since: float) -> tuple[str, str | None]:
+        """Claim key for a request with this digest unless an entry made no earlier than
+        ``since`` stands; return the standing (digest, response JSON or None while unanswered)."""
+
+    def answer(self, scope: str, key: str, response: str) -> str:
+        """Record the answer of a claimed request unless one is recorded; return the standing one."""
+
+    def release(self, scope: str, key: str) -> None:
+        """Drop an unanswered claim (its request failed), so the key is free again."""
+
+
+@dataclass(frozen=True)
+class IngestRecord:
+    """What the ingest ledger remembers of one S3 object (see facebank.aws.ingest)."""
+
+    sequencer: str  # of the last S3 event applied, padded so that sequencers compare as strings
+    face_ids: frozenset[str] = frozenset()  # the faces the object's content was indexed into
+    collection_id: str = ""
+    external_image_id: str = ""
+    updated: int = 0  # epoch seconds
+    expires: int | None = None  # epoch seconds; removal tombstones only: then it may be forgotten
+
+
+@runtime_checkable
+class IngestLedger(Protocol):
+    def get(self, object_key: str) -> IngestRecord | None:
+        """The record of object_key ("<bucket>/<key>"), read consistently; None if there is none."""
+
+    def put_if(self, object_key: str, expected: str | None, record: IngestRecord) -> bool:
+        """Replace the record if the stored sequencer is still ``expected`` (None: no record yet);
+        False, and nothing written, if another writer got there first."""
 
 
 @runtime_checkable

@@ -1,4 +1,4 @@
-"""Embedded metadata store: one SQLite database under data_dir.
+"""Embedded metadata store and request ledger: two adapters on one SQLite database.
 
 Concurrency: WAL lets readers run beside one writer; every write is a BEGIN IMMEDIATE transaction
 (takes the write lock up front, so two writers never deadlock upgrading read locks) and
@@ -15,7 +15,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from facebank.storage.errors import (
@@ -23,6 +23,7 @@ from facebank.storage.errors import (
     CollectionNotFound,
     FaceNotFound,
     FaceUserConflict,
+    UnsupportedSchemaVersion,
     UserExists,
     UserFaceLimit,
     UserNotFound,
@@ -30,10 +31,11 @@ from facebank.storage.errors import (
 from facebank.storage.pagination import check_max_results, decode_token, encode_token
 from facebank.storage.ports import CollectionRecord, FaceRecord, UserRecord
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 3  # PRAGMA user_version of _SCHEMA; a database at another version is refused
 
+# Run statement by statement, split on ";": none may appear but at a statement's end.
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS collections (
+CREATE TABLE collections (
     collection_id TEXT PRIMARY KEY,
     arn TEXT NOT NULL,
     face_model_version TEXT NOT NULL,
@@ -43,7 +45,7 @@ CREATE TABLE IF NOT EXISTS collections (
     face_count INTEGER NOT NULL DEFAULT 0,
     user_count INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS faces (
+CREATE TABLE faces (
     collection_id TEXT NOT NULL,
     face_id TEXT NOT NULL,
     image_id TEXT NOT NULL,
@@ -56,32 +58,26 @@ CREATE TABLE IF NOT EXISTS faces (
     created REAL NOT NULL,
     PRIMARY KEY (collection_id, face_id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS faces_by_user ON faces (collection_id, user_id, face_id);
-CREATE TABLE IF NOT EXISTS users (
+CREATE INDEX faces_by_user ON faces (collection_id, user_id, face_id);
+CREATE TABLE users (
     collection_id TEXT NOT NULL,
     user_id TEXT NOT NULL,
     status TEXT NOT NULL,
     client_request_token TEXT,
     created REAL NOT NULL,
+    version INTEGER NOT NULL DEFAULT 0,
+    vector_id TEXT,
     PRIMARY KEY (collection_id, user_id)
 ) WITHOUT ROWID;
-"""
-
-# Schema changes after version 1, applied in order to databases of an older user_version.
-_MIGRATIONS = {
-    2: """
-ALTER TABLE users ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE users ADD COLUMN vector_id TEXT;
-CREATE TABLE IF NOT EXISTS user_tombstones (
+CREATE TABLE user_tombstones (
     collection_id TEXT NOT NULL,
     user_id TEXT NOT NULL,
     client_request_token TEXT,
     deleted REAL NOT NULL,
     PRIMARY KEY (collection_id, user_id)
 ) WITHOUT ROWID;
-""",
-    3: """
-CREATE TABLE IF NOT EXISTS request_ledger (
+-- The request ledger: collection_id is the scope of an entry (delete_collection drops them with it).
+CREATE TABLE request_ledger (
     collection_id TEXT NOT NULL,
     key TEXT NOT NULL,
     digest TEXT NOT NULL,
@@ -89,9 +85,8 @@ CREATE TABLE IF NOT EXISTS request_ledger (
     created REAL NOT NULL,
     PRIMARY KEY (collection_id, key)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS request_ledger_by_age ON request_ledger (collection_id, created);
-""",
-}
+CREATE INDEX request_ledger_by_age ON request_ledger (collection_id, created);
+"""
 
 _USER_COLS = "user_id, status, client_request_token, created, version, vector_id"
 
@@ -150,42 +145,34 @@ class _ThreadConnection:
             self.db.close()
 
     def __del__(self) -> None:
-        try:
+        with suppress(Exception):  # interpreter shutdown, or already closed
             self.close()
-        except Exception:  # interpreter shutdown, or already closed
-            pass
 
 
-class SqliteMetadataStore:
-    def __init__(
-        self,
-        data_dir: str | os.PathLike,
-        *,
-        filename: str = "metadata.sqlite3",
-        busy_timeout_ms: int = 60_000,
-    ):
-        self.path = Path(data_dir) / filename
+class SqliteDatabase:
+    """The SQLite file behind both embedded adapters: connections, transactions and the schema.
+
+    Opening creates the schema in a new file and refuses a file at another schema version.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, busy_timeout_ms: int = 60_000):
+        self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
         self._open: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()  # for close()
-        with self._write() as db:
+        with self.write() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                for stmt in _SCHEMA.split(";"):
-                    if stmt.strip():
-                        db.execute(stmt)
-                version = 1
-            for target in range(version + 1, SCHEMA_VERSION + 1):
-                for stmt in _MIGRATIONS[target].split(";"):
-                    if stmt.strip():
-                        db.execute(stmt)
-            if version != SCHEMA_VERSION:
+            if version == 0:  # a new file
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            elif version != SCHEMA_VERSION:
+                raise UnsupportedSchemaVersion(self.path, version, SCHEMA_VERSION)
 
-    # --- connections and transactions
-
-    def _conn(self) -> sqlite3.Connection:
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection, for single statements (each is its own transaction)."""
         held: _ThreadConnection | None = getattr(self._local, "held", None)
         if held is None or held.pid != os.getpid():
             # A connection inherited through fork is abandoned, not used or closed: closing it
@@ -204,8 +191,8 @@ class SqliteMetadataStore:
         return held.db
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        db = self._conn()
+    def write(self) -> Iterator[sqlite3.Connection]:
+        db = self.connection()
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
@@ -215,9 +202,9 @@ class SqliteMetadataStore:
         db.execute("COMMIT")
 
     @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
+    def read(self) -> Iterator[sqlite3.Connection]:
         """A snapshot for reads spanning several statements."""
-        db = self._conn()
+        db = self.connection()
         db.execute("BEGIN")
         try:
             yield db
@@ -230,6 +217,15 @@ class SqliteMetadataStore:
             held.close()
         self._local = threading.local()
 
+
+class SqliteMetadataStore:
+    def __init__(self, database: SqliteDatabase):
+        self.database = database
+
+    def close(self) -> None:
+        """Close the database's connections (the request ledger's too: they are the same)."""
+        self.database.close()
+
     @staticmethod
     def _require_collection(db: sqlite3.Connection, collection_id: str) -> None:
         if not db.execute(
@@ -240,7 +236,7 @@ class SqliteMetadataStore:
     # --- collections
 
     def create_collection(self, rec: CollectionRecord) -> None:
-        with self._write() as db:
+        with self.database.write() as db:
             try:
                 db.execute(
                     "INSERT INTO collections VALUES (?, ?, ?, ?, ?, ?, 0, 0)",
@@ -257,7 +253,7 @@ class SqliteMetadataStore:
                 raise CollectionExists(rec.collection_id) from None
 
     def get_collection(self, collection_id: str) -> CollectionRecord | None:
-        row = self._conn().execute(
+        row = self.database.connection().execute(
             "SELECT * FROM collections WHERE collection_id = ?", (collection_id,)
         ).fetchone()
         return _collection(row) if row else None
@@ -267,7 +263,7 @@ class SqliteMetadataStore:
     ) -> tuple[list[CollectionRecord], str | None]:
         check_max_results(max_results)
         after = decode_token("collections", next_token) or ""
-        rows = self._conn().execute(
+        rows = self.database.connection().execute(
             "SELECT * FROM collections WHERE collection_id > ? ORDER BY collection_id LIMIT ?",
             (after, max_results + 1),
         ).fetchall()
@@ -275,7 +271,7 @@ class SqliteMetadataStore:
         return _page(recs, max_results, "collections", lambda c: c.collection_id)
 
     def delete_collection(self, collection_id: str) -> bool:
-        with self._write() as db:
+        with self.database.write() as db:
             cur = db.execute("DELETE FROM collections WHERE collection_id = ?", (collection_id,))
             if cur.rowcount == 0:
                 return False
@@ -286,7 +282,7 @@ class SqliteMetadataStore:
             return True
 
     def update_tags(self, collection_id: str, put: dict[str, str], remove: list[str]) -> dict[str, str]:
-        with self._write() as db:
+        with self.database.write() as db:
             row = db.execute("SELECT tags FROM collections WHERE collection_id = ?", (collection_id,)).fetchone()
             if row is None:
                 raise CollectionNotFound(collection_id)
@@ -301,7 +297,7 @@ class SqliteMetadataStore:
             if f.user_id is not None:
                 raise ValueError("new faces carry no user; associate them with set_face_user")
         new: list[FaceRecord] = []
-        with self._write() as db:
+        with self.database.write() as db:
             self._require_collection(db, collection_id)
             for f in faces:
                 cur = db.execute(
@@ -331,7 +327,7 @@ class SqliteMetadataStore:
     def get_faces(self, collection_id: str, face_ids: list[str]) -> dict[str, FaceRecord]:
         if not face_ids:
             return {}
-        rows = self._conn().execute(
+        rows = self.database.connection().execute(
             f"SELECT {_FACE_COLS} FROM faces WHERE collection_id = ? "
             "AND face_id IN (SELECT value FROM json_each(?))",
             (collection_id, json.dumps(list(face_ids))),
@@ -358,14 +354,14 @@ class SqliteMetadataStore:
             args.append(json.dumps(list(face_ids)))
         sql += " ORDER BY face_id LIMIT ?"
         args.append(max_results + 1)
-        with self._read() as db:
+        with self.database.read() as db:
             self._require_collection(db, collection_id)
             rows = db.execute(sql, args).fetchall()
         return _page([_face(r) for r in rows], max_results, f"faces/{collection_id}", lambda f: f.face_id)
 
     def delete_faces(self, collection_id: str, face_ids: list[str]) -> list[str]:
         deleted: list[str] = []
-        with self._write() as db:
+        with self.database.write() as db:
             self._require_collection(db, collection_id)
             for fid in dict.fromkeys(face_ids):  # dedupe, keep order
                 cur = db.execute(
@@ -386,7 +382,7 @@ class SqliteMetadataStore:
     def put_user(self, collection_id: str, rec: UserRecord) -> None:
         if rec.face_ids:
             raise ValueError("a new user has no faces; associate them with set_face_user")
-        with self._write() as db:
+        with self.database.write() as db:
             self._require_collection(db, collection_id)
             try:
                 db.execute(
@@ -421,7 +417,7 @@ class SqliteMetadataStore:
         )
 
     def get_user(self, collection_id: str, user_id: str) -> UserRecord | None:
-        with self._read() as db:
+        with self.database.read() as db:
             row = db.execute(
                 f"SELECT {_USER_COLS} FROM users WHERE collection_id = ? AND user_id = ?",
                 (collection_id, user_id),
@@ -431,7 +427,7 @@ class SqliteMetadataStore:
     def get_users(self, collection_id: str, user_ids: list[str]) -> dict[str, UserRecord]:
         if not user_ids:
             return {}
-        with self._read() as db:
+        with self.database.read() as db:
             rows = db.execute(
                 f"SELECT {_USER_COLS} FROM users WHERE collection_id = ? "
                 "AND user_id IN (SELECT value FROM json_each(?))",
@@ -442,7 +438,7 @@ class SqliteMetadataStore:
     def delete_user(
         self, collection_id: str, user_id: str, client_request_token: str | None = None
     ) -> bool:
-        with self._write() as db:
+        with self.database.write() as db:
             cur = db.execute(
                 "DELETE FROM users WHERE collection_id = ? AND user_id = ?",
                 (collection_id, user_id),
@@ -463,36 +459,8 @@ class SqliteMetadataStore:
             )
             return True
 
-    _LEDGER_ROW = "SELECT digest, response FROM request_ledger WHERE collection_id = ? AND key = ?"
-
-    def claim_request(self, collection_id: str, key: str, digest: str, since: float) -> tuple[str, str | None]:
-        with self._write() as db:
-            db.execute("DELETE FROM request_ledger WHERE collection_id = ? AND created < ?", (collection_id, since))
-            db.execute(
-                "INSERT OR IGNORE INTO request_ledger VALUES (?, ?, ?, NULL, ?)",
-                (collection_id, key, digest, time.time()),
-            )
-            row = db.execute(self._LEDGER_ROW, (collection_id, key)).fetchone()
-        return row[0], row[1]
-
-    def answer_request(self, collection_id: str, key: str, response: str) -> str:
-        with self._write() as db:
-            db.execute(
-                "UPDATE request_ledger SET response = ? WHERE collection_id = ? AND key = ? AND response IS NULL",
-                (response, collection_id, key),
-            )
-            row = db.execute(self._LEDGER_ROW, (collection_id, key)).fetchone()
-        return row[1] if row and row[1] is not None else response
-
-    def release_request(self, collection_id: str, key: str) -> None:
-        with self._write() as db:
-            db.execute(
-                "DELETE FROM request_ledger WHERE collection_id = ? AND key = ? AND response IS NULL",
-                (collection_id, key),
-            )
-
     def deleted_user_token(self, collection_id: str, user_id: str) -> str | None:
-        row = self._conn().execute(
+        row = self.database.connection().execute(
             "SELECT client_request_token FROM user_tombstones "
             "WHERE collection_id = ? AND user_id = ?",
             (collection_id, user_id),
@@ -504,7 +472,7 @@ class SqliteMetadataStore:
     ) -> tuple[list[UserRecord], str | None]:
         check_max_results(max_results)
         after = decode_token(f"users/{collection_id}", next_token) or ""
-        with self._read() as db:
+        with self.database.read() as db:
             self._require_collection(db, collection_id)
             rows = db.execute(
                 f"SELECT {_USER_COLS} FROM users "
@@ -523,7 +491,7 @@ class SqliteMetadataStore:
         expected_user_id: str | None,
         max_faces: int | None = None,
     ) -> None:
-        with self._write() as db:
+        with self.database.write() as db:
             row = db.execute(
                 "SELECT user_id FROM faces WHERE collection_id = ? AND face_id = ?",
                 (collection_id, face_id),
@@ -559,7 +527,7 @@ class SqliteMetadataStore:
     def set_user_vector(
         self, collection_id: str, user_id: str, vector_id: str | None, version: int
     ) -> bool:
-        with self._write() as db:
+        with self.database.write() as db:
             row = db.execute(
                 "SELECT version FROM users WHERE collection_id = ? AND user_id = ?",
                 (collection_id, user_id),
@@ -577,3 +545,39 @@ class SqliteMetadataStore:
                 (vector_id, "ACTIVE" if has_faces else "CREATED", collection_id, user_id),
             )
             return True
+
+
+class SqliteRequestLedger:
+    """The request ledger in the metadata store's database (table request_ledger), so that
+    delete_collection drops a collection's entries in its own transaction."""
+
+    _ENTRY = "SELECT digest, response FROM request_ledger WHERE collection_id = ? AND key = ?"
+
+    def __init__(self, database: SqliteDatabase):
+        self.database = database
+
+    def claim(self, scope: str, key: str, digest: str, since: float) -> tuple[str, str | None]:
+        with self.database.write() as db:
+            db.execute("DELETE FROM request_ledger WHERE collection_id = ? AND created < ?", (scope, since))
+            db.execute(
+                "INSERT OR IGNORE INTO request_ledger VALUES (?, ?, ?, NULL, ?)",
+                (scope, key, digest, time.time()),
+            )
+            row = db.execute(self._ENTRY, (scope, key)).fetchone()
+        return row[0], row[1]
+
+    def answer(self, scope: str, key: str, response: str) -> str:
+        with self.database.write() as db:
+            db.execute(
+                "UPDATE request_ledger SET response = ? WHERE collection_id = ? AND key = ? AND response IS NULL",
+                (response, scope, key),
+            )
+            row = db.execute(self._ENTRY, (scope, key)).fetchone()
+        return row[1] if row and row[1] is not None else response
+
+    def release(self, scope: str, key: str) -> None:
+        with self.database.write() as db:
+            db.execute(
+                "DELETE FROM request_ledger WHERE collection_id = ? AND key = ? AND response IS NULL",
+                (scope, key),
+            )

@@ -141,18 +141,18 @@ class UserVectorIndex(SegmentIndex[UserRecord]):
             if vector is not None:
                 vector_id = uuid.uuid4().hex
                 name = self._write(collection_id, [row_id(user_id, vector_id)], vector[None, :])
+            committed: bool | None  # None: the user is gone
             try:
                 committed = self.metadata.set_user_vector(collection_id, user_id, vector_id, user.version)
             except UserNotFound:
-                committed = False
-                user = None
+                committed = None
             if committed:
                 user.vector_id = vector_id
                 user.status = "ACTIVE" if user.face_ids else "CREATED"
                 return user
             if name is not None:  # never referenced: remove it now rather than at compaction
                 self.vectors.delete_segment(collection_id, name)
-            if user is None:
+            if committed is None:
                 raise UserNotFound(user_id)
             # The membership moved on while we built: someone else's change; build again.
             time.sleep(random.uniform(0, min(0.2, 0.005 * 2**attempt)))

@@ -1,7 +1,7 @@
 """Fixtures running every storage test against both adapter pairs.
 
-"embedded": SqliteMetadataStore + FileVectorStore in tmp_path.
-"aws": DynamoMetadataStore + S3VectorStore on moto's mock_aws.
+"embedded": SqliteMetadataStore + FileVectorStore + SqliteRequestLedger in tmp_path.
+"aws": DynamoMetadataStore + S3VectorStore + DynamoRequestLedger on moto's mock_aws.
 
 moto's in-process backends are not thread-safe (a TransactWriteItems deep-copies tables that
 other threads are writing). Real DynamoDB and S3 apply each request atomically on the server, so
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import pytest
 from storage_helpers import collection_record
 
-from facebank.storage import open_embedded
-from facebank.storage.ports import MetadataStore, VectorStore
+from facebank.storage import Storage, open_embedded
+from facebank.storage.ports import MetadataStore, RequestLedger, VectorStore
 
 
 @dataclass
@@ -28,6 +28,11 @@ class Stores:
     kind: str
     meta: MetadataStore
     vecs: VectorStore
+    ledger: RequestLedger
+
+    @classmethod
+    def of(cls, kind: str, storage: Storage) -> Stores:
+        return cls(kind, storage.metadata, storage.vectors, storage.ledger)
 
 
 @dataclass
@@ -121,10 +126,10 @@ def aws_stores(aws) -> Stores:
 
     prefix = f"t{next(_test_ids)}-"
     create_tables(aws.dynamodb, TableNames.with_prefix(prefix))
-    meta, vecs = open_aws(
+    storage = open_aws(
         bucket=aws.bucket, table_prefix=prefix, s3_prefix=prefix, dynamodb=aws.dynamodb, s3=aws.s3
     )
-    return Stores("aws", meta, vecs)
+    return Stores.of("aws", storage)
 
 
 @pytest.fixture(params=["embedded", "aws"])
@@ -132,9 +137,9 @@ def stores(request, tmp_path) -> Iterator[Stores]:
     if request.param == "aws":
         yield request.getfixturevalue("aws_stores")
         return
-    meta, vecs = open_embedded(tmp_path / "data")
-    yield Stores("embedded", meta, vecs)
-    meta.close()
+    stores = Stores.of("embedded", open_embedded(tmp_path / "data"))
+    yield stores
+    stores.meta.close()
 
 
 @pytest.fixture

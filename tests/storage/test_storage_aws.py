@@ -1,4 +1,5 @@
-"""AWS-only properties: half-finished collection deletes, contention retries."""
+"""AWS-only properties: half-finished collection deletes, contention retries (bounded), the
+ingest ledger."""
 
 from __future__ import annotations
 
@@ -9,15 +10,16 @@ from storage_helpers import collection_record, faces
 from facebank.storage import (
     CollectionExists,
     CollectionNotFound,
+    FaceUserConflict,
     StorageBusy,
     UserRecord,
 )
-from facebank.storage.dynamodb import DynamoMetadataStore
+from facebank.storage.dynamodb import DynamoMetadataStore, DynamoRequestLedger
 
 
 def tombstone(meta: DynamoMetadataStore, collection_id: str) -> None:
     """What delete_collection leaves if it dies right after its first step."""
-    meta._c.update_item(
+    meta._db.client.update_item(
         TableName=meta.tables.collections,
         Key={"collection_id": {"S": collection_id}},
         UpdateExpression="SET deleting = :t",
@@ -57,7 +59,7 @@ def test_delete_of_a_half_deleted_collection_finishes_it(aws_stores):
     tombstone(meta, "c1")
     assert meta.delete_collection("c1") is False  # already invisible, but purged now
     assert meta.get_faces("c1", ["f-0000", "f-0001"]) == {}
-    assert meta._get(meta.tables.collections, {"collection_id": {"S": "c1"}}) is None
+    assert meta._db.get(meta.tables.collections, {"collection_id": {"S": "c1"}}) is None
 
 
 class ConflictingClient:
@@ -86,11 +88,154 @@ class ConflictingClient:
 def test_transaction_conflicts_are_retried(aws_stores):
     real = aws_stores.meta
     real.create_collection(collection_record("c1"))
-    flaky = DynamoMetadataStore(ConflictingClient(real._c, failures=2), real.tables)
+    flaky = DynamoMetadataStore(ConflictingClient(real._db.client, failures=2), real.tables)
     assert len(flaky.put_faces("c1", faces("f", 4))) == 4
     assert real.get_collection("c1").face_count == 4
 
-    hopeless = DynamoMetadataStore(ConflictingClient(real._c, 99), real.tables, max_attempts=3)
+    hopeless = DynamoMetadataStore(ConflictingClient(real._db.client, 99), real.tables, max_attempts=3)
     with pytest.raises(StorageBusy):
         hopeless.put_faces("c1", faces("g", 1))
     assert real.get_collection("c1").face_count == 4
+
+
+def _error(code: str, operation: str) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": code}}, operation)
+
+
+class Wrapped:
+    """A DynamoDB client passing every call through but the ones a test overrides."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def _ledger(real: DynamoMetadataStore, client, max_attempts: int = 3) -> DynamoRequestLedger:
+    return DynamoRequestLedger(client, real.tables, max_attempts=max_attempts)
+
+
+def test_a_claim_released_before_it_is_read_claims_again(aws_stores):
+    real = aws_stores.meta
+    real.create_collection(collection_record("c1"))
+
+    class ReleasedOnce(Wrapped):
+        """The first claim finds the key taken; by the time it looks, the holder released it."""
+
+        taken = True
+
+        def put_item(self, **kw):
+            if self.taken:
+                self.taken = False
+                raise _error("ConditionalCheckFailedException", "PutItem")
+            return self.inner.put_item(**kw)
+
+    assert _ledger(real, ReleasedOnce(real._db.client)).claim("c1", "k", "d", 0) == ("d", None)
+    assert aws_stores.ledger.claim("c1", "k", "other", 0) == ("d", None)  # really claimed
+
+
+def test_claims_that_keep_being_released_give_up_busy(aws_stores):
+    real = aws_stores.meta
+    real.create_collection(collection_record("c1"))
+
+    class AlwaysReleased(Wrapped):
+        puts = 0
+
+        def put_item(self, **kw):
+            self.puts += 1
+            raise _error("ConditionalCheckFailedException", "PutItem")
+
+        def get_item(self, **kw):
+            return {}
+
+    client = AlwaysReleased(real._db.client)
+    with pytest.raises(StorageBusy):
+        _ledger(real, client, max_attempts=4).claim("c1", "k", "d", 0)
+    assert client.puts == 4
+
+
+def test_a_user_that_keeps_changing_while_deleted_gives_up_busy(aws_stores):
+    real = aws_stores.meta
+    real.create_collection(collection_record("c1"))
+    real.put_user("c1", UserRecord("u", "CREATED"))
+
+    class UserAlwaysChanged(Wrapped):
+        """Every delete transaction finds the user's version moved on (its condition fails)."""
+
+        attempts = 0
+
+        def transact_write_items(self, **kw):
+            self.attempts += 1
+            reasons = [{"Code": "ConditionalCheckFailed"}] + [{"Code": "None"}] * (len(kw["TransactItems"]) - 1)
+            raise ClientError(
+                {"Error": {"Code": "TransactionCanceledException", "Message": "x"}, "CancellationReasons": reasons},
+                "TransactWriteItems",
+            )
+
+    client = UserAlwaysChanged(real._db.client)
+    with pytest.raises(StorageBusy):
+        DynamoMetadataStore(client, real.tables, max_attempts=3).delete_user("c1", "u")
+    assert client.attempts == 3
+    assert real.get_user("c1", "u") is not None and real.get_collection("c1").user_count == 1
+
+
+def test_a_face_of_a_vanished_user_still_moves(aws_stores):
+    """The previous user's item is missing (a stray the invariants rule out): the move is
+    told apart from a conflict by that item's cancellation reason, and done without it."""
+    meta = aws_stores.meta
+    meta.create_collection(collection_record("c1"))
+    meta.put_faces("c1", faces("f", 1))
+    meta.put_user("c1", UserRecord("gone", "CREATED"))
+    meta.put_user("c1", UserRecord("u2", "CREATED"))
+    meta.set_face_user("c1", "f-0000", "gone", None)
+    meta._db.client.delete_item(
+        TableName=meta.tables.users, Key={"collection_id": {"S": "c1"}, "user_id": {"S": "gone"}}
+    )
+    meta.set_face_user("c1", "f-0000", "u2", "gone")
+    assert meta.get_faces("c1", ["f-0000"])["f-0000"].user_id == "u2"
+    assert meta.get_user("c1", "u2").face_ids == ["f-0000"]
+    with pytest.raises(FaceUserConflict):  # the face's own condition still decides
+        meta.set_face_user("c1", "f-0000", None, "gone")
+
+
+def test_unprocessed_batch_keys_are_retried_then_busy(aws_stores):
+    real = aws_stores.meta
+    real.create_collection(collection_record("c1"))
+    real.put_faces("c1", faces("f", 3))
+
+    class Unprocessed(Wrapped):
+        """Batch reads leave every key unprocessed `times` times (a throttled table)."""
+
+        def __init__(self, inner, times):
+            super().__init__(inner)
+            self.times = times
+
+        def batch_get_item(self, RequestItems):  # noqa: N803 (boto3's name)
+            if self.times > 0:
+                self.times -= 1
+                return {"Responses": {}, "UnprocessedKeys": RequestItems}
+            return self.inner.batch_get_item(RequestItems=RequestItems)
+
+    ids = ["f-0000", "f-0001", "f-0002"]
+    throttled_twice = DynamoMetadataStore(Unprocessed(real._db.client, 2), real.tables, max_attempts=3)
+    assert sorted(throttled_twice.get_faces("c1", ids)) == ids
+    hopeless = DynamoMetadataStore(Unprocessed(real._db.client, 99), real.tables, max_attempts=3)
+    with pytest.raises(StorageBusy):
+        hopeless.get_faces("c1", ids)
+
+
+def test_unprocessed_batch_deletes_are_retried_then_busy(aws_stores):
+    real = aws_stores.meta
+    real.create_collection(collection_record("c1"))
+    real.put_faces("c1", faces("f", 3))
+
+    class Unprocessed(Wrapped):
+        def batch_write_item(self, RequestItems):  # noqa: N803 (boto3's name)
+            return {"UnprocessedItems": RequestItems}
+
+    with pytest.raises(StorageBusy):
+        DynamoMetadataStore(Unprocessed(real._db.client), real.tables, max_attempts=2).delete_collection("c1")
+    assert real.get_collection("c1") is None  # deleting: invisible, and finished by the next delete
+    assert real.delete_collection("c1") is False
+    assert real.get_faces("c1", ["f-0000"]) == {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -10,10 +11,12 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 from storage_helpers import collection_record, list_all, unit_vectors
 
-from facebank.storage import VectorIndex, open_embedded, segments
+from facebank.storage import UnsupportedSchemaVersion, UserRecord, VectorIndex, open_embedded, segments
 from facebank.storage.files import FileVectorStore, collection_dir
+from facebank.storage.sqlite import SCHEMA_VERSION
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,8 +46,8 @@ _WORKER = textwrap.dedent(
     from facebank.storage.ports import FaceRecord
 
     data_dir, worker = sys.argv[1], int(sys.argv[2])
-    meta, vecs = open_embedded(data_dir)
-    index = VectorIndex(vecs, meta)
+    storage = open_embedded(data_dir)
+    index = VectorIndex(storage.vectors, storage.metadata)
     rng = np.random.default_rng(worker)
     for batch in range(5):
         recs = [
@@ -59,7 +62,8 @@ _WORKER = textwrap.dedent(
 
 def test_concurrent_processes_embedded(tmp_path):
     """Several OS processes write one embedded data_dir: counts stay exact, nothing is lost."""
-    meta, vecs = open_embedded(tmp_path)
+    storage = open_embedded(tmp_path)
+    meta, vecs = storage.metadata, storage.vectors
     meta.create_collection(collection_record("c1"))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     procs = [
@@ -76,7 +80,7 @@ def test_concurrent_processes_embedded(tmp_path):
 
 def test_sqlite_connections_of_finished_threads_are_closed(tmp_path):
     """Thread-per-request servers must not leak one database handle per request."""
-    meta, _ = open_embedded(tmp_path)
+    meta = open_embedded(tmp_path).metadata
     meta.create_collection(collection_record("c1"))
 
     def fds() -> int:
@@ -97,12 +101,34 @@ def test_sqlite_connections_of_finished_threads_are_closed(tmp_path):
     meta.close()
 
 
-def test_collections_stored_under_their_id_are_adopted(tmp_path):
-    """Data dirs written before digest directory names kept a collection's segments under its id."""
-    legacy = tmp_path / "vectors" / "my-collection"
-    legacy.mkdir(parents=True)
-    (legacy / "s1.seg").write_bytes(segments.encode(["f1"], unit_vectors(1, 1)))
-    store = FileVectorStore(tmp_path / "vectors")
-    assert store.list_segments("my-collection") == ["s1"]
-    assert store.read_segment("my-collection", "s1")[0] == ["f1"]
-    assert not legacy.exists()
+@pytest.mark.parametrize("version", [1, 2, SCHEMA_VERSION + 1])
+def test_a_database_at_another_schema_version_is_refused(tmp_path, version):
+    """There are no migrations: a database at another version is refused, its tables and version kept."""
+    db = sqlite3.connect(tmp_path / "metadata.sqlite3")
+    db.execute("CREATE TABLE collections (collection_id TEXT PRIMARY KEY)")
+    db.execute(f"PRAGMA user_version = {version}")
+    db.commit()
+    db.close()
+    with pytest.raises(UnsupportedSchemaVersion, match=f"schema version {version};"):
+        open_embedded(tmp_path)
+    db = sqlite3.connect(tmp_path / "metadata.sqlite3")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == version
+    assert db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall() == [("collections",)]
+    db.close()
+
+
+def test_reopening_a_data_dir_keeps_everything(tmp_path):
+    storage = open_embedded(tmp_path)
+    storage.metadata.create_collection(collection_record("c1"))
+    storage.metadata.put_user("c1", UserRecord("u", "CREATED", client_request_token="t"))
+    assert storage.metadata.delete_user("c1", "u", "t")
+    assert storage.ledger.claim("c1", "create_user:t", "d", 0) == ("d", None)
+    storage.metadata.close()
+    again = open_embedded(tmp_path)
+    assert again.metadata.get_collection("c1") == collection_record("c1")
+    assert again.metadata.deleted_user_token("c1", "u") == "t"
+    assert again.ledger.claim("c1", "create_user:t", "other", 0) == ("d", None)
+    again.metadata.close()
+    db = sqlite3.connect(tmp_path / "metadata.sqlite3")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    db.close()

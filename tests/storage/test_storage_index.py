@@ -54,7 +54,7 @@ def add(index, cid, prefix, n, seed):
 
 def brute_force(ids, vecs, live, q, k, min_score=-1.0):
     scores = vecs @ (q / np.linalg.norm(q))
-    pairs = [(i, float(s)) for i, s in zip(ids, scores) if i in live and s >= min_score]
+    pairs = [(i, float(s)) for i, s in zip(ids, scores, strict=True) if i in live and s >= min_score]
     return sorted(pairs, key=lambda p: (-p[1], p[0]))[:k]
 
 
@@ -172,7 +172,7 @@ def test_compaction_keeps_results_and_drops_deleted(stores, cid, index):
     assert set(merged_ids) == set(ids) - set(deleted)
 
     fresh = VectorIndex(stores.vecs, stores.meta)  # cold cache: reads the merged segment only
-    for q, expected in zip(queries, before):
+    for q, expected in zip(queries, before, strict=True):
         assert_same(index.search(cid, q, 7), expected)
         assert_same(fresh.search(cid, q, 7), expected)
     # FaceRecord.segment still names a removed segment: lookups by face id fall back.

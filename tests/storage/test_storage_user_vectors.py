@@ -4,8 +4,6 @@ deleted-user tombstones, the user-vector namespace of the vector store, and User
 
 from __future__ import annotations
 
-import sqlite3
-
 import numpy as np
 import pytest
 from storage_helpers import (
@@ -23,7 +21,6 @@ from facebank.storage import (
     UserRecord,
     UserVectorIndex,
     VectorIndex,
-    open_embedded,
 )
 from facebank.storage.users import mean_vector, row_id
 
@@ -280,41 +277,6 @@ def test_concurrent_changes_leave_the_vector_of_the_final_membership(stores, cid
     assert final.face_ids == sorted(ids[:8]) and final.status == "ACTIVE"
     [(top, cosine)] = users.search(cid, mean_vector(vectors[:8]), 1)
     assert top.vector_id == final.vector_id and cosine == pytest.approx(1.0, abs=1e-5)
-
-
-def test_sqlite_schema_1_is_migrated(tmp_path):
-    """A data_dir written before users had versions and vectors opens and keeps its users."""
-    db = sqlite3.connect(tmp_path / "metadata.sqlite3")
-    db.executescript(
-        """
-        CREATE TABLE collections (collection_id TEXT PRIMARY KEY, arn TEXT NOT NULL,
-            face_model_version TEXT NOT NULL, pack TEXT NOT NULL, created REAL NOT NULL,
-            tags TEXT NOT NULL, face_count INTEGER NOT NULL DEFAULT 0,
-            user_count INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
-        CREATE TABLE faces (collection_id TEXT NOT NULL, face_id TEXT NOT NULL,
-            image_id TEXT NOT NULL, external_image_id TEXT, bounding_box TEXT NOT NULL,
-            confidence REAL NOT NULL, index_faces_model_version TEXT NOT NULL, user_id TEXT,
-            segment TEXT NOT NULL, created REAL NOT NULL,
-            PRIMARY KEY (collection_id, face_id)) WITHOUT ROWID;
-        CREATE TABLE users (collection_id TEXT NOT NULL, user_id TEXT NOT NULL,
-            status TEXT NOT NULL, client_request_token TEXT, created REAL NOT NULL,
-            PRIMARY KEY (collection_id, user_id)) WITHOUT ROWID;
-        INSERT INTO collections VALUES ('c1', 'arn', 'v', 'p', 1.0, '{}', 0, 1);
-        INSERT INTO users VALUES ('c1', 'old', 'ACTIVE', 'tok', 2.0);
-        PRAGMA user_version = 1;
-        """
-    )
-    db.close()
-    meta, _ = open_embedded(tmp_path)
-    assert meta.get_user("c1", "old") == UserRecord("old", "ACTIVE", [], "tok", 2.0, 0, None)
-    meta.put_faces("c1", faces("f", 1))
-    meta.set_face_user("c1", "f-0000", "old", None)
-    assert meta.get_user("c1", "old").version == 1
-    assert meta.delete_user("c1", "old", "t") and meta.deleted_user_token("c1", "old") == "t"
-    meta.close()
-    meta, _ = open_embedded(tmp_path)  # opening again is a no-op
-    assert meta.get_collection("c1").user_count == 0
-    meta.close()
 
 
 def test_search_survives_a_compaction_it_may_not_do(stores, cid, indexes):

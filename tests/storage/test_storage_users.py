@@ -1,9 +1,7 @@
 from __future__ import annotations
 
-import time
-
 import pytest
-from storage_helpers import collection_record, faces, list_all, run_threads
+from storage_helpers import faces, list_all, run_threads
 
 from facebank.storage import (
     CollectionNotFound,
@@ -98,33 +96,3 @@ def test_delete_user_disassociates_its_faces(stores, cid):
     assert meta.delete_user(cid, "u1") is True
     assert meta.get_faces(cid, ["f-0000"])["f-0000"].user_id is None
     assert meta.delete_faces(cid, ["f-0000"]) == ["f-0000"]
-
-
-def test_request_ledger(stores, cid):
-    meta, now = stores.meta, time.time()
-    key = "associate_faces:t"
-    assert meta.claim_request(cid, key, "d1", now - 60) == ("d1", None)
-    # Another request with the token sees the claim, answered or not, and never takes it over.
-    assert meta.claim_request(cid, key, "d2", now - 60) == ("d1", None)
-    assert meta.answer_request(cid, key, '{"a": 1}') == '{"a": 1}'
-    assert meta.answer_request(cid, key, '{"a": 2}') == '{"a": 1}'  # the first answer stands
-    assert meta.claim_request(cid, key, "d1", now - 60) == ("d1", '{"a": 1}')
-    # Entries made before `since` are expired: the token is free again.
-    assert meta.claim_request(cid, key, "d3", time.time() + 1) == ("d3", None)
-    # A failed request releases its claim; an answered one is never released.
-    meta.release_request(cid, key)
-    assert meta.claim_request(cid, key, "d4", now - 60) == ("d4", None)
-    meta.answer_request(cid, key, "{}")
-    meta.release_request(cid, key)
-    assert meta.claim_request(cid, key, "d5", now - 60) == ("d4", "{}")
-    # Not users, and gone with the collection.
-    assert meta.list_users(cid, 10)[0] == []
-    meta.delete_collection(cid)
-    meta.create_collection(collection_record(cid))
-    assert meta.claim_request(cid, key, "d6", 0) == ("d6", None)
-
-
-def test_concurrent_claims_of_one_token_agree(stores, cid):
-    claims = []
-    run_threads(8, lambda i: claims.append(stores.meta.claim_request(cid, "create_user:x", f"d{i}", 0)))
-    assert len(claims) == 8 and len({digest for digest, _ in claims}) == 1
