@@ -103,7 +103,8 @@ def test_created_object_is_indexed_once_even_when_redelivered(env):
     faces = env.faces()
     assert len(faces) == 2 and {f["ExternalImageId"] for f in faces} == {"group-photo"}
     # at-least-once delivery: the same event again, and a duplicate notification of the same put
-    again = dict(created, s3={**created["s3"], "object": {**created["s3"]["object"], "sequencer": f"{next(_seq):018X}"}})
+    redelivered = {**created["s3"]["object"], "sequencer": f"{next(_seq):018X}"}
+    again = dict(created, s3={**created["s3"], "object": redelivered})
     assert env.ingest(sqs_event(notification(created), notification(again))) == {"batchItemFailures": []}
     assert sorted(f["FaceId"] for f in env.faces()) == sorted(f["FaceId"] for f in faces)
     assert env.rek.describe_collection(CollectionId=env.collection)["FaceCount"] == 2
@@ -164,13 +165,16 @@ def test_a_transient_s3_failure_is_retried_not_taken_for_a_deleted_object(env, m
     assert len(env.faces()) == 2
 
 
-def test_removal_of_an_object_indexed_before_the_ledger_finds_faces_by_external_id(env):
-    key = f"{env.collection}/legacy.jpg"
-    env.rek.index_faces(CollectionId=env.collection, ExternalImageId="legacy", Image={"Bytes": image_bytes(ONE_FACE)})
-    env.rek.index_faces(CollectionId=env.collection, ExternalImageId="other", Image={"Bytes": image_bytes(TWO_PEOPLE)})
-    env.aws.recorder.take()  # those were API calls, checked elsewhere
-    env.ingest(sqs_event(notification(s3_record("ObjectRemoved:Delete", key))))
-    assert {f["ExternalImageId"] for f in env.faces()} == {"other"}
+def test_removal_of_an_object_the_ledger_never_saw_deletes_nothing(env):
+    """Faces come off only by the ids the ledger recorded: none for an object it never indexed,
+    even where faces carry the object's ExternalImageId (no search of the collection)."""
+    key = f"{env.collection}/never-seen.jpg"
+    image = {"Bytes": image_bytes(ONE_FACE)}
+    env.rek.index_faces(CollectionId=env.collection, ExternalImageId="never-seen", Image=image)
+    env.aws.recorder.take()  # that was an API call, checked elsewhere
+    removed = s3_record("ObjectRemoved:Delete", key)
+    assert env.ingest(sqs_event(notification(removed))) == {"batchItemFailures": []}
+    assert [f["ExternalImageId"] for f in env.faces()] == ["never-seen"]
 
 
 def test_partial_batch_failure_reports_only_the_failed_message(env):
@@ -208,7 +212,8 @@ def test_moto_s3_notification_to_sqs_reaches_the_handler(env):
         messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
         event = {"Records": [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
                               "attributes": {}, "messageAttributes": {}, "md5OfBody": m["MD5OfBody"],
-                              "eventSource": "aws:sqs", "eventSourceARN": arn, "awsRegion": REGION} for m in messages]}  # fmt: skip
+                              "eventSource": "aws:sqs", "eventSourceARN": arn, "awsRegion": REGION}
+                             for m in messages]}  # fmt: skip
         assert env.ingest(event) == {"batchItemFailures": []}
     finally:
         env.s3.put_bucket_notification_configuration(Bucket=INGEST_BUCKET, NotificationConfiguration={})
@@ -216,9 +221,12 @@ def test_moto_s3_notification_to_sqs_reaches_the_handler(env):
 
 
 def test_compaction_merges_segments_and_search_still_finds_faces(env, monkeypatch):
+    import dataclasses
+
     from facebank.aws.runtime import shared_context
 
-    monkeypatch.setenv("FACEBANK_COMPACT_MIN_AGE_S", "0")
+    ctx = shared_context()
+    monkeypatch.setattr(ctx, "settings", dataclasses.replace(ctx.settings, compact_min_age_s=0))
     for i in range(3):  # three IndexFaces calls: three segments
         env.rek.index_faces(CollectionId=env.collection, ExternalImageId=f"img{i}",
                             Image={"Bytes": image_bytes(f"dev/albert_costa/{i + 1}.jpg")})  # fmt: skip
@@ -246,12 +254,14 @@ def test_compaction_merges_segments_and_search_still_finds_faces(env, monkeypatc
 
 
 def test_registry_is_reused_not_duplicated():
-    """The ingest path runs the registry's IndexFaces/DeleteFaces/ListFaces, nothing of its own."""
+    """The ingest path runs the registry's IndexFaces/DeleteFaces, nothing of its own, and takes
+    its settings and ledger from the shared Context, not the environment."""
     import inspect
 
     from facebank.aws import ingest
 
     source = inspect.getsource(ingest)
     assert "engine" not in source and "metadata" not in source and "VectorIndex" not in source
-    for op in ("IndexFaces", "DeleteFaces", "ListFaces"):
+    assert "environ" not in source and "boto3" not in source
+    for op in ("IndexFaces", "DeleteFaces"):
         assert op in OPERATIONS and f'"{op}"' in source

@@ -10,12 +10,13 @@ Why retries and reordering are safe:
 
 * IndexFaces' FaceIds are deterministic (UUIDv5 of collection, image sha256, ExternalImageId and
   face rank), so indexing the same image again stores nothing new;
-* a small ledger table (``FACEBANK_INGEST_TABLE``, one item per object key) remembers the face ids
-  an object produced and the S3 ``sequencer`` of the last event applied. Events older than that
-  are skipped (S3 does not deliver in order); an overwrite deletes the faces of the previous image;
-  a removal deletes the object's faces by id, cheaply, without scanning the collection. The ledger
-  is written with a compare-and-set on the sequencer read, so two concurrent events for one key
-  converge on the newest. Removal tombstones expire after ``TOMBSTONE_DAYS`` (DynamoDB TTL).
+* the ingest ledger (``facebank.storage.IngestLedger``: a small table, ``FACEBANK_INGEST_TABLE``,
+  one item per object key) remembers the face ids an object produced and the S3 ``sequencer`` of
+  the last event applied. Events older than that are skipped (S3 does not deliver in order); an
+  overwrite deletes the faces of the previous image; a removal deletes the object's faces by id,
+  cheaply, without scanning the collection (an object the ledger never saw has none to delete).
+  The ledger is written with a compare-and-set on the sequencer read, so two concurrent events for
+  one key converge on the newest. Removal tombstones expire after ``TOMBSTONE_DAYS`` (DynamoDB TTL).
 * IndexFaces reads the object's *current* content, so whichever event runs last indexes what is
   in the bucket now; an object already gone again is skipped (its removal event follows).
 
@@ -28,22 +29,19 @@ Keys that do not follow the pattern, and S3's test event, are skipped with a war
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from typing import Any
 from urllib.parse import unquote_plus
 
-import boto3
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
     EventType,
     process_partial_response,
 )
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from botocore.config import Config
-from botocore.exceptions import ClientError
 
 from facebank.aws.runtime import (
     OperationError,
@@ -51,31 +49,23 @@ from facebank.aws.runtime import (
     lambda_entry,
     logger,
     metrics,
+    shared_context,
     tracer,
 )
+from facebank.storage import IngestLedger, IngestRecord
 
 DELETE_FACES_MAX = 4096  # DeleteFaces' FaceIds limit
-LIST_FACES_MAX = 4096
 TOMBSTONE_DAYS = 30  # longer than SQS can hold a message (14 days) plus a DLQ redrive window
+# Rounds of apply's compare-and-set lost to older events for the same key; past it the message
+# fails and SQS delivers it again later.
+MAX_LEDGER_ROUNDS = 10
 _SEQ_WIDTH = 64
 
-KEY = re.compile(r"(?P<collection>[a-zA-Z0-9_.\-]{1,255})/(?P<external>[a-zA-Z0-9_.\-:]{1,255})\.(?:jpe?g|png)", re.IGNORECASE)
+KEY = re.compile(
+    r"(?P<collection>[a-zA-Z0-9_.\-]{1,255})/(?P<external>[a-zA-Z0-9_.\-:]{1,255})\.(?:jpe?g|png)", re.IGNORECASE
+)
 
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-_ddb = None
-
-
-def _dynamodb():
-    global _ddb
-    if _ddb is None:
-        _ddb = boto3.client("dynamodb", config=Config(retries={"mode": "standard", "max_attempts": 8}))
-    return _ddb
-
-
-def reset_clients() -> None:
-    """Forget the DynamoDB client (tests switch moto mocks between cases)."""
-    global _ddb
-    _ddb = None
 
 
 def parse_key(key: str, prefix: str = "") -> tuple[str, str] | None:
@@ -89,44 +79,6 @@ def parse_key(key: str, prefix: str = "") -> tuple[str, str] | None:
 def sequence(sequencer: str) -> str:
     """S3 sequencers of one key compare as hex strings once padded to the same length."""
     return sequencer.upper().rjust(_SEQ_WIDTH, "0")
-
-
-# --- the ledger
-
-
-class Ledger:
-    """One item per object: ``object_key`` (bucket/key), ``sequencer``, ``face_ids`` (SS, absent when
-    empty), ``collection_id``, ``external_image_id``, ``updated``, ``expires`` (TTL, tombstones only)."""
-
-    def __init__(self, table: str):
-        self.table = table
-
-    def get(self, object_key: str) -> dict | None:
-        item = _dynamodb().get_item(
-            TableName=self.table, Key={"object_key": {"S": object_key}}, ConsistentRead=True
-        ).get("Item")
-        if item is None:
-            return None
-        return {"sequencer": item["sequencer"]["S"], "face_ids": set(item.get("face_ids", {}).get("SS", []))}
-
-    def put_if(self, object_key: str, expected: str | None, item: dict[str, Any]) -> bool:
-        """Write the item if the stored sequencer is still `expected` (None: no item yet)."""
-        if expected is None:
-            cond, values = "attribute_not_exists(object_key)", {}
-        else:
-            cond, values = "sequencer = :expected", {":expected": {"S": expected}}
-        try:
-            _dynamodb().put_item(
-                TableName=self.table,
-                Item={"object_key": {"S": object_key}, **item},
-                ConditionExpression=cond,
-                **({"ExpressionAttributeValues": values} if values else {}),
-            )
-            return True
-        except ClientError as e:
-            if e.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
 
 
 # --- faces, through the registry
@@ -186,31 +138,15 @@ def _delete(collection_id: str, face_ids: set[str]) -> set[str]:
     return kept
 
 
-def _faces_of_external_id(collection_id: str, external_id: str) -> set[str]:
-    """Fallback for objects without a ledger item (indexed before it existed): ListFaces, filtered."""
-    found: set[str] = set()
-    token = None
-    while True:
-        request = {"CollectionId": collection_id, "MaxResults": LIST_FACES_MAX}
-        if token:
-            request["NextToken"] = token
-        try:
-            page = call("ListFaces", request)
-        except OperationError as e:
-            if e.code == "ResourceNotFoundException":
-                return set()
-            raise
-        found.update(f["FaceId"] for f in page["Faces"] if f.get("ExternalImageId") == external_id)
-        token = page.get("NextToken")
-        if not token:
-            return found
-
-
 # --- one S3 event
 
 
+class LedgerContention(Exception):
+    """apply lost its compare-and-set MAX_LEDGER_ROUNDS times: the message is retried later."""
+
+
 @tracer.capture_method(capture_response=False)
-def apply(s3_record: dict, *, bucket_name: str, prefix: str, ledger: Ledger) -> str:
+def apply(s3_record: dict, *, bucket_name: str, prefix: str, ledger: IngestLedger) -> str:
     """Bring the collection in line with one S3 event; returns what was done (for logs and tests)."""
     event_name = s3_record.get("eventName", "")
     bucket = s3_record["s3"]["bucket"]["name"]
@@ -227,8 +163,8 @@ def apply(s3_record: dict, *, bucket_name: str, prefix: str, ledger: Ledger) -> 
     seq = sequence(s3_record["s3"]["object"].get("sequencer", "0"))
     object_key = f"{bucket}/{key}"
 
-    item = ledger.get(object_key)
-    if item is not None and item["sequencer"] >= seq:
+    stored = ledger.get(object_key)
+    if stored is not None and stored.sequencer >= seq:
         metrics.add_metric(name="IngestStaleEvents", unit=MetricUnit.Count, value=1)
         return "stale"
     if created:
@@ -238,38 +174,33 @@ def apply(s3_record: dict, *, bucket_name: str, prefix: str, ledger: Ledger) -> 
     else:
         new_ids = set()
     kept: set[str] = set()
-    while True:
-        if item is not None:
-            old_ids = item["face_ids"]
-        elif created:
-            old_ids = set()
-        else:
-            old_ids = _faces_of_external_id(collection_id, external_id)
+    for _ in range(MAX_LEDGER_ROUNDS):
+        old_ids = set(stored.face_ids) if stored is not None else set()
         kept |= _delete(collection_id, old_ids - new_ids - kept)
         face_ids = new_ids | kept
-        record: dict[str, Any] = {
-            "sequencer": {"S": seq},
-            "collection_id": {"S": collection_id},
-            "external_image_id": {"S": external_id},
-            "updated": {"N": str(int(time.time()))},
-        }
-        if face_ids:
-            record["face_ids"] = {"SS": sorted(face_ids)}
-        if not created:
-            record["expires"] = {"N": str(int(time.time()) + TOMBSTONE_DAYS * 86400)}
-        if ledger.put_if(object_key, item["sequencer"] if item else None, record):
+        now = int(time.time())
+        record = IngestRecord(
+            sequencer=seq,
+            face_ids=frozenset(face_ids),
+            collection_id=collection_id,
+            external_image_id=external_id,
+            updated=now,
+            expires=None if created else now + TOMBSTONE_DAYS * 86400,
+        )
+        if ledger.put_if(object_key, stored.sequencer if stored else None, record):
             logger.info(
                 "ingested" if created else "removed",
                 extra={"key": key, "collection_id": collection_id, "faces": len(face_ids)},
             )
             return "indexed" if created else "removed"
-        item = ledger.get(object_key)
-        if item is not None and item["sequencer"] >= seq:
+        stored = ledger.get(object_key)
+        if stored is not None and stored.sequencer >= seq:
             # A newer event won while we worked: drop what only we added.
-            _delete(collection_id, new_ids - item["face_ids"])
+            _delete(collection_id, new_ids - stored.face_ids)
             metrics.add_metric(name="IngestStaleEvents", unit=MetricUnit.Count, value=1)
             return "superseded"
         # An older event wrote in between: its faces are now the old ones; go again.
+    raise LedgerContention(f"{object_key}: the ledger kept changing under older events")
 
 
 def _skip(reason: str, **fields: Any) -> str:
@@ -283,12 +214,14 @@ def record_handler(record: SQSRecord) -> list[str]:
     body = json.loads(record.body)
     if body.get("Event") == "s3:TestEvent":
         return ["test-event"]
-    ledger = Ledger(os.environ["FACEBANK_INGEST_TABLE"])
-    bucket_name = os.environ.get("FACEBANK_INGEST_BUCKET", "")
-    prefix = os.environ.get("FACEBANK_INGEST_PREFIX", "")
+    ctx = shared_context()
+    ledger = ctx.storage.ingest
+    if ledger is None:
+        raise RuntimeError("the ingest function has no ingest ledger: FACEBANK_INGEST_TABLE is not set")
+    bucket_name, prefix = ctx.settings.ingest_bucket, ctx.settings.ingest_prefix
     return [apply(r, bucket_name=bucket_name, prefix=prefix, ledger=ledger) for r in body.get("Records", [])]
 
 
 @lambda_entry()
-def handler(event: dict, context: Any) -> dict:
+def handler(event: dict, context: Any) -> PartialItemFailureResponse:
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
