@@ -57,7 +57,8 @@ def _faces(ids: list[str]) -> list[FaceRecord]:
 
 
 def build(data_dir: Path, n: int, dim: int, rng: np.random.Generator) -> np.ndarray:
-    metadata, vectors = open_embedded(data_dir)
+    storage = open_embedded(data_dir)
+    metadata, vectors = storage.metadata, storage.vectors
     metadata.create_collection(CollectionRecord("bench", "arn", "bench", "bench", time.time()))
     index = VectorIndex(vectors, metadata)
     everything = []
@@ -94,7 +95,8 @@ def bench_size(n: int, dim: int, workdir: Path) -> None:
     load_s = time.perf_counter() - start
     qs = queries(gallery, rng)
 
-    metadata, vectors = open_embedded(data_dir)  # a fresh process's view: nothing cached
+    storage = open_embedded(data_dir)  # a fresh process's view: nothing cached
+    metadata, vectors = storage.metadata, storage.vectors
     index = VectorIndex(vectors, metadata)
     start = time.perf_counter()
     index.search("bench", qs[0], K)

@@ -38,7 +38,8 @@ class FailingMetadata:
 
 @pytest.fixture
 def harness(model_env, tmp_path):
-    metadata, vectors = open_embedded(tmp_path)
+    storage = open_embedded(tmp_path)
+    metadata, vectors = storage.metadata, storage.vectors
     failing = FailingMetadata(metadata)
     ctx = Context(_index=VectorIndex(vectors, failing))
 

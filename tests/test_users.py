@@ -106,9 +106,8 @@ def aws_context(metadata_wrapper=None):
             dynamodb, s3 = session.client("dynamodb"), session.client("s3")
             s3.create_bucket(Bucket="facebank-users-test")
             create_tables(dynamodb, TableNames.with_prefix("u-"))
-            metadata, vectors = open_aws(
-                bucket="facebank-users-test", table_prefix="u-", dynamodb=dynamodb, s3=s3
-            )
+            storage = open_aws(bucket="facebank-users-test", table_prefix="u-", dynamodb=dynamodb, s3=s3)
+            metadata, vectors = storage.metadata, storage.vectors
             if metadata_wrapper is not None:
                 metadata = metadata_wrapper(metadata)
             yield Context(_index=VectorIndex(vectors, metadata), s3_endpoint_url=None)
@@ -119,7 +118,8 @@ def embedded_context(tmp_path, metadata_wrapper=None):
     from facebank.operations import Context
     from facebank.storage import VectorIndex, open_embedded
 
-    metadata, vectors = open_embedded(tmp_path / "data")
+    storage = open_embedded(tmp_path / "data")
+    metadata, vectors = storage.metadata, storage.vectors
     try:
         wrapped = metadata_wrapper(metadata) if metadata_wrapper is not None else metadata
         yield Context(_index=VectorIndex(vectors, wrapped))
@@ -693,7 +693,8 @@ def test_concurrent_associate_faces_through_the_server(served, server):
     from facebank.operations import Context
     from facebank.storage import VectorIndex, open_embedded
 
-    metadata, vectors = open_embedded(server.data_dir)
+    storage = open_embedded(server.data_dir)
+    metadata, vectors = storage.metadata, storage.vectors
     try:
         assert _stored_vector_matches(Context(_index=VectorIndex(vectors, metadata)), collection_id, "u") == pytest.approx(1.0, abs=1e-5)
     finally:
