@@ -13,12 +13,14 @@ def model_env(tmp_path_factory) -> dict[str, str]:
     """Environment in which the default pack's models resolve, fetched from the mirror if needed."""
     from facebank import models
     from facebank.engine.packs import pack
+    from facebank.settings import Settings
 
     env = dict(os.environ)
     env.setdefault("FACEBANK_MODEL_MIRROR", str(SHARED / "models"))
     os.environ.setdefault("FACEBANK_MODEL_MIRROR", env["FACEBANK_MODEL_MIRROR"])
+    settings = Settings.from_env(env)
     try:
-        models.fetch(pack().files)
+        models.fetch(pack(settings.pack).files, model_dir=settings.resolved_model_dir, mirror=settings.model_mirror)
     except models.ModelError as exc:
         pytest.skip(f"model files unavailable (no mirror at {env['FACEBANK_MODEL_MIRROR']}, offline): {exc}")
     return env

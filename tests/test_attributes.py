@@ -48,8 +48,10 @@ def mirrored(name: str) -> str:
 @pytest.fixture(scope="module")
 def engine(model_env):
     from facebank.engine import get_engine
+    from facebank.settings import Settings
 
-    return get_engine()
+    settings = Settings.from_env(model_env)
+    return get_engine(settings.pack, settings.resolved_model_dir, settings.ort_threads)
 
 
 @pytest.fixture(scope="module")

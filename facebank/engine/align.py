@@ -30,7 +30,8 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 def warp(rgb: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Sample the output image of ``size`` (w, h) whose pixel p comes from source ``matrix^-1 p``."""
     inverse = np.linalg.inv(np.vstack([matrix, [0, 0, 1]]))[:2]
-    out = Image.fromarray(rgb).transform(size, Image.Transform.AFFINE, inverse.ravel(), Image.Resampling.BILINEAR)
+    coefficients = inverse.ravel().tolist()
+    out = Image.fromarray(rgb).transform(size, Image.Transform.AFFINE, coefficients, Image.Resampling.BILINEAR)
     return np.asarray(out)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from facebank.engine.geometry import fit_similarity, pose_angles, pose_rotation
 from facebank.engine.iris import LOWER_LID, UPPER_LID, Eye, Iris
 from facebank.engine.mesh import FaceMesh
+from facebank.engine.packs import MESH_FILES
 
 if TYPE_CHECKING:
     from facebank.engine import Face
@@ -70,7 +71,8 @@ class AttributeModel(Protocol):
     """The interface a pack fills for attributes geometry cannot measure (``MODELLED``).
 
     A pack lists the model's file in ``Pack.attributes`` and registers a loader for it in
-    ``MODELS``; ``estimate`` returns FaceDetail members (e.g. {"AgeRange": {...}}).
+    ``MODELS`` (called with the file and the onnxruntime thread count); ``estimate`` returns
+    FaceDetail members (e.g. {"AgeRange": {...}}).
     """
 
     provides: frozenset[str]  # botocore Attribute names, e.g. {"AGE_RANGE", "GENDER"}
@@ -78,8 +80,7 @@ class AttributeModel(Protocol):
     def estimate(self, rgb: np.ndarray, face: Face) -> dict[str, Any]: ...
 
 
-MODELS: dict[str, Callable[[Path], AttributeModel]] = {}  # manifest path -> loader
-MESH_FILES = ("mediapipe/face_landmark.onnx", "mediapipe/iris_landmark.onnx", "mediapipe/canonical_face_model.obj")
+MODELS: dict[str, Callable[[Path, int], AttributeModel]] = {}  # manifest path -> loader(path, threads)
 
 
 def requested(attributes: Iterable[str]) -> set[str]:
@@ -157,8 +158,10 @@ class Measurement:
 
 
 class FaceAttributes:
-    def __init__(self, mesh: Path, iris: Path, canonical: Path, models: Iterable[AttributeModel] = ()):
-        self.mesh, self.iris = FaceMesh(mesh), Iris(iris)
+    def __init__(
+        self, mesh: Path, iris: Path, canonical: Path, models: Iterable[AttributeModel] = (), threads: int = 1
+    ):
+        self.mesh, self.iris = FaceMesh(mesh, threads), Iris(iris, threads)
         self.canonical = canonical_face(canonical)
         self.models = list(models)
 
@@ -187,10 +190,12 @@ class FaceAttributes:
                 face.attributes.update(model.estimate(rgb, face))
 
 
-def load(files: Iterable[str], resolve: Callable[[str], Path]) -> FaceAttributes | None:
-    """The attribute models of a pack (``Pack.attributes``), or None when it has none."""
+def load(files: Iterable[str], resolve: Callable[[str], Path], threads: int = 1) -> FaceAttributes | None:
+    """The attribute models of a pack (``Pack.attributes``), or None when it has none; ``resolve``
+    maps a manifest path to its verified file."""
     files = list(files)
     if not set(MESH_FILES) <= set(files):
         return None
-    extra = [MODELS[f](resolve(f)) for f in files if f in MODELS]
-    return FaceAttributes(*(resolve(f) for f in MESH_FILES), models=extra)
+    extra = [MODELS[f](resolve(f), threads) for f in files if f in MODELS]
+    mesh, iris, canonical = (resolve(f) for f in MESH_FILES)
+    return FaceAttributes(mesh, iris, canonical, models=extra, threads=threads)

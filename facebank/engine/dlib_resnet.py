@@ -14,8 +14,8 @@ from facebank.engine.onnx import session
 class DlibResNet:
     dimension = 128
 
-    def __init__(self, model: Path, shape_predictor: Path):
-        self.session = session(model)
+    def __init__(self, model: Path, shape_predictor: Path, threads: int = 1):
+        self.session = session(model, threads)
         self.input = self.session.get_inputs()[0].name
         self.shapes = ShapePredictor(shape_predictor)
 

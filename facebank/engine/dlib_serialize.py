@@ -7,9 +7,13 @@ an int64 mantissa and int16 exponent, bools ASCII '0'/'1', matrices -rows, -cols
 
 from __future__ import annotations
 
+import builtins
 import math
 
 import numpy as np
+
+# Reader's methods are named after what they read (int, float, bool), which shadows those builtins in
+# its class body: annotations there spell them builtins.int etc.
 
 
 class Reader:
@@ -52,12 +56,12 @@ class Reader:
         self.pos += size
         return text
 
-    def expect_int(self, value: int, what: str) -> None:
+    def expect_int(self, value: builtins.int, what: str) -> None:
         got = self.int()
         if got != value:
             raise ValueError(f"{what}: expected {value}, found {got} at {self.pos}")
 
-    def shape(self) -> tuple[int, int, int, int]:
+    def shape(self) -> tuple[builtins.int, builtins.int, builtins.int, builtins.int]:
         return self.int(), self.int(), self.int(), self.int()
 
     def tensor(self) -> np.ndarray:
@@ -74,7 +78,7 @@ class Reader:
             raise ValueError(f"unknown tensor version {version}")
         return values.reshape(shape)
 
-    def alias(self) -> tuple[int, int, int, int]:
+    def alias(self) -> tuple[builtins.int, builtins.int, builtins.int, builtins.int]:
         self.expect_int(1, "alias_tensor version")
         return self.shape()
 

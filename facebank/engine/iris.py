@@ -31,8 +31,8 @@ class Eye:
 
 
 class Iris:
-    def __init__(self, path: Path):
-        self.session = session(path)
+    def __init__(self, path: Path, threads: int = 1):
+        self.session = session(path, threads)
         self.input = self.session.get_inputs()[0].name
 
     def preprocess(self, rgb: np.ndarray, outer: np.ndarray, inner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

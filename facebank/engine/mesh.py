@@ -62,8 +62,8 @@ def to_image(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 
 
 class FaceMesh:
-    def __init__(self, path: Path):
-        self.session = session(path)
+    def __init__(self, path: Path, threads: int = 1):
+        self.session = session(path, threads)
         self.input = self.session.get_inputs()[0].name
 
     def preprocess(self, rgb: np.ndarray, box: np.ndarray, eyes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -13,8 +13,8 @@ from facebank.engine.onnx import session
 class MobileFaceNet:
     dimension = 128
 
-    def __init__(self, path: Path):
-        self.session = session(path)
+    def __init__(self, path: Path, threads: int = 1):
+        self.session = session(path, threads)
         self.input = self.session.get_inputs()[0].name
 
     def preprocess(self, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:

