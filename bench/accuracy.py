@@ -6,8 +6,8 @@ The identities of faces/dev are split in two by a hash of their name (``half``).
 tuning half only: the calibrations, the fusion weights and the dlib shape predictor's start box
 (``bench/calibrate.py``, ``facebank/engine/dlib_shape.py``). Two yes/no choices, dlib's own
 landmarks over a template and flip averaging, were kept because they improved both halves. So the
-held-out numbers are the ones to expect elsewhere, within sampling error: 16 people, ~5k impostor
-pairs, so TAR@1e-3 rests on the ~5 highest impostor scores.
+held-out numbers are the ones to expect elsewhere, within sampling error: 17 people (113 images),
+~5.9k impostor pairs, so TAR@1e-3 rests on the ~6 highest impostor scores.
 
 Protocol: the largest face of every image, all pairs of images. An image where no face is found
 keeps no vector: its genuine pairs count as misses, it never false-matches, and as a rank-1 probe

@@ -8,8 +8,9 @@ is reported beside it. For a pack of several recognisers, each model's weight is
 scores, nothing searched). The calibration's two cosines come from a normal distribution drawn
 through the 90th and 99th percentiles of the impostor cosines: it follows the upper tail rather
 than the bulk (dlib's impostor scores are skewed, and a whole-sample normal put FMR 1e-3 well
-off), gives 1e-3 without resting on the ~7 highest pairs, and extrapolates 1e-5, which ~6.8k
-tuning impostor pairs cannot show. Print the values, pin them in facebank/engine/packs.py.
+off), gives 1e-3 without resting on the ~6 highest pairs, and extrapolates 1e-5, which ~6.1k
+tuning impostor pairs (115 images of 17 identities) cannot show. Print the values, pin them in
+facebank/engine/packs.py.
 """
 
 from __future__ import annotations

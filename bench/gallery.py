@@ -13,8 +13,8 @@ The figures move with which photo is the gallery one, so the script runs photos 
 photo in path order; identities with fewer photos wrap). "found at 2%" is the found rate at the
 cosine where 2% of stranger probes match (the issue's stranger bar): it compares packs apart from
 their calibration. The intervals are 90% percentile bootstraps over identities (each resample
-draws the 33 identities with replacement and keeps all of their probes), so they show how far a
-figure measured on 33 people may be from the same pipeline's figure on other people.
+draws the 34 identities with replacement and keeps all of their probes), so they show how far a
+figure measured on 34 people may be from the same pipeline's figure on other people.
 """
 
 from __future__ import annotations

@@ -300,6 +300,7 @@ def test_search_faces_orders_and_limits(rekognition):
     assert default == [m for m in everything["FaceMatches"] if m["Similarity"] >= 80]
 
 
+@pytest.mark.slow
 def test_gallery_search_accuracy(rekognition):
     """One gallery photo per identity, the other photos as probes. Each identity is left out of
     the gallery once, as a stranger (4 rotations), so every photo is probed and no split is chosen."""
@@ -431,10 +432,13 @@ def test_delete_collection_removes_metadata_and_vectors(server, rekognition):
 
 
 # Issue 4 asks for >= 95% found and >= 98% of strangers unmatched at the default threshold. With the
-# models we have, no pack reaches both on faces/dev (tests/test_collections.py protocol, 585 probes,
-# 228 stranger probes): open 93.0% / 95.6%, fused 95.9% / 94.7%, mobile 91.3% / 98.7%. Similarity 80
+# models we have, no pack reaches both on faces/dev (this protocol, 34 identities, 582 probes, 228
+# stranger probes): open 94.5% / 93.9% (550/582, 214/228), fused 95.9% / 90.4%, mobile 89.7% / 99.1%
+# (fused, mobile: bench/gallery.py photo 0). Similarity 80
 # is pinned at a 1e-3 false-match rate per pair; with ~25 people in the gallery a stranger meets ~25
-# impostors, so the per-probe false-match rate is ~25x the pair rate. These floors sit just under
-# what the default pack measures, so a regression fails; the gap to the targets is open work.
-FOUND_AT_80 = 0.92
-STRANGERS_CLEAN_AT_80 = 0.94
+# impostors, so the per-probe false-match rate is ~25x the pair rate. Floors: open's figure less one
+# binomial standard error (0.009 on 582 probes, 0.016 on 228), rounded down, so a regression of a
+# handful of probes fails; the gap to the targets is open work. Re-measured after blythe_danner was
+# split from gwyneth_paltrow and the calibration refitted (mislabelled set: 93.0% / 95.6%, 0.92 / 0.94).
+FOUND_AT_80 = 0.93
+STRANGERS_CLEAN_AT_80 = 0.92
