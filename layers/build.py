@@ -9,10 +9,12 @@ temporary model cache and copies them to ``<out>/models/<manifest path>``; the l
 ``/opt`` so the functions find them under ``FACEBANK_MODEL_DIR=/opt/models``.
 
 ``deps``: ``pip install --target <out>/python`` of the runtime dependencies as manylinux wheels for
-the Lambda Python 3.12 runtime and the chosen architecture, at the versions pinned in
-pyproject.toml. No Docker needed: only binary wheels are accepted.
+the Lambda Python 3.12 runtime and the chosen architecture, at the versions in constraints.txt
+(which also pins their dependencies). No Docker needed: only binary wheels are accepted.
 
-Each command prints the unzipped size; the stack refuses to synthesise above Lambda's 250 MB.
+``cdk synth`` runs these itself (infra/layers.py, cached under layers/build/); run them by hand only
+for a prebuilt layer (context ``modelLayerDir`` / ``depsLayerDir``). Each command prints the
+unzipped size; the stack refuses to synthesise above Lambda's 250 MB.
 """
 
 from __future__ import annotations
@@ -24,17 +26,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import tomllib
-from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+CONSTRAINTS = ROOT / "constraints.txt"  # exact versions; pyproject.toml has ranges
 MARKER = "facebank-layer.json"  # read by infra/stack.py
 PYTHON_VERSION = "3.12"
 PLATFORMS = {"arm64": "manylinux_2_28_aarch64", "x86_64": "manylinux_2_28_x86_64"}
-# What the functions import at run time (boto3/botocore come with the Lambda runtime). onnx is
-# imported by facebank.engine.yunet to relabel the detector's input shape. Powertools' Tracer needs
-# the X-Ray SDK (and wrapt).
+# What the functions import at run time (boto3/botocore come with the Lambda runtime). onnx stays
+# for now, although YuNet's relabelling moved to fetch time: dropping it (~30 MB) is the lead's call.
+# Powertools' Tracer needs the X-Ray SDK (and wrapt).
 DEPENDENCIES = ["numpy", "onnxruntime", "onnx", "pillow", "regex", "aws-lambda-powertools", "wrapt"]
 # Installed without their dependencies: aws-xray-sdk requires botocore, which the runtime already
 # has; pulling a second copy into the layer would add ~25 MB and shadow the runtime's.
@@ -55,33 +56,23 @@ def _normalise(name: str) -> str:
     return name.lower().replace("_", "-").replace(".", "-")
 
 
-def pins() -> dict[str, str]:
-    """Exact pins from pyproject.toml (dependencies and optional dependencies)."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    specs = list(project.get("dependencies", []))
-    for group in project.get("optional-dependencies", {}).values():
-        specs += group
+def pins(constraints: Path = CONSTRAINTS) -> dict[str, str]:
+    """Exact versions from the constraints file (``name==version`` lines), by normalised name."""
     result = {}
-    for spec in specs:
+    for line in constraints.read_text().splitlines():
+        spec = line.split("#", 1)[0].split(";", 1)[0].strip()
         if "==" in spec:
             name, version = spec.split("==", 1)
-            result[_normalise(name.split("[")[0].strip())] = version.split(";")[0].strip()
+            result[_normalise(name.split("[")[0].strip())] = version.strip()
     return result
 
 
 def requirements(names: list[str] = DEPENDENCIES) -> list[str]:
     pinned = pins()
-    reqs = []
-    for name in names:
-        version = pinned.get(_normalise(name))
-        if version is None:
-            try:
-                version = metadata.version(name)
-            except metadata.PackageNotFoundError:
-                sys.exit(f"build.py: {name} is not pinned in pyproject.toml and not installed here; pin it")
-            print(f"warning: {name} is not pinned in pyproject.toml; using the installed {version}", file=sys.stderr)
-        reqs.append(f"{name}=={version}")
-    return reqs
+    missing = [name for name in names if _normalise(name) not in pinned]
+    if missing:
+        sys.exit(f"build.py: {', '.join(missing)} not pinned in {CONSTRAINTS.name}; add the exact version")
+    return [f"{name}=={pinned[_normalise(name)]}" for name in names]
 
 
 def _fresh(out: Path) -> None:
@@ -97,18 +88,11 @@ def build_models(pack_name: str | None, mirror: str | None, out: Path) -> None:
     pack_name = pack(pack_name).name
     files = pack(pack_name).files
     with tempfile.TemporaryDirectory(prefix="facebank-models-") as cache:
-        previous = os.environ.get("FACEBANK_MODEL_DIR")
-        os.environ["FACEBANK_MODEL_DIR"] = cache
         try:
-            models.fetch(files, mirror=mirror)
-            sources = {name: models.resolve(name) for name in files}  # verified again: size + sha256
+            models.fetch(files, model_dir=Path(cache), mirror=mirror)
+            sources = {name: models.resolve(name, Path(cache)) for name in files}  # verified again: size + sha256
         except models.ModelError as exc:
             sys.exit(f"build.py: {exc}")
-        finally:
-            if previous is None:
-                os.environ.pop("FACEBANK_MODEL_DIR", None)
-            else:
-                os.environ["FACEBANK_MODEL_DIR"] = previous
         _fresh(out)
         for name, source in sources.items():
             dest = out / "models" / name
@@ -128,6 +112,7 @@ def build_deps(arch: str, out: Path) -> None:
         "--implementation", "cp",
         "--python-version", PYTHON_VERSION,
         "--only-binary=:all:",
+        "--constraint", str(CONSTRAINTS),  # pins the dependencies' dependencies too
         "--no-compile",
         "--disable-pip-version-check",
         "--no-warn-conflicts",
@@ -151,7 +136,11 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     m = sub.add_parser("models", help="model layer: verified model files of a pack")
     m.add_argument("--pack", default=None, help="model pack (default: facebank's default pack)")
-    m.add_argument("--mirror", help="directory holding the model files (offline builds)")
+    m.add_argument(
+        "--mirror",
+        default=os.environ.get("FACEBANK_MODEL_MIRROR") or None,
+        help="directory holding the model files, for offline builds (default: FACEBANK_MODEL_MIRROR)",
+    )
     m.add_argument("--out", type=Path, default=ROOT / "layers" / "build" / "models")
     d = sub.add_parser("deps", help="dependency layer: manylinux wheels for Lambda Python 3.12")
     d.add_argument("--arch", choices=sorted(PLATFORMS), default="arm64")
