@@ -5,7 +5,7 @@ Context (``-c key=value`` or cdk.json), with defaults:
 
   stackName (facebank)              CloudFormation stack name; also the table prefix "<stackName>-"
   pack (facebank's default pack)    model pack: open (permissive), fused or mobile
-  architecture (arm64)              arm64 | x86_64 (build the dependency layer to match)
+  architecture (arm64)              arm64 | x86_64 (the dependency layer is built to match)
   memorySize (2048)                 MB for functions that decode images or score vectors
   lightMemorySize (512)             MB for metadata-only functions (Describe/List/Delete..., users)
   memory ({})                       per function, e.g. '{"DetectFaces": 3008, "Ingest": 2048}'
@@ -19,18 +19,20 @@ Context (``-c key=value`` or cdk.json), with defaults:
   compactionMinutes (60)            segment compaction period
   throttleRate / throttleBurst (50 / 100)   API stage throttling, requests per second
   apiCloudWatchRole (true)          create API Gateway's account-level logging role
-  modelLayerDir / depsLayerDir      default layers/build/models, layers/build/deps
+  modelLayerDir / depsLayerDir      prebuilt layer directories to deploy instead of building them at
+                                    synth (`python layers/build.py models|deps --out DIR`); default unset
   skipLayerBuild (false)            true: tiny placeholder layers (tests, reviews; not deployable);
                                     also FACEBANK_SKIP_LAYER_BUILD=1
   nag (true)                        run cdk-nag's AwsSolutions checks at synth (if cdk-nag is
                                     installed): an unacknowledged finding fails synthesis
 
-Build the layers first:
+``npx cdk deploy`` is the one command: synthesis builds the two Lambda layers itself with
+``layers/build.py``, without Docker (infra/layers.py): the dependency layer from PyPI's manylinux
+wheels at constraints.txt's versions, the model layer from upstream or, offline, from the directory
+in FACEBANK_MODEL_MIRROR. Builds are cached in layers/build/ by a hash of their inputs, so a
+later synth reuses them.
 
-    python layers/build.py models --pack open --out layers/build/models
-    python layers/build.py deps --arch arm64 --out layers/build/deps
-
-``CDK_OUTDIR=DIR python app.py`` synthesises offline into DIR (the cdk CLI sets CDK_OUTDIR itself).
+``CDK_OUTDIR=DIR python app.py`` synthesises into DIR (the cdk CLI sets CDK_OUTDIR itself).
 """
 
 from __future__ import annotations
@@ -104,8 +106,8 @@ def build(app: cdk.App) -> FacebankStack:
         "Facebank",
         stack_name=stack_name,
         settings=settings(ctx),
-        model_layer_dir=ctx("modelLayerDir"),
-        deps_layer_dir=ctx("depsLayerDir"),
+        model_layer_dir=ctx("modelLayerDir") or None,
+        deps_layer_dir=ctx("depsLayerDir") or None,
         use_placeholder_layers=_flag(ctx("skipLayerBuild")) or _flag(os.environ.get("FACEBANK_SKIP_LAYER_BUILD", "")),
         description="facebank: self-hosted Amazon Rekognition-compatible face API",
     )

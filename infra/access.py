@@ -100,7 +100,9 @@ OPERATION_ACCESS: dict[str, Access] = {
     "UntagResource": _a(collections={GET, UPDATE}),
     "ListTagsForResource": _a(collections={GET}),
     # faces
-    "IndexFaces": _a(collections={GET, UPDATE}, faces={PUT}, vectors={PUT_OBJECT, DELETE_OBJECT}, images=True, heavy=True),
+    "IndexFaces": _a(
+        collections={GET, UPDATE}, faces={PUT}, vectors={PUT_OBJECT, DELETE_OBJECT}, images=True, heavy=True
+    ),
     "ListFaces": _a(collections={GET}, faces={QUERY, BATCH_GET}, users={GET}),
     "DeleteFaces": _a(collections={GET, UPDATE}, faces={DELETE, BATCH_GET}),
     # search: read-only

@@ -15,10 +15,11 @@ What is deployed (``app.py`` reads the parameters from CDK context):
 * scheduled segment compaction (EventBridge rule -> ``facebank/aws/compaction.py``);
 * a bucket for the S3 server access logs of the buckets above.
 
-Layers: ``layers/build/models`` (the pack's verified ONNX files, mounted at /opt/models) and
-``layers/build/deps`` (manylinux wheels for the target architecture), built by ``layers/build.py``.
-Synth refuses to continue when a layer directory is missing or when function + layers would
-exceed Lambda's 250 MB unzipped limit, so a bad deploy fails on the laptop, not in CloudFormation.
+Layers: the pack's verified model files (mounted at /opt/models) and the Python dependencies
+(manylinux wheels for the target architecture), built at synth by ``layers/build.py`` through CDK
+local bundling and cached (``infra/layers.py``), or taken from prebuilt directories. Synth refuses
+to continue when a layer cannot be built or when function + layers would exceed Lambda's 250 MB
+unzipped limit, so a bad deploy fails on the laptop, not in CloudFormation.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aws_cdk import Aws, CfnOutput, Duration, Fn, RemovalPolicy, Stack
+from aws_cdk import Aws, CfnOutput, Duration, Fn, RemovalPolicy, Stack, Stage
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_dynamodb as dynamodb
@@ -43,6 +44,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_s3_notifications as s3n
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
@@ -56,18 +58,26 @@ from infra.access import (
     access_for,
     ingest_access,
 )
+from infra.layers import (
+    LAYER_MARKER,
+    LayerBuild,
+    LayerError,
+    LocalLayerBundling,
+    bundled_layer_code,
+    deps_layer_build,
+    model_layer_build,
+)
 from infra.nag import acknowledge_role, acknowledge_stack
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL_LAYER = ROOT / "layers" / "build" / "models"
-DEFAULT_DEPS_LAYER = ROOT / "layers" / "build" / "deps"
-LAYER_MARKER = "facebank-layer.json"  # written by layers/build.py
 
 # Lambda: function code plus all its layers, unzipped, must fit in 250 MB (262,144,000 bytes).
 LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024
 
 # CloudWatch Logs accepts only these retention periods.
-RETENTION_DAYS = {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653}
+RETENTION_DAYS = {
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+}  # fmt: skip
 
 ARCHITECTURES = {"arm64": lambda_.Architecture.ARM_64, "x86_64": lambda_.Architecture.X86_64}
 REMOVAL_POLICIES = {"retain": RemovalPolicy.RETAIN, "destroy": RemovalPolicy.DESTROY}
@@ -83,10 +93,6 @@ PITR_DAYS = 35  # point-in-time recovery window; noncurrent segment versions are
 # Function code = facebank/ and functions/ from the repository root, nothing else (no byte code,
 # no dotfiles).
 CODE_DIRS = ("facebank", "functions")
-
-
-class LayerError(RuntimeError):
-    """A layer directory is missing, for the wrong architecture, or too large; says how to fix it."""
 
 
 def snake(operation: str) -> str:
@@ -141,7 +147,7 @@ def placeholder_layers() -> tuple[Path, Path]:
     for sub, inner in (("models", "models"), ("deps", "python")):
         (base / sub / inner).mkdir(parents=True)
         (base / sub / inner / "PLACEHOLDER").write_text(
-            "placeholder layer: not deployable, build with layers/build.py\n"
+            "placeholder layer (skipLayerBuild): not deployable; synth without it builds the real one\n"
         )
     return base / "models", base / "deps"
 
@@ -269,42 +275,88 @@ class FacebankStack(Stack):
 
     # --- layers -------------------------------------------------------------------------------
 
-    def _layers(self, model_layer_dir, deps_layer_dir, use_placeholder_layers: bool) -> None:
+    def _layers(
+        self,
+        model_layer_dir: str | os.PathLike | None,
+        deps_layer_dir: str | os.PathLike | None,
+        use_placeholder_layers: bool,
+    ) -> None:
+        """Model and dependency layers, built at synth (cached) unless prebuilt or placeholder
+        directories are given; function code + layers must fit Lambda's unzipped limit."""
         cfg, model_pack = self.settings, self.model_pack
-        if use_placeholder_layers:
-            placeholder_models, placeholder_deps = placeholder_layers()
-            model_dir = Path(model_layer_dir) if model_layer_dir else placeholder_models
-            deps_dir = Path(deps_layer_dir) if deps_layer_dir else placeholder_deps
-        else:
-            model_dir = Path(model_layer_dir or DEFAULT_MODEL_LAYER)
-            deps_dir = Path(deps_layer_dir or DEFAULT_DEPS_LAYER)
-            check_model_layer(model_dir, model_pack.name, model_pack.files)
-            check_deps_layer(deps_dir, cfg.architecture)
-        for path, what in ((model_dir, "model"), (deps_dir, "dependency")):
-            if not path.is_dir():
-                raise LayerError(f"{what} layer directory {path} is missing: see layers/build.py --help")
-        self.layer_sizes = {
-            "function code": code_size(),
-            "model layer": tree_size(model_dir),
-            "dependency layer": tree_size(deps_dir),
+        placeholder_models, placeholder_deps = placeholder_layers() if use_placeholder_layers else (None, None)
+        model_dir = Path(model_layer_dir) if model_layer_dir else placeholder_models
+        deps_dir = Path(deps_layer_dir) if deps_layer_dir else placeholder_deps
+        if model_layer_dir and not use_placeholder_layers:
+            check_model_layer(Path(model_layer_dir), model_pack.name, model_pack.files)
+        if deps_layer_dir and not use_placeholder_layers:
+            check_deps_layer(Path(deps_layer_dir), cfg.architecture)
+        sources: dict[str, Path | LayerBuild] = {
+            "model layer": model_dir or model_layer_build(model_pack.name, model_pack.files),
+            "dependency layer": deps_dir or deps_layer_build(cfg.architecture),
         }
+        for what, src in sources.items():
+            if isinstance(src, Path) and not src.is_dir():
+                raise LayerError(f"{what} directory {src} is missing: see layers/build.py --help")
+        self.layer_sizes = {"function code": code_size()}
+        # Given directories are measured before CDK copies them, so an oversized one fails at once.
+        self.layer_sizes |= {what: tree_size(src) for what, src in sources.items() if isinstance(src, Path)}
         check_size(self.layer_sizes)
-        self.model_layer = lambda_.LayerVersion(
-            self,
+        self.model_layer = self._layer(
             "ModelLayer",
-            code=lambda_.Code.from_asset(str(model_dir)),
+            sources["model layer"],
             description=f"facebank model files for pack {model_pack.name} (mounted at /opt/models)",
-            compatible_runtimes=[self.runtime],
             compatible_architectures=list(ARCHITECTURES.values()),
         )
-        self.deps_layer = lambda_.LayerVersion(
-            self,
+        self.deps_layer = self._layer(
             "DependencyLayer",
-            code=lambda_.Code.from_asset(str(deps_dir)),
+            sources["dependency layer"],
             description=f"facebank Python dependencies ({cfg.architecture}, Python 3.12)",
-            compatible_runtimes=[self.runtime],
             compatible_architectures=[self.arch],
         )
+        # Built layers are measured as staged: what CDK zips and uploads.
+        for what, layer in (("model layer", self.model_layer), ("dependency layer", self.deps_layer)):
+            if isinstance(sources[what], LayerBuild) and (staged := self._staged_dir(layer)) is not None:
+                self.layer_sizes[what] = tree_size(staged)
+        check_size(self.layer_sizes)
+
+    def _layer(
+        self,
+        id_: str,
+        source: Path | LayerBuild,
+        *,
+        description: str,
+        compatible_architectures: list[lambda_.Architecture],
+    ) -> lambda_.LayerVersion:
+        bundling: LocalLayerBundling | None = None
+        if isinstance(source, LayerBuild):
+            code, bundling = bundled_layer_code(source, self.runtime)
+        else:
+            code = lambda_.Code.from_asset(str(source))
+        try:
+            return lambda_.LayerVersion(
+                self,
+                id_,
+                code=code,
+                description=description,
+                compatible_runtimes=[self.runtime],
+                compatible_architectures=compatible_architectures,
+            )
+        except RuntimeError as exc:  # CDK reports a bundling failure as its own RuntimeError
+            if bundling is not None and bundling.failure is not None:
+                raise bundling.failure from exc
+            raise
+
+    def _staged_dir(self, layer: lambda_.LayerVersion) -> Path | None:
+        """The directory CDK bundled ``layer`` into, or None when this synth does not bundle the
+        stack (`cdk destroy`, `cdk deploy OtherStack`): then there is nothing to measure."""
+        asset = layer.node.find_child("Code")
+        if not isinstance(asset, s3_assets.Asset) or not self.bundling_required:
+            return None
+        path = Path(asset.asset_path)
+        if not path.is_absolute():
+            path = Path(Stage.of(self).outdir) / path
+        return path if path.is_dir() else None
 
     # --- storage ------------------------------------------------------------------------------
 
@@ -585,7 +637,9 @@ class FacebankStack(Stack):
             },
         )
         self.roles["Ingest"].add_to_policy(
-            iam.PolicyStatement(actions=[f"dynamodb:{a}" for a in sorted(LEDGER_ACTIONS)], resources=[self.ledger.table_arn])
+            iam.PolicyStatement(
+                actions=[f"dynamodb:{a}" for a in sorted(LEDGER_ACTIONS)], resources=[self.ledger.table_arn]
+            )
         )
         fn.add_event_source(
             event_sources.SqsEventSource(
@@ -670,7 +724,8 @@ class FacebankStack(Stack):
         self.api = api
 
     def _outputs(self) -> None:
-        CfnOutput(self, "ApiUrl", value=self.api.url, description="facebank.client(ApiUrl); POST <ApiUrl><Operation>, SigV4 execute-api")
+        CfnOutput(self, "ApiUrl", value=self.api.url,
+                  description="facebank.client(ApiUrl); POST <ApiUrl><Operation>, SigV4 execute-api")  # fmt: skip
         CfnOutput(self, "IngestBucketName", value=self.ingest_bucket_name,
                   description="put <CollectionId>/<ExternalImageId>.jpg|png here to index it")  # fmt: skip
         CfnOutput(self, "IngestDeadLetterQueueUrl", value=self.ingest_dlq.queue_url)

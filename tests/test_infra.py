@@ -21,20 +21,20 @@ import pytest
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 cdk = pytest.importorskip("aws_cdk", reason="aws-cdk-lib not installed (pip install -e '.[dev]')")
-from aws_cdk.assertions import Match, Template
+from aws_cdk.assertions import Match, Template  # noqa: E402 - after the importorskip
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from facebank.operations import OPERATIONS
-from infra.access import (
+from facebank.operations import OPERATIONS  # noqa: E402 - after the sys.path insert
+from infra.access import (  # noqa: E402
     COMPACTION_ACCESS,
     INGEST_OPERATIONS,
     LEDGER_ACTIONS,
     OPERATION_ACCESS,
     access_for,
 )
-from infra.stack import FacebankStack, LayerError, Settings, check_size, snake
+from infra.stack import FacebankStack, LayerError, Settings, check_size, snake  # noqa: E402
 
 XRAY = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}  # added by Tracing.ACTIVE
 LOGS = {"logs:CreateLogStream", "logs:PutLogEvents"}
@@ -295,8 +295,9 @@ def test_image_buckets_context_scopes_image_reads(variant):
     assert any(":s3:::team-images/*" in k for k in keys) and any(":s3:::other-images/*" in k for k in keys)
     ingest = {r for a, r in grants(variant, EXTRA_FUNCTIONS["Ingest"]) if a == "s3:GetObject"}
     assert ingest == {"ingest-objects"}
+    read_images = ["s3:GetObject", "s3:GetObjectVersion"]
     [statement] = [s for p in resources(variant, "AWS::IAM::Policy").values() if "IngestRole" in json.dumps(p)
-                   for s in p["Properties"]["PolicyDocument"]["Statement"] if s["Action"] == ["s3:GetObject", "s3:GetObjectVersion"]]  # fmt: skip
+                   for s in p["Properties"]["PolicyDocument"]["Statement"] if s["Action"] == read_images]  # fmt: skip
     assert "my-photos/faces/*" in json.dumps(statement["Resource"])
 
 
@@ -327,9 +328,10 @@ def test_tables_match_the_dynamodb_adapter_and_are_protected(template):
         assert props["SSESpecification"] == {"SSEEnabled": True}
         assert props["DeletionProtectionEnabled"] is True
         assert table["DeletionPolicy"] == "Retain" and table["UpdateReplacePolicy"] == "Retain"
-    assert tables["facebank-ingest"]["Properties"]["TimeToLiveSpecification"] == {"AttributeName": "expires", "Enabled": True}
+    ttl = {"AttributeName": "expires", "Enabled": True}
+    assert tables["facebank-ingest"]["Properties"]["TimeToLiveSpecification"] == ttl
     # The users table holds the request ledger (ClientRequestToken answers), which ages out by TTL.
-    assert tables["facebank-users"]["Properties"]["TimeToLiveSpecification"] == {"AttributeName": "expires", "Enabled": True}
+    assert tables["facebank-users"]["Properties"]["TimeToLiveSpecification"] == ttl
 
 
 def test_buckets_private_encrypted_tls_only_logged(template):
@@ -373,7 +375,8 @@ def test_ingest_wiring_s3_to_sqs_with_dlq_to_lambda(template):
     queues = resources(template, "AWS::SQS::Queue")
     [(queue_id, queue)] = [(k, q) for k, q in queues.items() if "RedrivePolicy" in q["Properties"]]
     [(dlq_id, dlq)] = [(k, q) for k, q in queues.items() if k != queue_id]
-    assert queue["Properties"]["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": [dlq_id, "Arn"]}, "maxReceiveCount": 5}
+    redrive = {"deadLetterTargetArn": {"Fn::GetAtt": [dlq_id, "Arn"]}, "maxReceiveCount": 5}
+    assert queue["Properties"]["RedrivePolicy"] == redrive
     for q in (queue, dlq):
         assert q["Properties"]["SqsManagedSseEnabled"] is True
     ingest_id, ingest = function(template, EXTRA_FUNCTIONS["Ingest"])
@@ -402,7 +405,8 @@ def test_ingest_wiring_s3_to_sqs_with_dlq_to_lambda(template):
     assert props["FunctionName"] == {"Ref": ingest_id}
     assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     env = ingest["Properties"]["Environment"]["Variables"]
-    assert set(env) >= {"FACEBANK_INGEST_TABLE", "FACEBANK_INGEST_BUCKET", "FACEBANK_INGEST_PREFIX", "FACEBANK_VECTOR_BUCKET"}
+    ingest_env = {"FACEBANK_INGEST_TABLE", "FACEBANK_INGEST_BUCKET", "FACEBANK_INGEST_PREFIX", "FACEBANK_VECTOR_BUCKET"}
+    assert ingest_env <= set(env)
     # failures surface: an alarm on the dead-letter queue
     [alarm] = resources(template, "AWS::CloudWatch::Alarm").values()
     assert alarm["Properties"]["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [dlq_id, "QueueName"]}}]
@@ -491,13 +495,125 @@ def test_check_size_sums_parts():
         check_size({"function code": 10**6, "layer": 250 * 2**20})
 
 
-def test_built_layers_fit_and_match_the_stack():
-    """When the real layers are built (layers/build.py), they synthesise and fit the limit."""
-    models, deps = ROOT / "layers" / "build" / "models", ROOT / "layers" / "build" / "deps"
-    if not (models / "facebank-layer.json").is_file() or not (deps / "facebank-layer.json").is_file():
-        pytest.skip("layers not built (python layers/build.py models|deps)")
-    stack = FacebankStack(cdk.App(outdir=tempfile.mkdtemp()), "Built", model_layer_dir=models, deps_layer_dir=deps)
-    assert sum(stack.layer_sizes.values()) < 250 * 2**20
+def _fake_build_script(tmp_path: Path, body: str) -> Path:
+    """A stand-in for layers/build.py: ``<script> <kind> ... --out DIR`` runs ``body`` with ``out``."""
+    script = tmp_path / "fake_build.py"
+    script.write_text(
+        "import json, sys\nfrom pathlib import Path\nout = Path(sys.argv[sys.argv.index('--out') + 1])\n"
+        f"{body}\n(out / 'facebank-layer.json').write_text(json.dumps({{'kind': sys.argv[1]}}))\n"
+    )
+    return script
+
+
+@pytest.fixture
+def fake_builds(tmp_path, monkeypatch):
+    """infra.layers with an empty build cache and a fake build.py that records each run."""
+    import infra.layers as layers
+
+    runs = tmp_path / "runs.log"
+    script = _fake_build_script(
+        tmp_path, f"(out / 'python').mkdir(); (out / 'python' / 'x.py').write_text('x = 1')\n"
+                  f"open({str(runs)!r}, 'a').write(sys.argv[1] + '\\n')"
+    )  # fmt: skip
+    monkeypatch.setattr(layers, "BUILD_SCRIPT", script)
+    monkeypatch.setattr(layers, "BUILD_CACHE", tmp_path / "cache")
+    return layers, runs
+
+
+def test_layer_build_is_cached_by_its_inputs(fake_builds, tmp_path):
+    layers, runs = fake_builds
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text("numpy==2.4.6\n")
+    build = layers.LayerBuild("deps", "arm64", ("--arch", "arm64"), (constraints,))
+    first = layers.ensure_built(build)
+    assert layers.ensure_built(build) == first  # a second synth reuses the build
+    assert runs.read_text().splitlines() == ["deps"]
+    assert layers.LayerBuild("deps", "x86_64", ("--arch", "x86_64"), (constraints,)).key != build.key
+    constraints.write_text("numpy==2.4.7\n")
+    rebuilt = layers.ensure_built(build)  # a changed input is a new build; the stale one goes
+    assert rebuilt != first and not first.exists() and (rebuilt / "python" / "x.py").is_file()
+    assert runs.read_text().splitlines() == ["deps", "deps"]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [rebuilt.name]  # no staging left
+
+
+def test_failed_layer_build_stops_synthesis_with_the_command(tmp_path, monkeypatch):
+    import infra.layers as layers
+
+    monkeypatch.setattr(layers, "BUILD_SCRIPT", _fake_build_script(tmp_path, "sys.exit('no network')"))
+    monkeypatch.setattr(layers, "BUILD_CACHE", tmp_path / "cache")
+    failed = r"building the models layer failed \(exit code 1.*fake_build.py models --pack open"
+    with pytest.raises(LayerError, match=failed):
+        FacebankStack(cdk.App(outdir=str(tmp_path / "out")), "Failing", pack="open")
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == []  # nothing half-built is kept
+
+
+def test_oversized_bundled_layer_is_refused_after_bundling(tmp_path, monkeypatch):
+    import infra.layers as layers
+
+    huge_sparse_file = "with open(out / 'models' / 'huge.onnx', 'wb') as f: f.truncate(260 * 2**20)"  # no disk used
+    script = _fake_build_script(tmp_path, f"(out / 'models').mkdir()\n{huge_sparse_file}")
+    monkeypatch.setattr(layers, "BUILD_SCRIPT", script)
+    monkeypatch.setattr(layers, "BUILD_CACHE", tmp_path / "cache")
+    with pytest.raises(LayerError, match=r"model layer 27\d\.\d MB.*over Lambda.s .*250 MiB.* limit"):
+        FacebankStack(cdk.App(outdir=str(tmp_path / "out")), "Big", pack="open")
+
+
+def _synth_app(outdir: Path, cache: Path) -> subprocess.CompletedProcess:
+    """`CDK_OUTDIR=outdir python app.py` building real layers (PyPI wheels, the model mirror)."""
+    env = {**os.environ, "CDK_OUTDIR": str(outdir), "FACEBANK_LAYER_CACHE": str(cache)}
+    env.pop("FACEBANK_SKIP_LAYER_BUILD", None)
+    shared = Path(os.environ.get("FACEBANK_SHARED", ROOT.parent / "shared"))
+    env.setdefault("FACEBANK_MODEL_MIRROR", str(shared / "models"))
+    return subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=900, check=False)  # fmt: skip
+
+
+def _layer_dirs(outdir: Path, template: dict) -> dict[str, Path]:
+    """Layer logical id prefix (ModelLayer, DependencyLayer) -> its staged asset directory."""
+    assets = json.loads((outdir / "Facebank.assets.json").read_text())["files"]
+    out = {}
+    for lid, layer in resources(template, "AWS::Lambda::LayerVersion").items():
+        asset_hash = layer["Properties"]["Content"]["S3Key"].removesuffix(".zip")
+        out[lid.rstrip("0123456789ABCDEF")] = outdir / assets[asset_hash]["source"]["path"]
+    return out
+
+
+def test_synth_from_a_clean_state_builds_the_layers_once(tmp_path):
+    """A fresh clone's `cdk synth`: no layer build beforehand, no Docker. The layers are built by
+    layers/build.py at synth (deps: manylinux arm64 wheels from PyPI, ~10 s; models: the mirror),
+    hold what the functions import and the pack's verified models, fit Lambda's limit with the
+    function code, and a second synth reuses the cached builds."""
+    from facebank.engine.packs import pack
+    from facebank.models import manifest, sha256_of
+    from infra.stack import code_size, tree_size
+
+    cache = tmp_path / "layer-cache"
+    first = _synth_app(tmp_path / "first", cache)
+    assert first.returncode == 0, first.stderr[-5000:]
+    assert first.stderr.count("facebank: building the") == 2, first.stderr[-5000:]
+    template = json.loads((tmp_path / "first" / "Facebank.template.json").read_text())
+    dirs = _layer_dirs(tmp_path / "first", template)
+    assert set(dirs) == {"ModelLayer", "DependencyLayer"}
+
+    deps = dirs["DependencyLayer"]
+    assert json.loads((deps / "facebank-layer.json").read_text())["arch"] == "arm64"
+    for module in ("numpy", "onnxruntime", "onnx", "PIL", "regex", "aws_lambda_powertools", "aws_xray_sdk"):
+        assert (deps / "python" / module).is_dir(), module
+    assert list((deps / "python" / "onnxruntime" / "capi").glob("*aarch64*.so")), "not arm64 wheels"
+    assert not (deps / "python" / "botocore").exists()  # the runtime has it
+    entries, default_pack = manifest(), pack(None)  # app.py's default: no pack in the context
+    assert json.loads((dirs["ModelLayer"] / "facebank-layer.json").read_text())["pack"] == default_pack.name
+    for name in default_pack.files:
+        assert sha256_of(dirs["ModelLayer"] / "models" / name) == entries[name].sha256, name
+    assert code_size() + tree_size(deps) + tree_size(dirs["ModelLayer"]) <= 250 * 2**20
+    report = json.loads((tmp_path / "first" / "validation-report.json").read_text())
+    assert [p["conclusion"] for p in report["pluginReports"]] == ["success"]
+
+    second = _synth_app(tmp_path / "second", cache)
+    assert second.returncode == 0, second.stderr[-5000:]
+    assert "facebank: building the" not in second.stderr
+    again = json.loads((tmp_path / "second" / "Facebank.template.json").read_text())
+    assert resources(again, "AWS::Lambda::LayerVersion") == resources(template, "AWS::Lambda::LayerVersion")
 
 
 # --- cfn-lint and cdk-nag
@@ -532,7 +648,8 @@ def test_cdk_nag_aws_solutions_findings_are_all_acknowledged():
 def test_cdk_synth_via_app_py_offline(tmp_path):
     """`CDK_OUTDIR=DIR python app.py` (what the cdk CLI runs) synthesises with no network or Docker."""
     env = {**os.environ, "CDK_OUTDIR": str(tmp_path), "FACEBANK_SKIP_LAYER_BUILD": "1"}
-    result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=300, check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     template = json.loads((tmp_path / "Facebank.template.json").read_text())
     assert len(resources(template, "AWS::Lambda::Function")) == len(OPERATIONS) + len(EXTRA_FUNCTIONS)
