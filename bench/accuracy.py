@@ -30,9 +30,8 @@ os.environ["FACEBANK_ORT_THREADS"] = "1"  # one thread for every pipeline, as be
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # dlib (the peer)
 
 import numpy as np
-from common import dev_images
+from common import dev_images, load_engine
 
-from facebank.engine import get_engine
 from facebank.engine.image import decode
 from facebank.engine.packs import PACKS, Calibration
 
@@ -82,7 +81,7 @@ def _run(name: str, images: list, embed: Callable, dim: int, euclidean: bool = F
 
 
 def embed_pack(name: str, images: list) -> Run:
-    engine = get_engine(name)
+    engine = load_engine(name)
 
     def embed(rgb: np.ndarray) -> tuple[np.ndarray, float] | None:
         faces = engine.detect(rgb, max_faces=1)

@@ -24,9 +24,9 @@ import time
 os.environ["FACEBANK_ORT_THREADS"] = "1"  # one thread, as the target is stated
 
 import numpy as np
-from common import ROOT, dev_images, shared_dir
+from common import ROOT, dev_images, load_engine, shared_dir
 
-from facebank.engine import Face, get_engine
+from facebank.engine import Face
 from facebank.engine import attributes as fa
 from facebank.engine.image import decode
 
@@ -140,7 +140,7 @@ def main() -> None:
     parser.add_argument("--latency-images", type=int, default=0, help="limit the latency run (0: all)")
     parser.add_argument("--no-latency", action="store_true")
     args = parser.parse_args()
-    engine = get_engine()
+    engine = load_engine()
     report_accuracy(measure(engine, read_labels()), args.fit)
     if not args.no_latency:
         report_latency(engine, args.latency_images)

@@ -20,9 +20,8 @@ from statistics import NormalDist
 
 import numpy as np
 from accuracy import HALVES, embed_pack, evaluate, half, pairs
-from common import dev_images
+from common import dev_images, load_engine
 
-from facebank.engine import get_engine
 from facebank.engine.packs import PACKS, Calibration
 
 
@@ -37,7 +36,7 @@ def tail_fit(impostor: np.ndarray) -> NormalDist:
 def part_cosines(vectors: np.ndarray, name: str) -> list[np.ndarray]:
     """Per-recogniser cosine matrices, undoing the pack's sqrt(weight) scaling of each part."""
     out, start = [], 0
-    for recognizer, scale in get_engine(name).recognizers:
+    for recognizer, scale in load_engine(name).recognizers:
         part = vectors[:, start : start + recognizer.dimension] / scale
         part /= np.linalg.norm(part, axis=1, keepdims=True)
         out.append(part @ part.T)

@@ -13,6 +13,19 @@ def shared_dir() -> Path:
     return Path(os.environ.get("FACEBANK_SHARED", ROOT.parent / "shared"))
 
 
+def load_engine(pack: str | None = None):
+    """The process-wide FaceEngine of ``pack`` (None: the default) under the environment's settings
+    (FACEBANK_MODEL_DIR, FACEBANK_ORT_THREADS), its model files fetched first (FACEBANK_MODEL_MIRROR)."""
+    from facebank import models
+    from facebank.engine import get_engine
+    from facebank.engine.packs import pack as find_pack
+    from facebank.settings import Settings
+
+    settings = Settings.from_env()
+    models.fetch(find_pack(pack).files, model_dir=settings.resolved_model_dir, mirror=settings.model_mirror)
+    return get_engine(pack, settings.resolved_model_dir, settings.ort_threads)
+
+
 def dev_images() -> list[tuple[Path, str]]:
     """(path, identity) for every labelled image in faces/dev."""
     faces = shared_dir() / "faces"

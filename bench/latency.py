@@ -20,10 +20,9 @@ import time
 os.environ["FACEBANK_ORT_THREADS"] = "1"  # one thread, as the targets are stated
 
 import numpy as np
-from common import dev_images
+from common import dev_images, load_engine
 from PIL import Image
 
-from facebank.engine import get_engine
 from facebank.engine.image import decode
 
 
@@ -56,7 +55,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0)
     args = parser.parse_args()
     images = dev_images()[: args.limit or None]
-    engine = get_engine()
+    engine = load_engine()
     warm = decode(images[0][0].read_bytes())
     engine.embed(warm, engine.detect(warm)[0])
 

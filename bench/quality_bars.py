@@ -12,15 +12,14 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
-from common import dev_images
+from common import dev_images, load_engine
 
-from facebank.engine import get_engine
 from facebank.engine.image import decode
 from facebank.operations.quality import BARS, quality_reasons
 
 
 def main() -> None:
-    engine = get_engine()
+    engine = load_engine()
     faces = []
     for path, _ in dev_images():
         found = engine.detect(decode(path.read_bytes()), max_faces=1)

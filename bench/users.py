@@ -49,9 +49,8 @@ os.environ.setdefault("FACEBANK_ORT_THREADS", "2")
 import numpy as np
 from accuracy import HALVES, half
 from calibrate import tail_fit
-from common import dev_images, identity_bootstrap
+from common import dev_images, identity_bootstrap, load_engine
 
-from facebank.engine import get_engine
 from facebank.engine.image import decode
 from facebank.engine.packs import Calibration
 from facebank.operations.users import USER_CALIBRATIONS
@@ -66,7 +65,7 @@ People = dict[str, list[np.ndarray | None]]
 
 def embed_all(pack: str | None, cache: Path | None) -> tuple[People, str]:
     """Largest-face vector of every faces/dev image (None: no face), by identity, photos in path order."""
-    engine = get_engine(pack)
+    engine = load_engine(pack)
     if cache is not None and cache.exists():
         data = np.load(cache, allow_pickle=True)
         if str(data["pack"]) == engine.pack.name:
@@ -170,7 +169,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=None, help="npz file to keep the embeddings in")
     args = parser.parse_args()
     people, pack_name = embed_all(args.pack, args.cache)
-    face_cal = get_engine(pack_name).pack.calibration
+    face_cal = load_engine(pack_name).pack.calibration
     missing = sum(v is None for vs in people.values() for v in vs)
     print(f"pack {pack_name}: {sum(map(len, people.values()))} images, {missing} without a face; "
           f"face calibration {face_cal}")
