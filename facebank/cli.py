@@ -3,20 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
-import os
 import sys
 from pathlib import Path
 
 from facebank import models
+from facebank.settings import Settings
 
 
-def _fetch(pack_name: str | None, mirror: str | None, everything: bool = False) -> None:
+def _fetch(settings: Settings, everything: bool = False) -> None:
     from facebank.engine.packs import pack
 
-    names = None if everything else pack(pack_name).files
-    for path in models.fetch(names, mirror=mirror, progress=models.tqdm_progress):
+    names = None if everything else pack(settings.pack).files
+    fetched = models.fetch(
+        names, model_dir=settings.resolved_model_dir, mirror=settings.model_mirror, progress=models.tqdm_progress
+    )
+    for path in fetched:
         print(f"ok {path}", file=sys.stderr)
+
+
+def _with_flags(settings: Settings, args: argparse.Namespace) -> Settings:
+    """Command-line flags over the environment's settings (a flag left out keeps the env value)."""
+    flags = {
+        "pack": getattr(args, "pack", None),
+        "model_mirror": getattr(args, "mirror", None),
+        "s3_endpoint_url": getattr(args, "s3_endpoint_url", None),
+        "data_dir": Path(args.data_dir) if getattr(args, "data_dir", None) else None,
+    }
+    return dataclasses.replace(settings, **{k: v for k, v in flags.items() if v is not None})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run the API on this machine (embedded storage)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--data-dir", default=os.environ.get("FACEBANK_DATA_DIR", "./facebank-data"))
+    serve.add_argument("--data-dir", default=None, help="embedded storage (default: FACEBANK_DATA_DIR or ./facebank-data)")
     serve.add_argument("--pack", default=None, help="model pack: open, fused or mobile (default: FACEBANK_PACK or open)")
     serve.add_argument("--mirror", default=None, help="directory to take model files from instead of downloading")
     serve.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint for S3Object images")
@@ -42,21 +57,26 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     try:
+        settings = _with_flags(Settings.from_env(), args)
         if args.command == "models":
-            _fetch(args.pack, args.mirror, args.all)
+            _fetch(settings, args.all)
             return 0
         logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        from facebank.operations import Context
         from facebank.server import serve as run_server
+        from facebank.wiring import embedded_context
 
-        Path(args.data_dir).mkdir(parents=True, exist_ok=True)
-        _fetch(args.pack, args.mirror)  # first use downloads, with a progress bar; later runs only verify
+        data_dir = settings.data_dir or Path("./facebank-data")
+        settings = dataclasses.replace(settings, data_dir=data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        _fetch(settings)  # first use downloads, with a progress bar; later runs only verify
         credentials = {}
-        if os.environ.get("FACEBANK_ACCESS_KEY_ID") and os.environ.get("FACEBANK_SECRET_ACCESS_KEY"):
-            credentials[os.environ["FACEBANK_ACCESS_KEY_ID"]] = os.environ["FACEBANK_SECRET_ACCESS_KEY"]
-        ctx = Context(pack=args.pack, s3_endpoint_url=args.s3_endpoint_url, data_dir=args.data_dir)
-        run_server(args.host, args.port, ctx, credentials)
+        if settings.access_key_id and settings.secret_access_key:
+            credentials[settings.access_key_id] = settings.secret_access_key
+        run_server(args.host, args.port, embedded_context(settings), credentials)
         return 0
+    except ValueError as exc:  # a malformed FACEBANK_* value
+        print(f"facebank: {exc}", file=sys.stderr)
+        return 2
     except models.ModelError as exc:
         print(f"facebank: {exc}", file=sys.stderr)
         return 2

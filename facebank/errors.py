@@ -1,69 +1,113 @@
-"""Rekognition's error classes.
+"""Rekognition's error classes, one declared class per error code.
 
-Each exception carries the wire name botocore maps to ``client.exceptions.<Name>``
-and the HTTP status Rekognition uses for it.
+Each carries the wire name botocore maps to ``client.exceptions.<Name>`` (the class name) and the
+HTTP status Rekognition uses for it. This module imports nothing of facebank: every layer may
+raise these; the protocol renders them (and maps storage errors to them: facebank.protocol).
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 
 class RekognitionError(Exception):
     """Base of every error the API returns on purpose."""
 
-    code = "InternalServerError"
-    status = 400
+    code: ClassVar[str] = "InternalServerError"
+    status: ClassVar[int] = 400
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.code = cls.__name__  # the wire name is the class name, as in botocore's model
 
     def __init__(self, message: str):
         super().__init__(message)
         self.message = message
 
 
-def _error(name: str, status: int = 400) -> type[RekognitionError]:
-    return type(name, (RekognitionError,), {"code": name, "status": status})
+class ValidationException(RekognitionError):
+    """A model constraint (length, range, pattern, enum, required) is broken; botocore raises it as a ClientError."""
 
 
-# Model-constraint violations (length, range, pattern, enum, required). Rekognition, like other
-# Coral services, reports them as ValidationException, which botocore raises as a ClientError.
-ValidationException = _error("ValidationException")
-InvalidParameterException = _error("InvalidParameterException")
-InvalidImageFormatException = _error("InvalidImageFormatException")
-ImageTooLargeException = _error("ImageTooLargeException")
-InvalidS3ObjectException = _error("InvalidS3ObjectException")
-ResourceNotFoundException = _error("ResourceNotFoundException")
-ResourceAlreadyExistsException = _error("ResourceAlreadyExistsException")
-ResourceInUseException = _error("ResourceInUseException")
-ServiceQuotaExceededException = _error("ServiceQuotaExceededException")
-ConflictException = _error("ConflictException")
-IdempotentParameterMismatchException = _error("IdempotentParameterMismatchException")
-InvalidPaginationTokenException = _error("InvalidPaginationTokenException")
-AccessDeniedException = _error("AccessDeniedException")
-ThrottlingException = _error("ThrottlingException")
-InvalidSignatureException = _error("InvalidSignatureException", 403)
-UnrecognizedClientException = _error("UnrecognizedClientException", 403)
-MissingAuthenticationTokenException = _error("MissingAuthenticationTokenException", 403)
-UnknownOperationException = _error("UnknownOperationException")
-SerializationException = _error("SerializationException")
-InternalServerError = _error("InternalServerError", 500)
+class InvalidParameterException(RekognitionError):
+    """An input parameter violated a constraint the model cannot express."""
 
 
-def from_storage(exc: Exception) -> RekognitionError | None:
-    """The Rekognition error a storage-layer exception means to a caller, or None (a bug: 500)."""
-    from facebank import storage
+class InvalidImageFormatException(RekognitionError):
+    """The image is not a JPEG or PNG that can be decoded."""
 
-    mapping = {
-        storage.CollectionNotFound: lambda e: ResourceNotFoundException(
-            f"The collection id: {e.collection_id} does not exist"
-        ),
-        storage.CollectionExists: lambda e: ResourceAlreadyExistsException(
-            f"The collection id: {e.collection_id} already exists"
-        ),
-        storage.FaceNotFound: lambda e: InvalidParameterException(f"Face {e.face_id} does not exist"),
-        storage.UserNotFound: lambda e: ResourceNotFoundException(f"User {e.user_id} does not exist"),
-        storage.InvalidPaginationToken: lambda e: InvalidPaginationTokenException("Invalid pagination token"),
-        # Contention outlasted the store's own retries; botocore retries ThrottlingException itself.
-        storage.StorageBusy: lambda e: ThrottlingException("Too many concurrent writes; retry"),
-    }
-    for cls, make in mapping.items():
-        if isinstance(exc, cls):
-            return make(exc)
-    return None
+
+class ImageTooLargeException(RekognitionError):
+    """The image is over the size the operation accepts."""
+
+
+class InvalidS3ObjectException(RekognitionError):
+    """The S3 object could not be read (missing bucket, key or version, or no access)."""
+
+
+class ResourceNotFoundException(RekognitionError):
+    """The collection, user or other resource does not exist."""
+
+
+class ResourceAlreadyExistsException(RekognitionError):
+    """A collection with this id already exists."""
+
+
+class ResourceInUseException(RekognitionError):
+    """The resource is in use by another request."""
+
+
+class ServiceQuotaExceededException(RekognitionError):
+    """A quota (faces per collection, faces per user) would be exceeded."""
+
+
+class ConflictException(RekognitionError):
+    """The request conflicts with the resource's current state (a face of another user)."""
+
+
+class IdempotentParameterMismatchException(RekognitionError):
+    """A ClientRequestToken was reused with other parameters."""
+
+
+class InvalidPaginationTokenException(RekognitionError):
+    """The NextToken is malformed or belongs to another listing."""
+
+
+class AccessDeniedException(RekognitionError):
+    """The caller may not perform the action."""
+
+
+class ThrottlingException(RekognitionError):
+    """Contention or a busy dependency: retry (botocore retries it itself)."""
+
+
+class InvalidSignatureException(RekognitionError):
+    """The request's SigV4 signature does not match."""
+
+    status = 403
+
+
+class UnrecognizedClientException(RekognitionError):
+    """The access key id is not known."""
+
+    status = 403
+
+
+class MissingAuthenticationTokenException(RekognitionError):
+    """The request is not signed."""
+
+    status = 403
+
+
+class UnknownOperationException(RekognitionError):
+    """X-Amz-Target names no operation of this API."""
+
+
+class SerializationException(RekognitionError):
+    """The body is not valid JSON (or holds NaN or Infinity)."""
+
+
+class InternalServerError(RekognitionError):
+    """A bug or an unexpected failure; the caller sees no details."""
+
+    status = 500

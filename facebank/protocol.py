@@ -11,13 +11,21 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
+from collections.abc import Callable
+
+from facebank import storage
 from facebank.errors import (
     InternalServerError,
+    InvalidPaginationTokenException,
+    InvalidParameterException,
     RekognitionError,
+    ResourceAlreadyExistsException,
+    ResourceNotFoundException,
     SerializationException,
+    ThrottlingException,
     UnknownOperationException,
-    from_storage,
 )
 from facebank.operations import OPERATIONS, Context
 from facebank.validation import parse_request
@@ -41,6 +49,29 @@ def operation_name(target: str | None, path: str) -> str | None:
         return target[len(TARGET_PREFIX) :] if target.startswith(TARGET_PREFIX) else None
     name = path.split("?", 1)[0].strip("/")
     return name or None
+
+
+# What a storage error means to a caller, for the ones an operation lets through. Anything else
+# that escapes an operation is a bug: InternalServerError (500), logged with its trace.
+STORAGE_ERRORS: dict[type[Exception], Callable[[Any], RekognitionError]] = {
+    storage.CollectionNotFound: lambda e: ResourceNotFoundException(f"The collection id: {e.collection_id} does not exist"),
+    storage.CollectionExists: lambda e: ResourceAlreadyExistsException(
+        f"The collection id: {e.collection_id} already exists"
+    ),
+    storage.FaceNotFound: lambda e: InvalidParameterException(f"Face {e.face_id} does not exist"),
+    storage.UserNotFound: lambda e: ResourceNotFoundException(f"User {e.user_id} does not exist"),
+    storage.InvalidPaginationToken: lambda e: InvalidPaginationTokenException("Invalid pagination token"),
+    # Contention outlasted the store's own bounded retries; botocore retries ThrottlingException itself.
+    storage.StorageBusy: lambda e: ThrottlingException("Too many concurrent writes; retry"),
+}
+
+
+def from_storage(exc: Exception) -> RekognitionError | None:
+    """The Rekognition error a storage-layer exception means to a caller, or None (a bug: 500)."""
+    for cls, make in STORAGE_ERRORS.items():
+        if isinstance(exc, cls):
+            return make(exc)
+    return None
 
 
 def error_response(error: RekognitionError, request_id: str) -> WireResponse:

@@ -70,7 +70,7 @@ class Settings:
 
         return cls(
             pack=text("FACEBANK_PACK"),
-            model_dir=path("FACEBANK_MODEL_DIR"),
+            model_dir=path("FACEBANK_MODEL_DIR") or _default_model_dir(env),
             model_mirror=text("FACEBANK_MODEL_MIRROR"),
             ort_threads=int(number("FACEBANK_ORT_THREADS", int, 1)),
             data_dir=path("FACEBANK_DATA_DIR"),

@@ -4,6 +4,7 @@ every response against botocore's model, synthetic images."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -20,6 +21,11 @@ import pytest
 import regex
 from PIL import Image
 
+from facebank.operations import Context
+from facebank.settings import Settings
+from facebank.storage import Storage
+from facebank.wiring import embedded_context
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FACEBANK_SHARED", ROOT.parent / "shared"))
 FACES = SHARED / "faces"
@@ -29,6 +35,21 @@ PROTOCOL_ERRORS = {
     "ValidationException", "SerializationException", "UnknownOperationException", "InvalidSignatureException",
     "UnrecognizedClientException", "MissingAuthenticationTokenException",
 }  # fmt: skip
+
+
+def settings(**overrides) -> Settings:
+    """This process's settings (the CI's model cache and mirror) with test overrides."""
+    return dataclasses.replace(Settings.from_env(), **overrides)
+
+
+def embedded_ctx(data_dir: Path, **overrides) -> Context:
+    """An operation Context over embedded storage in data_dir, as `facebank serve` builds it."""
+    return embedded_context(settings(data_dir=Path(data_dir), **overrides))
+
+
+def ctx_over(storage: Storage) -> Context:
+    """An operation Context over storage the test opened (and may have wrapped)."""
+    return Context.of(storage, settings())
 
 
 def require_faces() -> Path:

@@ -221,7 +221,7 @@ def aws(model_env):
     """moto (DynamoDB + S3) in this process, the Lambda environment, and the API stand-in."""
     from moto import mock_aws
 
-    from facebank.aws import ingest, runtime
+    from facebank.aws import runtime
     from facebank.storage.dynamodb import TableNames, create_tables
 
     env = {
@@ -258,7 +258,6 @@ def aws(model_env):
             for bucket in (VECTOR_BUCKET, INGEST_BUCKET):
                 s3.create_bucket(Bucket=bucket)
             runtime.reset_shared_context()
-            ingest.reset_clients()
             recorder.take()  # setup calls are not a function's
             api = ApiGateway(recorder)
             thread = threading.Thread(target=api.serve_forever, daemon=True)
@@ -269,7 +268,6 @@ def aws(model_env):
                 api.shutdown()
                 api.server_close()
                 runtime.reset_shared_context()
-                ingest.reset_clients()
 
 
 # --- transports
@@ -478,7 +476,7 @@ def test_oversized_bytes_refused_before_sending_naming_s3object(aws):
 
 
 def test_region_is_read_from_the_api_url():
-    from facebank.client import region_of
+    from facebank.api_client import region_of
 
     rek = facebank.client("https://abc123.execute-api.eu-west-2.amazonaws.com/v1/", aws_access_key_id="a",
                           aws_secret_access_key="b")  # fmt: skip

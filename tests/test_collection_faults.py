@@ -7,14 +7,14 @@ embedded storage whose metadata store fails on command.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 
 import pytest
-from support import image_bytes
+from support import ctx_over, embedded_ctx, image_bytes
 
-from facebank.operations import Context
 from facebank.protocol import dispatch
-from facebank.storage import VectorIndex, open_embedded
+from facebank.storage import open_embedded
 
 COUPLE = "groups/face_recognition_kit_with_rose.jpg"
 
@@ -39,9 +39,8 @@ class FailingMetadata:
 @pytest.fixture
 def harness(model_env, tmp_path):
     storage = open_embedded(tmp_path)
-    metadata, vectors = storage.metadata, storage.vectors
-    failing = FailingMetadata(metadata)
-    ctx = Context(_index=VectorIndex(vectors, failing))
+    failing = FailingMetadata(storage.metadata)
+    ctx = ctx_over(dataclasses.replace(storage, metadata=failing))
 
     def call(op: str, **request):
         response = dispatch(op, json.dumps(request).encode(), ctx)
@@ -95,7 +94,7 @@ def test_create_collection_drops_leftover_vectors_but_not_a_concurrent_winners(t
 
     from facebank.storage.segments import new_segment_name
 
-    ctx = Context(data_dir=tmp_path)
+    ctx = embedded_ctx(tmp_path)
     vectors = ctx.index.vectors
     leftover, users_leftover = new_segment_name(), new_segment_name()
     vectors.write_segment("c", leftover, ["old"], np.ones((1, 4), np.float32))

@@ -11,6 +11,7 @@ from facebank import errors
 from facebank.operations import OPERATIONS, Context
 from facebank.protocol import dispatch, operation_name
 from facebank.validation import parse_request
+from support import embedded_ctx, settings
 
 
 def test_operation_name_from_target_or_path():
@@ -36,7 +37,7 @@ def test_nan_infinity_and_absurd_nesting_are_not_json(tmp_path):
         b'{"MaxResults": Infinity}',
         b'{"CollectionId": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
     ):
-        response = dispatch("SearchFaces", body, Context(data_dir=tmp_path))
+        response = dispatch("SearchFaces", body, embedded_ctx(tmp_path))
         assert response.status == 400 and json.loads(response.body)["__type"] == "SerializationException"
 
 
@@ -71,14 +72,14 @@ def test_unexpected_failure_is_a_500_without_traceback(monkeypatch):
         raise RuntimeError("secret internal detail")
 
     monkeypatch.setitem(OPERATIONS, "DetectFaces", broken)
-    response = dispatch("DetectFaces", json.dumps({"Image": {"Bytes": "YQ=="}}).encode(), Context())
+    response = dispatch("DetectFaces", json.dumps({"Image": {"Bytes": "YQ=="}}).encode(), Context(settings()))
     body = json.loads(response.body)
     assert response.status == 500 and body["__type"] == "InternalServerError"
     assert "secret" not in response.body.decode() and "Traceback" not in response.body.decode()
 
 
 def test_error_shape_and_headers():
-    response = dispatch("DetectFaces", b"{}", Context(), request_id="req-1")
+    response = dispatch("DetectFaces", b"{}", Context(settings()), request_id="req-1")
     assert response.status == 400
     assert json.loads(response.body)["__type"] == "ValidationException"
     assert response.headers["x-amzn-ErrorType"] == "ValidationException"

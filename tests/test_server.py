@@ -8,7 +8,7 @@ import signal
 
 import pytest
 from botocore.exceptions import ClientError
-from support import Server, image_bytes
+from support import Server, image_bytes, settings
 
 from facebank.operations import Context
 from facebank.server import MAX_BODY, serve
@@ -37,7 +37,7 @@ def test_health(server):
 
 def test_refuses_non_loopback_without_credentials():
     with pytest.raises(SystemExit, match="refusing to listen"):
-        serve("0.0.0.0", 0, Context(), credentials={})
+        serve("0.0.0.0", 0, Context(settings()), credentials={})
 
 
 @pytest.fixture(scope="module")

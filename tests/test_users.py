@@ -9,6 +9,7 @@ is checked against botocore's output shape of its operation (``support.check_res
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import threading
 import uuid
@@ -21,7 +22,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 from PIL import Image, ImageFilter
-from support import MODEL, check_responses, check_shape, dev_people, encode, image_bytes
+from support import MODEL, check_responses, check_shape, ctx_over, dev_people, encode, image_bytes
 
 from facebank.storage.files import collection_dir
 
@@ -85,8 +86,7 @@ def aws_context(metadata_wrapper=None):
     from moto import mock_aws
     from moto.core.botocore_stubber import BotocoreStubber
 
-    from facebank.operations import Context
-    from facebank.storage import VectorIndex, open_aws
+    from facebank.storage import open_aws
     from facebank.storage.dynamodb import TableNames, create_tables
 
     lock = threading.RLock()
@@ -107,22 +107,21 @@ def aws_context(metadata_wrapper=None):
             s3.create_bucket(Bucket="facebank-users-test")
             create_tables(dynamodb, TableNames.with_prefix("u-"))
             storage = open_aws(bucket="facebank-users-test", table_prefix="u-", dynamodb=dynamodb, s3=s3)
-            metadata, vectors = storage.metadata, storage.vectors
             if metadata_wrapper is not None:
-                metadata = metadata_wrapper(metadata)
-            yield Context(_index=VectorIndex(vectors, metadata), s3_endpoint_url=None)
+                storage = dataclasses.replace(storage, metadata=metadata_wrapper(storage.metadata))
+            yield ctx_over(storage)
 
 
 @contextmanager
 def embedded_context(tmp_path, metadata_wrapper=None):
-    from facebank.operations import Context
-    from facebank.storage import VectorIndex, open_embedded
+    from facebank.storage import open_embedded
 
     storage = open_embedded(tmp_path / "data")
-    metadata, vectors = storage.metadata, storage.vectors
+    metadata = storage.metadata
     try:
-        wrapped = metadata_wrapper(metadata) if metadata_wrapper is not None else metadata
-        yield Context(_index=VectorIndex(vectors, wrapped))
+        if metadata_wrapper is not None:
+            storage = dataclasses.replace(storage, metadata=metadata_wrapper(metadata))
+        yield ctx_over(storage)
     finally:
         metadata.close()
 
@@ -628,9 +627,7 @@ def test_concurrent_calls_cannot_overfill_a_user(harness):
 
 def _stored_vector_matches(ctx, collection_id: str, user_id: str) -> float:
     """Cosine between the user's searchable vector and the mean of its current faces' vectors."""
-    from facebank.operations.users import user_index
-
-    users = user_index(ctx)
+    users = ctx.user_index
     user = ctx.metadata.get_user(collection_id, user_id)
     expected = users.user_vector(collection_id, user)
     [(found, cosine)] = users.search(collection_id, expected, 1)
@@ -690,27 +687,23 @@ def test_concurrent_associate_faces_through_the_server(served, server):
     assert _users(served, collection_id) == {"u": "ACTIVE"}
 
     # The committed vector is the mean of all 12 faces: read the server's data_dir directly.
-    from facebank.operations import Context
-    from facebank.storage import VectorIndex, open_embedded
+    from facebank.storage import open_embedded
 
     storage = open_embedded(server.data_dir)
-    metadata, vectors = storage.metadata, storage.vectors
     try:
-        assert _stored_vector_matches(Context(_index=VectorIndex(vectors, metadata)), collection_id, "u") == pytest.approx(1.0, abs=1e-5)
+        assert _stored_vector_matches(ctx_over(storage), collection_id, "u") == pytest.approx(1.0, abs=1e-5)
     finally:
-        metadata.close()
+        storage.metadata.close()
 
 
 def test_status_is_updating_while_the_vector_changes(harness):
-    from facebank.operations.users import _indexes, user_index
-    from facebank.storage import UserVectorIndex
-
     with harness() as (rek, ctx):
         collection_id = _new_collection(rek)
         face_ids = _synthetic_faces(ctx, collection_id, 2)
         rek.create_user(CollectionId=collection_id, UserId="u")
         reached, release = threading.Event(), threading.Event()
-        store = user_index(ctx).vectors
+        users = ctx.user_index
+        store = users.vectors
 
         class SlowStore:
             def write_segment(self, *args):
@@ -721,7 +714,7 @@ def test_status_is_updating_while_the_vector_changes(harness):
             def __getattr__(self, name):
                 return getattr(store, name)
 
-        _indexes[ctx.index] = UserVectorIndex(ctx.index, SlowStore())
+        users.vectors = SlowStore()  # this Context's user index now writes through the slow store
         with ThreadPoolExecutor(1) as pool:
             pending = pool.submit(rek.associate_faces, CollectionId=collection_id, UserId="u", FaceIds=face_ids)
             assert reached.wait(30)
@@ -788,6 +781,7 @@ def test_delete_collection_removes_user_vectors(served, server):
 # --- accuracy
 
 
+@pytest.mark.slow
 def test_user_search_accuracy(served):
     """For each identity with >= 3 photos, a user built from its first two photos; its other
     photos are probes. Identities take turns as strangers (names[r::4] in rotation r), so every
@@ -836,8 +830,11 @@ def test_user_search_accuracy(served):
     assert probes == sum(len(people[n]) - 2 for n in enrolment)
     assert stranger_probes == sum(len(p) for p in people.values())
     # Issue 5 asks for >= 0.95 found and >= 0.98 of strangers unmatched. The default `open` pack
-    # measures 0.938 / 0.974 on this protocol (mobile 0.951 / 0.991; bench/users.py); no pack here
-    # reaches both at any threshold with the default open licence. These floors sit just under the
-    # measured figures so a regression fails; the gap to the targets is open work.
+    # measures 0.944 / 0.974 on this protocol (151/160, 222/228 on 34 identities, the 29 with >= 3
+    # photos enrolled in turn; mobile 0.950 / 0.991; bench/users.py); no pack here reaches both at
+    # any threshold with the default open licence. These floors are the measured figures less one
+    # binomial standard error (0.018 on 160 probes, 0.011 on 228), rounded down, so a regression
+    # fails; the gap to the targets is open work. Re-measured after blythe_danner was split from
+    # gwyneth_paltrow (mislabelled set: 0.938 / 0.974); the floors did not move.
     assert found / probes >= 0.92
     assert 1 - false_matches / stranger_probes >= 0.96

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from botocore.exceptions import ClientError
 
-from facebank.client import _route, too_large
+from facebank.api_client import _route, too_large
 
 
 def is_facebank_api(url: str) -> bool:

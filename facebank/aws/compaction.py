@@ -4,7 +4,7 @@ Every IndexFaces call writes one small immutable segment; searches read every se
 collection, so many small segments cost S3 GETs and cold-start time. ``VectorIndex.compact``
 merges the small segments older than ``FACEBANK_COMPACT_MIN_AGE_S`` (default 300 s: their faces'
 metadata may still be on its way) into one and drops vectors of deleted faces; the user-vector
-index (``facebank.operations.users``) does the same for users' segments, dropping vectors that are
+index (``Context.user_index``) does the same for users' segments, dropping vectors that are
 no longer a user's current one. Search functions are read-only, so this is where that work happens.
 
 Scheduled rather than event-driven: an S3 event per new segment would start a compaction per
@@ -17,14 +17,12 @@ before the function's timeout.
 
 from __future__ import annotations
 
-import os
 import random
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
 from facebank.aws.runtime import call, lambda_entry, logger, metrics, shared_context
-from facebank.operations import users
 
 SAFETY_MS = 90_000  # stop starting new collections when less than this is left
 
@@ -42,9 +40,9 @@ def collection_ids() -> list[str]:
 
 @lambda_entry()
 def handler(event: dict, context: Any) -> dict:
-    min_age = float(os.environ.get("FACEBANK_COMPACT_MIN_AGE_S", "300"))
     ctx = shared_context()
-    indexes = [ctx.index, users.user_index(ctx)]  # faces' segments, then users' vectors
+    min_age = ctx.settings.compact_min_age_s
+    indexes = [ctx.index, ctx.user_index]  # faces' segments, then users' vectors
     ids = collection_ids()
     random.shuffle(ids)
     done, merged, dropped, failed = 0, 0, 0, 0

@@ -1,9 +1,9 @@
 """What every facebank Lambda function shares: Powertools logger, metrics and tracer, and one
 operation ``Context`` per execution environment (models and clients are loaded once, reused warm).
 
-Configured from the environment the stack sets: POWERTOOLS_SERVICE_NAME, POWERTOOLS_METRICS_NAMESPACE,
-FACEBANK_PACK and the storage variables read by ``facebank.operations.Context``. Outside Lambda
-(tests, bench) the tracer disables itself and metrics print their EMF lines to stdout.
+Configured from the environment the stack sets: POWERTOOLS_SERVICE_NAME, POWERTOOLS_METRICS_NAMESPACE
+(Powertools' own) and the FACEBANK_* variables, read once into ``facebank.settings.Settings``.
+Outside Lambda (tests, bench) the tracer disables itself and metrics print their EMF lines to stdout.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 
 from facebank.operations import Context
 from facebank.protocol import dispatch
+from facebank.settings import Settings
+from facebank.wiring import aws_context
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "facebank")
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "facebank")
@@ -37,12 +39,12 @@ def shared_context() -> Context:
     """The operation Context of this execution environment (created on first use)."""
     global _context
     if _context is None:
-        _context = Context(pack=os.environ.get("FACEBANK_PACK"))
+        _context = aws_context(Settings.from_env())
     return _context
 
 
 def reset_shared_context() -> None:
-    """Forget the shared Context (tests switch storage between cases)."""
+    """Forget the shared Context and its settings (tests switch storage between cases)."""
     global _context
     _context = None
 

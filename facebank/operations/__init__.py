@@ -1,26 +1,26 @@
 """Operations: plain functions from a validated request dict to a response dict.
 
 The registry is shared by the local server and the Lambda handlers, so both transports run the
-same code. ``Context`` carries what an operation needs from its environment (the face engine, an
-S3 client, storage), created lazily so a process only loads what it uses: DetectFaces never opens
-storage, and a collection listing never loads a model.
+same code. ``Context`` carries what an operation needs (settings, storage, the face engine, an S3
+client), each opened on first use so a process only loads what it uses: DetectFaces never opens
+storage, and a collection listing never loads a model (nor imports onnxruntime). Which storage a
+Context opens is decided by whoever builds it (``facebank.wiring``), never read here.
 """
 
 from __future__ import annotations
 
-import functools
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import boto3
-from botocore.config import Config
-
-from facebank.engine import FaceEngine, get_engine, packs
+from facebank.engine import packs
 from facebank.engine.packs import Pack
-from facebank.storage import MetadataStore, VectorIndex, open_aws, open_embedded
+from facebank.settings import Settings
+from facebank.storage import MetadataStore, RequestLedger, Storage, UserVectorIndex, VectorIndex
+
+if TYPE_CHECKING:
+    from facebank.engine import FaceEngine
 
 Request = dict[str, Any]
 Response = dict[str, Any]
@@ -37,66 +37,90 @@ def operation(name: str) -> Callable[[Operation], Operation]:
     return register
 
 
-def _region() -> str:
-    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+def _no_storage() -> Storage:
+    raise RuntimeError("this Context has no storage (build it with facebank.wiring)")
+
+
+def _default_s3() -> Any:
+    import boto3  # only operations given an S3Object image pay for boto3
+
+    return boto3.client("s3")
 
 
 @dataclass
 class Context:
-    """Dependencies of the operations.
+    """Dependencies of the operations: settings, plus factories for storage and the S3 client
+    that run once, on first use (storage is opened lazily so DetectFaces never touches it)."""
 
-    Storage is embedded (SQLite + segment files) under ``data_dir`` when given, else DynamoDB + S3
-    named by FACEBANK_VECTOR_BUCKET / FACEBANK_TABLE_PREFIX (the Lambda environment), else
-    ``index`` may be injected directly. ``s3_endpoint_url`` None means boto3's own resolution
-    (AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or the real S3) for S3Object images.
-    """
+    settings: Settings = field(default_factory=Settings)
+    open_storage: Callable[[], Storage] = field(default=_no_storage, repr=False)
+    open_s3: Callable[[], Any] = field(default=_default_s3, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    _opened: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    pack: str | None = None
-    s3_endpoint_url: str | None = None
-    data_dir: str | os.PathLike | None = None
-    region: str = field(default_factory=_region)
-    account_id: str = field(default_factory=lambda: os.environ.get("FACEBANK_ACCOUNT_ID", "000000000000"))
-    _index: VectorIndex | None = field(default=None, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    @classmethod
+    def of(cls, storage: Storage, settings: Settings | None = None) -> Context:
+        """A Context over storage that is already open (tests wrap adapters this way)."""
+        return cls(settings or Settings(), open_storage=lambda: storage)
+
+    def _once(self, name: str, make: Callable[[], Any]) -> Any:
+        # One instance per Context even when concurrent requests ask at once: two face indexes
+        # would keep two segment caches and miss each other's forget().
+        with self._lock:
+            if name not in self._opened:
+                self._opened[name] = make()
+            return self._opened[name]
+
+    @property
+    def storage(self) -> Storage:
+        return self._once("storage", self.open_storage)
+
+    @property
+    def index(self) -> VectorIndex:
+        """Faces' vectors and metadata, with the segment cache of this process."""
+        return self._once(
+            "index",
+            lambda: VectorIndex(
+                self.storage.vectors, self.storage.metadata, cache_bytes=self.settings.segment_cache_mb << 20
+            ),
+        )
+
+    @property
+    def user_index(self) -> UserVectorIndex:
+        """The user-vector index beside the face index (its segment cache lives as long as this Context)."""
+        return self._once("user_index", lambda: UserVectorIndex(self.index))
+
+    @property
+    def metadata(self) -> MetadataStore:
+        return self.storage.metadata
+
+    @property
+    def ledger(self) -> RequestLedger:
+        return self.storage.ledger
+
+    @property
+    def s3(self) -> Any:
+        return self._once("s3", self.open_s3)
 
     @property
     def engine(self) -> FaceEngine:
-        return get_engine(self.pack)
+        from facebank.engine import get_engine  # onnxruntime loads here, only for model operations
+
+        s = self.settings
+        return get_engine(s.pack, s.resolved_model_dir, s.ort_threads)
 
     @property
     def model_pack(self) -> Pack:
         """The pack's description (names, calibration) without loading its models."""
-        return packs.pack(self.pack)
-
-    @functools.cached_property
-    def s3(self):
-        return boto3.client(
-            "s3", endpoint_url=self.s3_endpoint_url, config=Config(retries={"max_attempts": 3, "mode": "standard"})
-        )
+        return packs.pack(self.settings.pack)
 
     @property
-    def index(self) -> VectorIndex:
-        """Faces' vectors and metadata (``index.metadata``), opened on first use."""
-        with self._lock:
-            if self._index is None:
-                metadata, vectors = self._open_storage()
-                self._index = VectorIndex(vectors, metadata)
-            return self._index
-
-    @property
-    def metadata(self) -> MetadataStore:
-        return self.index.metadata
-
-    def _open_storage(self):
-        if self.data_dir is not None:
-            return open_embedded(self.data_dir)
-        if bucket := os.environ.get("FACEBANK_VECTOR_BUCKET"):
-            return open_aws(bucket=bucket, table_prefix=os.environ.get("FACEBANK_TABLE_PREFIX", "facebank-"))
-        raise RuntimeError("no storage configured: pass data_dir or set FACEBANK_VECTOR_BUCKET")
+    def region(self) -> str:
+        return self.settings.region
 
     def collection_arn(self, collection_id: str) -> str:
-        return f"arn:aws:rekognition:{self.region}:{self.account_id}:collection/{collection_id}"
+        return f"arn:aws:rekognition:{self.settings.region}:{self.settings.account_id}:collection/{collection_id}"
 
 
 # Importing the modules registers their operations.
-from facebank.operations import collections, faces, users  # noqa: F401
+from facebank.operations import collections, faces, users  # noqa: E402, F401

@@ -9,7 +9,6 @@ IndexFaces (or the same image indexed again with the same ExternalImageId) store
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 import uuid
 
@@ -30,7 +29,6 @@ from facebank.storage.segments import segment_time
 
 DEFAULT_PAGE = 1000  # ListCollections / ListFaces page size when MaxResults is absent (as Rekognition)
 MAX_INDEXED_PER_IMAGE = 100  # IndexFaces indexes at most the 100 largest faces of an image
-MAX_FACES_PER_COLLECTION = int(os.environ.get("FACEBANK_MAX_FACES_PER_COLLECTION", "20000000"))
 SEARCH_DEFAULT_MAX = 4096
 
 # Namespace of facebank's deterministic ids (a fixed random UUID; never change it: ids depend on it).
@@ -231,9 +229,9 @@ def index_faces(request: Request, ctx: Context) -> Response:
     unindexed += [{"Reasons": ["EXCEEDS_MAX_FACES"], "FaceDetail": f.detail()} for f in excess]
     chosen.sort(key=lambda f: -f.area)
 
-    if chosen and collection.face_count + len(chosen) > MAX_FACES_PER_COLLECTION:
+    if chosen and collection.face_count + len(chosen) > ctx.settings.max_faces_per_collection:
         raise ServiceQuotaExceededException(
-            f"Collection {collection_id} would exceed {MAX_FACES_PER_COLLECTION} faces"
+            f"Collection {collection_id} would exceed {ctx.settings.max_faces_per_collection} faces"
         )
     now = time.time()
     records = [

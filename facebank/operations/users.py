@@ -15,9 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import threading
 import time
-import weakref
 
 import numpy as np
 
@@ -39,8 +37,6 @@ from facebank.storage import (
     UserExists,
     UserFaceLimit,
     UserRecord,
-    UserVectorIndex,
-    VectorIndex,
 )
 
 MAX_FACES_PER_USER = 100  # Rekognition's quota: faces associated with one user
@@ -59,21 +55,6 @@ USER_CALIBRATIONS: dict[str, Calibration] = {
     "fused": Calibration(at_80=0.7864, at_99=0.8345),
     "mobile": Calibration(at_80=0.3653, at_99=0.5088),
 }
-
-_indexes: weakref.WeakKeyDictionary[VectorIndex, UserVectorIndex] = weakref.WeakKeyDictionary()
-_indexes_lock = threading.Lock()
-
-
-def user_index(ctx: Context) -> UserVectorIndex:
-    """The user-vector index beside the context's face index (one per face index, so its
-    segment cache lives as long as the storage it caches)."""
-    faces = ctx.index
-    with _indexes_lock:
-        index = _indexes.get(faces)
-        if index is None:
-            index = _indexes[faces] = UserVectorIndex(faces)
-        return index
-
 
 def user_not_found(collection_id: str, user_id: str) -> ResourceNotFoundException:
     return ResourceNotFoundException(f"The user id: {user_id} does not exist in collection {collection_id}")
@@ -126,7 +107,7 @@ def by_token(fn: Operation) -> Operation:
         params = {k: v for k, v in request.items() if k != "ClientRequestToken"}
         digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
         since = time.time() - TOKEN_LIFETIME_SECONDS
-        claimed_digest, answer = ctx.metadata.claim_request(collection_id, key, digest, since)
+        claimed_digest, answer = ctx.ledger.claim(collection_id, key, digest, since)
         if claimed_digest != digest:
             raise IdempotentParameterMismatchException(
                 f"ClientRequestToken {token} was used with other parameters in an earlier request"
@@ -135,9 +116,9 @@ def by_token(fn: Operation) -> Operation:
             try:
                 response = fn(request, ctx)
             except Exception:
-                ctx.metadata.release_request(collection_id, key)
+                ctx.ledger.release(collection_id, key)
                 raise
-            answer = ctx.metadata.answer_request(collection_id, key, json.dumps(response))
+            answer = ctx.ledger.answer(collection_id, key, json.dumps(response))
         return json.loads(answer)
 
     return wrapped
@@ -220,7 +201,7 @@ def associate_faces(request: Request, ctx: Context) -> Response:
     collection_id, user_id = request["CollectionId"], request["UserId"]
     threshold = request.get("UserMatchThreshold", ASSOCIATE_THRESHOLD)
     get_collection(ctx, collection_id, check_pack=True)
-    users = user_index(ctx)
+    users = ctx.user_index
     user = _get_user(ctx, collection_id, user_id)
     if len(user.face_ids) >= MAX_FACES_PER_USER:
         raise ServiceQuotaExceededException(
@@ -302,7 +283,7 @@ def associate_faces(request: Request, ctx: Context) -> Response:
 def disassociate_faces(request: Request, ctx: Context) -> Response:
     collection_id, user_id = request["CollectionId"], request["UserId"]
     get_collection(ctx, collection_id, check_pack=True)
-    users = user_index(ctx)
+    users = ctx.user_index
     user = _get_user(ctx, collection_id, user_id)
     wanted = list(dict.fromkeys(request["FaceIds"]))
     records = ctx.metadata.get_faces(collection_id, wanted)
@@ -346,7 +327,7 @@ def search_users(request: Request, ctx: Context) -> Response:
     if (user_id is None) == (face_id is None):
         raise InvalidParameterException("Provide exactly one of UserId or FaceId")
     threshold = request.get("UserMatchThreshold", SEARCH_THRESHOLD)
-    users = user_index(ctx)
+    users = ctx.user_index
     out: Response = {}
     if user_id is not None:
         # Other users like this one (the user itself is left out, as SearchFaces leaves out
@@ -395,7 +376,7 @@ def search_users_by_image(request: Request, ctx: Context) -> Response:
         # No valid face: no SearchedFace and no matches, not an error (as Rekognition documents).
         face = faces[searched]
         out["SearchedFace"] = {"FaceDetail": face.detail()}
-        hits = user_index(ctx).search(
+        hits = ctx.user_index.search(
             collection.collection_id,
             engine.embed(rgb, face),
             request.get("MaxUsers") or MAX_USERS,

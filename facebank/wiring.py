@@ -1,0 +1,53 @@
+"""Composition roots: the one place that turns ``Settings`` into an operation ``Context``.
+
+``facebank serve`` (cli.py) uses ``embedded_context``; every Lambda function (aws/runtime.py) uses
+``aws_context``. Storage adapters and boto3 are imported inside the factories, so building a
+Context costs nothing until an operation first needs storage or S3.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from facebank.operations import Context
+from facebank.settings import Settings
+from facebank.storage import Storage, open_aws, open_embedded
+
+
+def s3_client(endpoint_url: str | None = None) -> Any:
+    """The S3 client for S3Object images; endpoint None means boto3's own resolution
+    (AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or the real S3)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", endpoint_url=endpoint_url, config=Config(retries={"max_attempts": 3, "mode": "standard"}))
+
+
+def embedded_context(settings: Settings) -> Context:
+    """SQLite + segment files under ``settings.data_dir``."""
+    if settings.data_dir is None:
+        raise ValueError("embedded storage needs a data directory (--data-dir or FACEBANK_DATA_DIR)")
+    data_dir = settings.data_dir
+
+    def open_storage() -> Storage:
+        return open_embedded(data_dir)
+
+    return Context(settings, open_storage=open_storage, open_s3=lambda: s3_client(settings.s3_endpoint_url))
+
+
+def aws_context(settings: Settings) -> Context:
+    """DynamoDB tables ``<table_prefix>*`` and the vector bucket named by the stack's environment.
+    Functions without storage (DetectFaces, CompareFaces) get a Context that never opens it."""
+    bucket = settings.vector_bucket
+
+    def open_storage() -> Storage:
+        if not bucket:
+            raise RuntimeError("no storage configured for this function: FACEBANK_VECTOR_BUCKET is not set")
+        return open_aws(
+            bucket=bucket,
+            table_prefix=settings.table_prefix,
+            ingest_table=settings.ingest_table,
+            region_name=settings.region,
+        )
+
+    return Context(settings, open_storage=open_storage, open_s3=lambda: s3_client(settings.s3_endpoint_url))
