@@ -25,13 +25,13 @@ def _fetch(settings: Settings, everything: bool = False) -> None:
 
 def _with_flags(settings: Settings, args: argparse.Namespace) -> Settings:
     """Command-line flags over the environment's settings (a flag left out keeps the env value)."""
-    flags = {
+    flags: dict[str, object] = {
         "pack": getattr(args, "pack", None),
         "model_mirror": getattr(args, "mirror", None),
         "s3_endpoint_url": getattr(args, "s3_endpoint_url", None),
         "data_dir": Path(args.data_dir) if getattr(args, "data_dir", None) else None,
     }
-    return dataclasses.replace(settings, **{k: v for k, v in flags.items() if v is not None})
+    return dataclasses.replace(settings, **{k: v for k, v in flags.items() if v is not None})  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-from collections.abc import Callable
 
 from facebank import storage
 from facebank.errors import (
@@ -89,8 +88,8 @@ def _not_json(constant: str) -> None:
 def dispatch(name: str | None, body: bytes, ctx: Context, request_id: str | None = None) -> WireResponse:
     request_id = request_id or str(uuid.uuid4())
     try:
-        fn = OPERATIONS.get(name or "")
-        if fn is None:
+        fn = OPERATIONS.get(name) if name else None
+        if name is None or fn is None:
             raise UnknownOperationException(f"Unknown operation {name!r}")
         try:
             payload = json.loads(body or b"{}", parse_constant=_not_json)
@@ -102,7 +101,7 @@ def dispatch(name: str | None, body: bytes, ctx: Context, request_id: str | None
     except RekognitionError as error:
         return error_response(error, request_id)
     except Exception as exc:  # never leak a traceback to the caller; log it for the operator
-        if (error := from_storage(exc)) is not None:
-            return error_response(error, request_id)
+        if (mapped := from_storage(exc)) is not None:
+            return error_response(mapped, request_id)
         log.exception("unexpected failure in %s (request %s)", name, request_id)
         return error_response(InternalServerError("Amazon Rekognition experienced a service issue"), request_id)

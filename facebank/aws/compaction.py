@@ -23,6 +23,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 
 from facebank.aws.runtime import call, lambda_entry, logger, metrics, shared_context
+from facebank.storage.index import SegmentIndex
 
 SAFETY_MS = 90_000  # stop starting new collections when less than this is left
 
@@ -42,7 +43,7 @@ def collection_ids() -> list[str]:
 def handler(event: dict, context: Any) -> dict:
     ctx = shared_context()
     min_age = ctx.settings.compact_min_age_s
-    indexes = [ctx.index, ctx.user_index]  # faces' segments, then users' vectors
+    indexes: list[SegmentIndex[Any]] = [ctx.index, ctx.user_index]  # faces' segments, then users' vectors
     ids = collection_ids()
     random.shuffle(ids)
     done, merged, dropped, failed = 0, 0, 0, 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from facebank.errors import InvalidParameterException
 from facebank.operations import Context, Request, Response, operation
 from facebank.operations.images import load_image
@@ -34,7 +36,8 @@ def compare_faces(request: Request, ctx: Context) -> Response:
     if not targets:
         raise InvalidParameterException("There are no faces in the target image that meet the quality bar")
     probe = engine.embed(source_rgb, source)
-    matches, unmatched = [], []
+    matches: list[dict[str, Any]] = []
+    unmatched: list[dict[str, Any]] = []
     for face in targets:
         similarity = engine.similarity(probe, engine.embed(target_rgb, face))
         detail = _compare_face(face)

@@ -335,6 +335,7 @@ def search_users(request: Request, ctx: Context) -> Response:
         query = users.user_vector(collection_id, _get_user(ctx, collection_id, user_id))
         out["SearchedUser"] = {"UserId": user_id}
     else:
+        face_id = request["FaceId"]  # exactly one of the two is given (checked above)
         rec = ctx.metadata.get_faces(collection_id, [face_id]).get(face_id)
         if rec is None:
             raise InvalidParameterException(f"FaceId {face_id} does not exist in collection {collection_id}")
