@@ -22,6 +22,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import aws_cdk as cdk
 import jsii
@@ -145,7 +146,8 @@ def bundled_layer_code(build: LayerBuild, runtime: lambda_.Runtime) -> tuple[lam
         str(BUILD_SCRIPT.parent),  # not read: the custom hash replaces fingerprinting the source
         asset_hash_type=cdk.AssetHashType.CUSTOM,
         asset_hash=build.key,
-        # The image is required by the API but unused: local bundling always succeeds or raises.
-        bundling=cdk.BundlingOptions(image=runtime.bundling_image, local=bundling),
+        # The image is required by the API but unused: local bundling always succeeds or raises. The
+        # cast: jsii calls try_bundle(output_dir, options) positionally, unlike its stub's keywords.
+        bundling=cdk.BundlingOptions(image=runtime.bundling_image, local=cast(cdk.ILocalBundling, bundling)),
     )
     return code, bundling

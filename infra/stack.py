@@ -32,6 +32,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from aws_cdk import Aws, CfnOutput, Duration, Fn, RemovalPolicy, Stack, Stage
 from aws_cdk import aws_apigateway as apigw
@@ -354,8 +355,9 @@ class FacebankStack(Stack):
         if not isinstance(asset, s3_assets.Asset) or not self.bundling_required:
             return None
         path = Path(asset.asset_path)
-        if not path.is_absolute():
-            path = Path(Stage.of(self).outdir) / path
+        stage = Stage.of(self)
+        if not path.is_absolute() and stage is not None:  # relative to the cloud assembly
+            path = Path(stage.outdir) / path
         return path if path.is_dir() else None
 
     # --- storage ------------------------------------------------------------------------------
@@ -475,7 +477,7 @@ class FacebankStack(Stack):
         prefix_rules = (
             [s3.CfnBucket.FilterRuleProperty(name="prefix", value=cfg.ingest_prefix)] if cfg.ingest_prefix else []
         )
-        cfn = bucket.node.default_child
+        cfn = cast(s3.CfnBucket, bucket.node.default_child)
         cfn.notification_configuration = s3.CfnBucket.NotificationConfigurationProperty(
             queue_configurations=[
                 s3.CfnBucket.QueueConfigurationProperty(
@@ -502,7 +504,7 @@ class FacebankStack(Stack):
 
     def _log_group(self, id_: str) -> logs.LogGroup:
         group = logs.LogGroup(self, id_, removal_policy=self.removal)
-        group.node.default_child.retention_in_days = self.settings.log_retention_days
+        cast(logs.CfnLogGroup, group.node.default_child).retention_in_days = self.settings.log_retention_days
         return group
 
     def _memory(self, name: str, access: Access) -> int:
