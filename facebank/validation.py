@@ -59,75 +59,89 @@ class _Walker:
         self.errors.append(f"Value{shown} at '{path}' failed to satisfy constraint: {constraint}")
 
     def walk(self, shape: Shape, value: Any, path: str) -> Any:
-        kind = shape.type_name
-        meta = shape.metadata
-        if kind == "structure":
-            if not isinstance(value, dict):
-                raise SerializationException(f"Expected an object at '{path or 'request'}'")
-            out = {}
-            for name in shape.required_members:
-                if value.get(name) is None:
-                    self.fail(None, _join(path, name), "Member must not be null")
-            for name, member in shape.members.items():
-                if value.get(name) is not None:
-                    out[name] = self.walk(member, value[name], _join(path, name))
-            return out
-        if kind == "list":
-            if not isinstance(value, list):
-                raise SerializationException(f"Expected a list at '{path}'")
-            self._length(shape, value, path, "length")
-            return [self.walk(shape.member, item, f"{path}.{i + 1}.member") for i, item in enumerate(value)]
-        if kind == "map":
-            if not isinstance(value, dict):
-                raise SerializationException(f"Expected a map at '{path}'")
-            self._length(shape, value, path, "length")
-            return {
-                self.walk(shape.key, k, f"{path}.key"): self.walk(shape.value, v, f"{path}.{k}.member")
-                for k, v in value.items()
-            }
-        if kind == "string":
-            if not isinstance(value, str):
-                raise SerializationException(f"Expected a string at '{path}'")
-            self._length(shape, value, path, "length")
-            if "enum" in meta and value not in shape.enum:
-                self.fail(value, path, f"Member must satisfy enum value set: [{', '.join(shape.enum)}]")
-            pattern = meta.get("pattern")
-            if pattern and not _compiled(pattern).fullmatch(value):
-                self.fail(value, path, f"Member must satisfy regular expression pattern: {pattern}")
-            return value
-        if kind in ("integer", "long"):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise SerializationException(f"Expected an integer at '{path}'")
-            self._range(shape, value, path)
-            return value
-        if kind in ("float", "double"):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise SerializationException(f"Expected a number at '{path}'")
-            self._range(shape, value, path)
-            return float(value)
-        if kind == "boolean":
-            if not isinstance(value, bool):
-                raise SerializationException(f"Expected a boolean at '{path}'")
-            return value
-        if kind == "blob":
-            if not isinstance(value, str):
-                raise SerializationException(f"Expected base64 text at '{path}'")
-            try:
-                data = base64.b64decode(value, validate=True)
-            except (binascii.Error, ValueError):
-                raise SerializationException(f"Invalid base64 at '{path}'") from None
-            if len(data) > shape.metadata.get("max", len(data)):
-                # Rekognition answers an oversized image with its own error class, not a validation error.
-                raise ImageTooLargeException(
-                    f"Image size {len(data)} bytes exceeds the limit of {shape.metadata['max']} bytes for "
-                    "Bytes; use S3Object for larger images"
-                )
-            self._length(shape, data, path, "length")
-            return data
-        if kind == "timestamp":
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise SerializationException(f"Expected epoch seconds at '{path}'")
-            return value
+        """``value`` checked against ``shape`` (violations collected in self.errors), blobs decoded.
+        A value of the wrong JSON type cannot be checked further: SerializationException, as AWS."""
+        check = getattr(self, f"_{shape.type_name}", None)
+        return value if check is None else check(shape, value, path)
+
+    def _structure(self, shape: Shape, value: Any, path: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise SerializationException(f"Expected an object at '{path or 'request'}'")
+        for name in shape.required_members:
+            if value.get(name) is None:
+                self.fail(None, _join(path, name), "Member must not be null")
+        return {
+            name: self.walk(member, value[name], _join(path, name))
+            for name, member in shape.members.items()
+            if value.get(name) is not None
+        }
+
+    def _list(self, shape: Shape, value: Any, path: str) -> list[Any]:
+        if not isinstance(value, list):
+            raise SerializationException(f"Expected a list at '{path}'")
+        self._length(shape, value, path, "length")
+        return [self.walk(shape.member, item, f"{path}.{i + 1}.member") for i, item in enumerate(value)]
+
+    def _map(self, shape: Shape, value: Any, path: str) -> dict[Any, Any]:
+        if not isinstance(value, dict):
+            raise SerializationException(f"Expected a map at '{path}'")
+        self._length(shape, value, path, "length")
+        return {
+            self.walk(shape.key, k, f"{path}.key"): self.walk(shape.value, v, f"{path}.{k}.member")
+            for k, v in value.items()
+        }
+
+    def _string(self, shape: Shape, value: Any, path: str) -> str:
+        if not isinstance(value, str):
+            raise SerializationException(f"Expected a string at '{path}'")
+        self._length(shape, value, path, "length")
+        if "enum" in shape.metadata and value not in shape.enum:
+            self.fail(value, path, f"Member must satisfy enum value set: [{', '.join(shape.enum)}]")
+        pattern = shape.metadata.get("pattern")
+        if pattern and not _compiled(pattern).fullmatch(value):
+            self.fail(value, path, f"Member must satisfy regular expression pattern: {pattern}")
+        return value
+
+    def _integer(self, shape: Shape, value: Any, path: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SerializationException(f"Expected an integer at '{path}'")
+        self._range(shape, value, path)
+        return value
+
+    _long = _integer
+
+    def _float(self, shape: Shape, value: Any, path: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SerializationException(f"Expected a number at '{path}'")
+        self._range(shape, value, path)
+        return float(value)
+
+    _double = _float
+
+    def _boolean(self, shape: Shape, value: Any, path: str) -> bool:
+        if not isinstance(value, bool):
+            raise SerializationException(f"Expected a boolean at '{path}'")
+        return value
+
+    def _blob(self, shape: Shape, value: Any, path: str) -> bytes:
+        if not isinstance(value, str):
+            raise SerializationException(f"Expected base64 text at '{path}'")
+        try:
+            data = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise SerializationException(f"Invalid base64 at '{path}'") from None
+        if len(data) > shape.metadata.get("max", len(data)):
+            # Rekognition answers an oversized image with its own error class, not a validation error.
+            raise ImageTooLargeException(
+                f"Image size {len(data)} bytes exceeds the limit of {shape.metadata['max']} bytes for "
+                "Bytes; use S3Object for larger images"
+            )
+        self._length(shape, data, path, "length")
+        return data
+
+    def _timestamp(self, shape: Shape, value: Any, path: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SerializationException(f"Expected epoch seconds at '{path}'")
         return value
 
     def _length(self, shape: Shape, value: Any, path: str, what: str) -> None:

@@ -33,6 +33,7 @@ from facebank.operations.images import load_image
 from facebank.operations.quality import quality_reasons
 from facebank.storage import (
     FaceNotFound,
+    FaceRecord,
     FaceUserConflict,
     UserExists,
     UserFaceLimit,
@@ -195,22 +196,10 @@ def _unsuccessful(face_id: str, user_id: str | None, reason: str, confidence: fl
     return out
 
 
-@operation("AssociateFaces")
-@by_token
-def associate_faces(request: Request, ctx: Context) -> Response:
-    collection_id, user_id = request["CollectionId"], request["UserId"]
-    threshold = request.get("UserMatchThreshold", ASSOCIATE_THRESHOLD)
-    get_collection(ctx, collection_id, check_pack=True)
-    users = ctx.user_index
-    user = _get_user(ctx, collection_id, user_id)
-    if len(user.face_ids) >= MAX_FACES_PER_USER:
-        raise ServiceQuotaExceededException(
-            f"User {user_id} already has {MAX_FACES_PER_USER} faces, the most a user can have"
-        )
-
-    wanted = list(dict.fromkeys(request["FaceIds"]))
-    records = ctx.metadata.get_faces(collection_id, wanted)
-    unsuccessful: list[dict] = []
+def _candidates(
+    records: dict[str, FaceRecord], wanted: list[str], user_id: str, unsuccessful: list[dict]
+) -> list[FaceRecord]:
+    """The faces among ``wanted`` that nobody owns yet; the others reported in ``unsuccessful``."""
     candidates = []
     for face_id in wanted:
         rec = records.get(face_id)
@@ -222,34 +211,39 @@ def associate_faces(request: Request, ctx: Context) -> Response:
             unsuccessful.append(_unsuccessful(face_id, rec.user_id, "ASSOCIATED_TO_A_DIFFERENT_USER"))
         else:
             candidates.append(rec)
+    return candidates
 
-    # A user that has faces only takes faces that match it (its vector, built from the faces it
-    # had before this call) at UserMatchThreshold.
-    if candidates and user.face_ids:
-        current = users.user_vector(collection_id, user)
-        vectors = ctx.index.vectors_of(collection_id, candidates)
-        calibration = user_calibration(ctx)
-        kept = []
-        for rec in candidates:
-            v = vectors.get(rec.face_id)
-            if v is None:  # metadata without a vector: cannot be matched, so cannot be a member
-                unsuccessful.append(_unsuccessful(rec.face_id, user_id, "FACE_NOT_FOUND"))
-                continue
-            similarity = calibration.similarity(float(np.dot(v, current))) if current is not None else 100.0
-            if similarity < threshold:
-                unsuccessful.append(_unsuccessful(rec.face_id, user_id, "LOW_MATCH_CONFIDENCE", similarity))
-            else:
-                kept.append(rec)
-        candidates = kept
 
-    if len(user.face_ids) + len(candidates) > MAX_FACES_PER_USER:
-        raise ServiceQuotaExceededException(
-            f"User {user_id} has {len(user.face_ids)} faces; {len(candidates)} more would exceed "
-            f"{MAX_FACES_PER_USER}, the most a user can have"
-        )
+def _matching(
+    ctx: Context, collection_id: str, user: UserRecord, candidates: list[FaceRecord], threshold: float,
+    unsuccessful: list[dict],
+) -> list[FaceRecord]:
+    """A user that has faces only takes faces that match it (its vector, built from the faces it
+    had before this call) at UserMatchThreshold."""
+    if not candidates or not user.face_ids:
+        return candidates
+    current = ctx.user_index.user_vector(collection_id, user)
+    vectors = ctx.index.vectors_of(collection_id, candidates)
+    calibration = user_calibration(ctx)
+    kept = []
+    for rec in candidates:
+        v = vectors.get(rec.face_id)
+        if v is None:  # metadata without a vector: cannot be matched, so cannot be a member
+            unsuccessful.append(_unsuccessful(rec.face_id, user.user_id, "FACE_NOT_FOUND"))
+            continue
+        similarity = calibration.similarity(float(np.dot(v, current))) if current is not None else 100.0
+        if similarity < threshold:
+            unsuccessful.append(_unsuccessful(rec.face_id, user.user_id, "LOW_MATCH_CONFIDENCE", similarity))
+        else:
+            kept.append(rec)
+    return kept
 
+
+def _associate(
+    ctx: Context, collection_id: str, user_id: str, candidates: list[FaceRecord], unsuccessful: list[dict]
+) -> tuple[list[str], bool]:
+    """Move each candidate to the user, conditionally; (associated ids, whether the quota stopped it)."""
     associated: list[str] = []
-    over_quota = False
     for rec in candidates:
         try:
             ctx.metadata.set_face_user(collection_id, rec.face_id, user_id, None, max_faces=MAX_FACES_PER_USER)
@@ -259,14 +253,38 @@ def associate_faces(request: Request, ctx: Context) -> Response:
         except FaceUserConflict as e:  # claimed since we read it
             if e.current_user_id != user_id:  # (if by a concurrent call for this user: ignored)
                 unsuccessful.append(_unsuccessful(rec.face_id, e.current_user_id, "ASSOCIATED_TO_A_DIFFERENT_USER"))
-        except UserFaceLimit:  # concurrent calls filled the user since the check above
-            over_quota = True
-            break
+        except UserFaceLimit:  # concurrent calls filled the user since the check before
+            return associated, True
+    return associated, False
+
+
+@operation("AssociateFaces")
+@by_token
+def associate_faces(request: Request, ctx: Context) -> Response:
+    collection_id, user_id = request["CollectionId"], request["UserId"]
+    threshold = request.get("UserMatchThreshold", ASSOCIATE_THRESHOLD)
+    get_collection(ctx, collection_id, check_pack=True)
+    user = _get_user(ctx, collection_id, user_id)
+    if len(user.face_ids) >= MAX_FACES_PER_USER:
+        raise ServiceQuotaExceededException(
+            f"User {user_id} already has {MAX_FACES_PER_USER} faces, the most a user can have"
+        )
+
+    wanted = list(dict.fromkeys(request["FaceIds"]))
+    unsuccessful: list[dict] = []
+    candidates = _candidates(ctx.metadata.get_faces(collection_id, wanted), wanted, user_id, unsuccessful)
+    candidates = _matching(ctx, collection_id, user, candidates, threshold, unsuccessful)
+    if len(user.face_ids) + len(candidates) > MAX_FACES_PER_USER:
+        raise ServiceQuotaExceededException(
+            f"User {user_id} has {len(user.face_ids)} faces; {len(candidates)} more would exceed "
+            f"{MAX_FACES_PER_USER}, the most a user can have"
+        )
+    associated, over_quota = _associate(ctx, collection_id, user_id, candidates, unsuccessful)
 
     if associated or over_quota or user.status == "UPDATING":
         # UPDATING with nothing new: a change whose vector was never committed (a crash, or a
         # request in flight); rebuilding is harmless either way and repairs the former.
-        user = users.refresh(collection_id, user_id)
+        user = ctx.user_index.refresh(collection_id, user_id)
     if over_quota:
         raise ServiceQuotaExceededException(
             f"User {user_id} reached {MAX_FACES_PER_USER} faces; associated {len(associated)} of this request's faces"
