@@ -90,19 +90,20 @@ def ensure_built(build: LayerBuild) -> Path:
     command = [*build.command, "--out", str(staging)]
     print(f"facebank: building the {build.kind} layer: {' '.join(command)}", file=sys.stderr, flush=True)
     # build.py's output (pip's) goes to stderr: the cdk CLI shows it, stdout stays clean.
-    result = subprocess.run(command, cwd=ROOT, stdout=2, stderr=2, check=False)
-    if result.returncode != 0 or not (staging / LAYER_MARKER).is_file():
-        shutil.rmtree(staging, ignore_errors=True)
-        raise LayerError(
-            f"building the {build.kind} layer failed (exit code {result.returncode}, output above): "
-            f"`{' '.join(build.command)} --out DIR`"
-        )
     try:
-        staging.rename(cached)
-    except OSError:  # a concurrent synth finished the same build first: keep that one
-        shutil.rmtree(staging, ignore_errors=True)
-        if not (cached / LAYER_MARKER).is_file():
-            raise
+        result = subprocess.run(command, stdout=2, stderr=2, check=False)
+        if result.returncode != 0 or not (staging / LAYER_MARKER).is_file():
+            raise LayerError(
+                f"building the {build.kind} layer failed (exit code {result.returncode}, output above): "
+                f"`{' '.join(build.command)} --out DIR`"
+            )
+        try:
+            staging.rename(cached)
+        except OSError:  # a concurrent synth finished the same build first: keep that one
+            if not (cached / LAYER_MARKER).is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # left only by a failure or a lost race
     _prune_stale(build)
     return cached
 

@@ -4,7 +4,8 @@ private storage, S3 -> SQS (DLQ) -> Lambda ingest, scheduled compaction; cfn-lin
 and every cdk-nag AwsSolutions finding is acknowledged with a reason (infra/nag.py).
 
 Synthesis is slow-ish (jsii), so each configuration is synthesised once per session
-(``synth(context)``, cached) and every test reads the same template.
+(``synth(context)``, cached) and every test reads the same template. One test synthesises with the
+real layers, built at synth from an empty cache as on a fresh clone (PyPI wheels, the model mirror).
 """
 
 from __future__ import annotations
