@@ -33,10 +33,10 @@ CONSTRAINTS = ROOT / "constraints.txt"  # exact versions; pyproject.toml has ran
 MARKER = "facebank-layer.json"  # read by infra/stack.py
 PYTHON_VERSION = "3.12"
 PLATFORMS = {"arm64": "manylinux_2_28_aarch64", "x86_64": "manylinux_2_28_x86_64"}
-# What the functions import at run time (boto3/botocore come with the Lambda runtime). onnx stays
-# for now, although YuNet's relabelling moved to fetch time: dropping it (~30 MB) is the lead's call.
-# Powertools' Tracer needs the X-Ray SDK (and wrapt).
-DEPENDENCIES = ["numpy", "onnxruntime", "onnx", "pillow", "regex", "aws-lambda-powertools", "wrapt"]
+# What the functions import at run time (boto3/botocore come with the Lambda runtime). No onnx: it
+# only converts models (dlib's ResNet, YuNet's dynamic input) in the fetch step, and the model layer
+# carries the converted files. Powertools' Tracer needs the X-Ray SDK (and wrapt).
+DEPENDENCIES = ["numpy", "onnxruntime", "pillow", "regex", "aws-lambda-powertools", "wrapt"]
 # Installed without their dependencies: aws-xray-sdk requires botocore, which the runtime already
 # has; pulling a second copy into the layer would add ~25 MB and shadow the runtime's.
 NO_DEPS = ["aws-xray-sdk"]

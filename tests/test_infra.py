@@ -598,10 +598,11 @@ def test_synth_from_a_clean_state_builds_the_layers_once(tmp_path):
 
     deps = dirs["DependencyLayer"]
     assert json.loads((deps / "facebank-layer.json").read_text())["arch"] == "arm64"
-    for module in ("numpy", "onnxruntime", "onnx", "PIL", "regex", "aws_lambda_powertools", "aws_xray_sdk"):
+    for module in ("numpy", "onnxruntime", "PIL", "regex", "aws_lambda_powertools", "aws_xray_sdk"):
         assert (deps / "python" / module).is_dir(), module
     assert list((deps / "python" / "onnxruntime" / "capi").glob("*aarch64*.so")), "not arm64 wheels"
     assert not (deps / "python" / "botocore").exists()  # the runtime has it
+    assert not (deps / "python" / "onnx").exists()  # conversion-only: the model layer holds its outputs
     entries, default_pack = manifest(), pack(None)  # app.py's default: no pack in the context
     assert json.loads((dirs["ModelLayer"] / "facebank-layer.json").read_text())["pack"] == default_pack.name
     for name in default_pack.files:

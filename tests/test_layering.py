@@ -111,6 +111,7 @@ def test_importing_facebank_does_not_import_boto3():
 def test_protocol_and_metadata_handlers_load_no_model_runtime(handler):
     loaded = _loaded_after(f"import facebank.protocol\nimport {handler}")
     assert loaded["onnx"] is False and loaded["onnxruntime"] is False
+    assert loaded["numpy"] is False  # vectors are not a metadata call's business either
 
 
 def test_detect_faces_handler_defers_onnxruntime_to_its_first_call():

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 from facebank.engine import packs
 from facebank.engine.packs import Pack
 from facebank.settings import Settings
-from facebank.storage import MetadataStore, RequestLedger, Storage, UserVectorIndex, VectorIndex
+from facebank.storage import MetadataStore, RequestLedger, Storage
 
 if TYPE_CHECKING:
     from facebank.engine import FaceEngine
+    from facebank.storage import UserVectorIndex, VectorIndex
 
 Request = dict[str, Any]
 Response = dict[str, Any]
@@ -78,6 +79,8 @@ class Context:
     @property
     def index(self) -> VectorIndex:
         """Faces' vectors and metadata, with the segment cache of this process."""
+        from facebank.storage.index import VectorIndex  # numpy: only for operations on vectors
+
         return self._once(
             "index",
             lambda: VectorIndex(
@@ -88,6 +91,8 @@ class Context:
     @property
     def user_index(self) -> UserVectorIndex:
         """The user-vector index beside the face index (its segment cache lives as long as this Context)."""
+        from facebank.storage.users import UserVectorIndex
+
         return self._once("user_index", lambda: UserVectorIndex(self.index))
 
     @property

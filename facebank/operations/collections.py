@@ -12,9 +12,6 @@ import hashlib
 import time
 import uuid
 
-import numpy as np
-
-from facebank.engine.image import decode
 from facebank.errors import (
     InvalidParameterException,
     ResourceAlreadyExistsException,
@@ -211,6 +208,8 @@ def index_faces(request: Request, ctx: Context) -> Response:
     external_image_id = request.get("ExternalImageId")
 
     data = image_bytes(request["Image"], ctx)
+    from facebank.engine.image import decode  # numpy and Pillow load with the first image
+
     rgb = decode(data)
     engine = ctx.engine
     detected = engine.detect(rgb, attributes=attributes)  # largest first; ranks give stable FaceIds
@@ -249,6 +248,8 @@ def index_faces(request: Request, ctx: Context) -> Response:
         for f in chosen
     ]
     if records:
+        import numpy as np
+
         vectors = np.stack([engine.embed(rgb, f) for f in chosen]).astype(np.float32)
         ctx.index.add_faces(collection_id, records, vectors)
     return {

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
+
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as S3Unreachable
 
-from facebank.engine.image import decode
 from facebank.errors import (
     ImageTooLargeException,
     InvalidParameterException,
@@ -20,6 +20,10 @@ S3_MAX_BYTES = 15 * 1024 * 1024  # Rekognition's limit for images stored in S3
 S3_TRANSIENT = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError", "ServiceUnavailable"}
 
 
+
+if TYPE_CHECKING:
+    import numpy as np
+
 def image_bytes(image: dict, ctx) -> bytes:
     if ("Bytes" in image) == ("S3Object" in image):
         raise InvalidParameterException("Image must contain exactly one of Bytes or S3Object")
@@ -29,6 +33,8 @@ def image_bytes(image: dict, ctx) -> bytes:
 
 
 def load_image(image: dict, ctx) -> np.ndarray:
+    from facebank.engine.image import decode  # numpy and Pillow: only operations given an image load them
+
     return decode(image_bytes(image, ctx))
 
 

@@ -17,8 +17,6 @@ import hashlib
 import json
 import time
 
-import numpy as np
-
 from facebank.engine.packs import Calibration
 from facebank.errors import (
     ConflictException,
@@ -225,6 +223,8 @@ def _matching(
     current = ctx.user_index.user_vector(collection_id, user)
     vectors = ctx.index.vectors_of(collection_id, candidates)
     calibration = user_calibration(ctx)
+    import numpy as np  # vectors are numpy arrays; metadata-only calls never load it
+
     kept = []
     for rec in candidates:
         v = vectors.get(rec.face_id)

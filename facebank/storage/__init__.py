@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from facebank.storage.errors import (
     CollectionExists,
@@ -28,7 +28,6 @@ from facebank.storage.errors import (
     UserFaceLimit,
     UserNotFound,
 )
-from facebank.storage.index import CompactionResult, VectorIndex
 from facebank.storage.ports import (
     CollectionRecord,
     FaceRecord,
@@ -40,7 +39,26 @@ from facebank.storage.ports import (
     VectorStore,
 )
 from facebank.storage.segments import new_segment_name
-from facebank.storage.users import UserVectorIndex
+
+if TYPE_CHECKING:
+    from facebank.storage.index import CompactionResult, VectorIndex
+    from facebank.storage.users import UserVectorIndex
+
+# The vector indexes need numpy, which a metadata-only function (ListCollections, CreateUser...)
+# never loads: they are imported on first access.
+_LAZY = {
+    "CompactionResult": "facebank.storage.index",
+    "VectorIndex": "facebank.storage.index",
+    "UserVectorIndex": "facebank.storage.users",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "CollectionExists",

@@ -22,11 +22,13 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from facebank.storage import segments
 from facebank.storage.errors import SegmentExists, SegmentNotFound
+
+if TYPE_CHECKING:  # numpy loads only where vectors are handled, not for metadata calls
+    import numpy as np
 
 USERS_DIR = "users"  # not a valid segment file name (no .seg suffix), so never listed as one
 

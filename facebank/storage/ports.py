@@ -17,10 +17,10 @@ same suite against both):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-import numpy as np
-
+if TYPE_CHECKING:  # numpy loads only where vectors are handled, not for metadata calls
+    import numpy as np
 
 @dataclass
 class CollectionRecord:

@@ -11,14 +11,15 @@ consistent, including LIST. PUT with If-None-Match: * keeps segments immutable.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from botocore.exceptions import ClientError
 
 from facebank.storage import segments
 from facebank.storage.errors import SegmentExists, SegmentNotFound
 
+if TYPE_CHECKING:  # numpy loads only where vectors are handled, not for metadata calls
+    import numpy as np
 
 def _client(s3: Any) -> Any:
     """Accept a boto3 S3 client or resource."""

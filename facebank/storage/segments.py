@@ -16,10 +16,12 @@ import struct
 import time
 import uuid
 import zlib
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from facebank.storage.errors import CorruptSegment
+
+if TYPE_CHECKING:  # numpy loads with the first segment encoded or decoded
+    import numpy as np
 
 MAGIC = b"FBSEG\x00\x01\x00"
 _HEADER = struct.Struct("<IIII")
@@ -56,6 +58,8 @@ def safe_component(collection_id: str) -> str:
 
 
 def _check_inputs(face_ids: list[str], vectors: np.ndarray) -> np.ndarray:
+    import numpy as np
+
     vectors = np.ascontiguousarray(vectors, dtype="<f4")
     if vectors.ndim != 2 or vectors.shape[0] != len(face_ids) or vectors.shape[1] == 0:
         raise ValueError(f"vectors shape {vectors.shape} does not match {len(face_ids)} face ids")
@@ -76,6 +80,8 @@ def encode(face_ids: list[str], vectors: np.ndarray) -> bytes:
 
 
 def decode(data: bytes) -> tuple[list[str], np.ndarray]:
+    import numpy as np
+
     start = len(MAGIC) + _HEADER.size
     if len(data) < start or data[: len(MAGIC)] != MAGIC:
         raise CorruptSegment("bad magic")
