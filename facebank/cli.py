@@ -41,8 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run the API on this machine (embedded storage)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--data-dir", default=None, help="embedded storage (default: FACEBANK_DATA_DIR or ./facebank-data)")
-    serve.add_argument("--pack", default=None, help="model pack: open, fused or mobile (default: FACEBANK_PACK or open)")
+    serve.add_argument(
+        "--data-dir", default=None, help="embedded storage (default: FACEBANK_DATA_DIR or ./facebank-data)"
+    )
+    serve.add_argument(
+        "--pack", default=None, help="model pack: open, fused or mobile (default: FACEBANK_PACK or open)"
+    )
     serve.add_argument("--mirror", default=None, help="directory to take model files from instead of downloading")
     serve.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint for S3Object images")
     serve.add_argument("--log-level", default="INFO")

@@ -53,7 +53,9 @@ def operation_name(target: str | None, path: str) -> str | None:
 # What a storage error means to a caller, for the ones an operation lets through. Anything else
 # that escapes an operation is a bug: InternalServerError (500), logged with its trace.
 STORAGE_ERRORS: dict[type[Exception], Callable[[Any], RekognitionError]] = {
-    storage.CollectionNotFound: lambda e: ResourceNotFoundException(f"The collection id: {e.collection_id} does not exist"),
+    storage.CollectionNotFound: lambda e: ResourceNotFoundException(
+        f"The collection id: {e.collection_id} does not exist"
+    ),
     storage.CollectionExists: lambda e: ResourceAlreadyExistsException(
         f"The collection id: {e.collection_id} already exists"
     ),

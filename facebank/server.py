@@ -6,6 +6,7 @@ enough and keeps the runtime dependency-free. The wire format itself lives in ``
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
@@ -54,10 +55,8 @@ class FacebankServer(ThreadingHTTPServer):
         self.shutdown()
         with self._connections_lock:
             for conn in self.connections:
-                try:
+                with contextlib.suppress(OSError):  # already closed by the client
                     conn.shutdown(socket.SHUT_RD)  # a request being answered can still write
-                except OSError:
-                    pass
 
     def load_models(self) -> None:
         try:

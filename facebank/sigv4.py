@@ -28,7 +28,12 @@ MAX_SKEW = dt.timedelta(minutes=15)
 
 
 def verify(
-    method: str, url: str, headers: dict[str, str], body: bytes, credentials: dict[str, str], now: dt.datetime | None = None
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    body: bytes,
+    credentials: dict[str, str],
+    now: dt.datetime | None = None,
 ) -> None:
     """Raise a Rekognition auth error unless the request is signed with a configured key.
 

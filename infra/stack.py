@@ -206,13 +206,14 @@ class Settings:
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"architecture must be one of {sorted(ARCHITECTURES)}, not {self.architecture!r}")
         if self.log_retention_days not in RETENTION_DAYS:
-            raise ValueError(
-                f"logRetentionDays must be one of {sorted(RETENTION_DAYS)}, not {self.log_retention_days}"
-            )
+            raise ValueError(f"logRetentionDays must be one of {sorted(RETENTION_DAYS)}, not {self.log_retention_days}")
         if self.removal_policy not in REMOVAL_POLICIES:
             raise ValueError(f"removalPolicy must be one of {sorted(REMOVAL_POLICIES)}, not {self.removal_policy!r}")
-        for name, size in {"memorySize": self.memory_size, "lightMemorySize": self.light_memory_size,
-                           **self.memory}.items():  # fmt: skip
+        for name, size in {
+            "memorySize": self.memory_size,
+            "lightMemorySize": self.light_memory_size,
+            **self.memory,
+        }.items():
             if not 128 <= int(size) <= 10240:
                 raise ValueError(f"memory for {name} must be 128..10240 MB, not {size}")
         known = set(OPERATIONS) | {"Ingest", "Compaction"}
@@ -249,8 +250,13 @@ class FacebankStack(Stack):
         # the stack so it holds however the app is built (cdk.json sets it too).
         self.node.set_context("@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy", True)
         cfg = settings or Settings()
-        for name, value in (("pack", pack), ("architecture", architecture), ("memory_size", memory_size),
-                            ("log_retention_days", log_retention_days), ("image_buckets", image_buckets)):  # fmt: skip
+        for name, value in (
+            ("pack", pack),
+            ("architecture", architecture),
+            ("memory_size", memory_size),
+            ("log_retention_days", log_retention_days),
+            ("image_buckets", image_buckets),
+        ):
             if value is not None:
                 setattr(cfg, name, value)
         cfg.validate()
@@ -547,15 +553,24 @@ class FacebankStack(Stack):
             )
 
     def _function(
-        self, name: str, handler: str, access: Access, *, description: str, timeout: Duration,
-        image_resources: list[str], extra_env: dict[str, str] | None = None,
-    ) -> lambda_.Function:  # fmt: skip
+        self,
+        name: str,
+        handler: str,
+        access: Access,
+        *,
+        description: str,
+        timeout: Duration,
+        image_resources: list[str],
+        extra_env: dict[str, str] | None = None,
+    ) -> lambda_.Function:
         log_group = self._log_group(f"{name}Logs")
         # Own role, no managed policy: logs to its own group only, plus the table in access.py.
         role = iam.Role(
-            self, f"{name}Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            self,
+            f"{name}Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description=f"facebank {name}: least privilege (infra/access.py)",
-        )  # fmt: skip
+        )
         log_group.grant_write(role)
         self._grant(role, access, image_resources)
         env = {
@@ -726,10 +741,18 @@ class FacebankStack(Stack):
         self.api = api
 
     def _outputs(self) -> None:
-        CfnOutput(self, "ApiUrl", value=self.api.url,
-                  description="facebank.client(ApiUrl); POST <ApiUrl><Operation>, SigV4 execute-api")  # fmt: skip
-        CfnOutput(self, "IngestBucketName", value=self.ingest_bucket_name,
-                  description="put <CollectionId>/<ExternalImageId>.jpg|png here to index it")  # fmt: skip
+        CfnOutput(
+            self,
+            "ApiUrl",
+            value=self.api.url,
+            description="facebank.client(ApiUrl); POST <ApiUrl><Operation>, SigV4 execute-api",
+        )
+        CfnOutput(
+            self,
+            "IngestBucketName",
+            value=self.ingest_bucket_name,
+            description="put <CollectionId>/<ExternalImageId>.jpg|png here to index it",
+        )
         CfnOutput(self, "IngestDeadLetterQueueUrl", value=self.ingest_dlq.queue_url)
         CfnOutput(self, "EmbeddingsBucketName", value=self.vectors_bucket.bucket_name)
         CfnOutput(self, "TablePrefix", value=self.table_prefix)

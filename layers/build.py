@@ -123,9 +123,7 @@ def build_deps(arch: str, out: Path) -> None:
             shutil.rmtree(out, ignore_errors=True)
             sys.exit("build.py: pip install failed (see above); the dependency layer was not built")
     (out / MARKER).write_text(
-        json.dumps(
-            {"kind": "deps", "arch": arch, "python": PYTHON_VERSION, "requirements": reqs + no_deps}, indent=1
-        )
+        json.dumps({"kind": "deps", "arch": arch, "python": PYTHON_VERSION, "requirements": reqs + no_deps}, indent=1)
         + "\n"
     )
     report(out)

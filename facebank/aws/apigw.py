@@ -25,6 +25,7 @@ from facebank.protocol import dispatch, error_response
 # not arrive at all, and if it does it is refused with the way out: S3Object.
 MAX_EVENT_BODY = MAX_REQUEST_BODY
 
+
 def handler_for(operation: str) -> Callable[[dict, Any], dict]:
     @lambda_entry(correlation_id_path=correlation_paths.API_GATEWAY_REST)
     def handler(event: dict, lambda_context: Any) -> dict:

@@ -58,18 +58,29 @@ def handler(event: dict, context: Any) -> dict:
             failed += 1
             continue
         done += 1
-        for kind, result in zip(("faces", "users"), results):
+        for kind, result in zip(("faces", "users"), results, strict=True):
             merged += len(result.removed)
             dropped += result.dropped
             if result.removed:
                 logger.info(
                     "compacted",
-                    extra={"collection_id": collection_id, "segments": kind, "merged": len(result.removed),
-                           "kept": result.kept, "dropped": result.dropped},
+                    extra={
+                        "collection_id": collection_id,
+                        "segments": kind,
+                        "merged": len(result.removed),
+                        "kept": result.kept,
+                        "dropped": result.dropped,
+                    },
                 )
     metrics.add_metric(name="CompactedCollections", unit=MetricUnit.Count, value=done)
     metrics.add_metric(name="SegmentsMerged", unit=MetricUnit.Count, value=merged)
     metrics.add_metric(name="VectorsDropped", unit=MetricUnit.Count, value=dropped)
     if failed:
         metrics.add_metric(name="CompactionFailures", unit=MetricUnit.Count, value=failed)
-    return {"collections": len(ids), "compacted": done, "segmentsMerged": merged, "vectorsDropped": dropped, "failed": failed}
+    return {
+        "collections": len(ids),
+        "compacted": done,
+        "segmentsMerged": merged,
+        "vectorsDropped": dropped,
+        "failed": failed,
+    }

@@ -77,9 +77,7 @@ def lambda_entry(correlation_id_path: str | None = None) -> Callable:
 
     def wrap(fn: Callable[[dict, Any], Any]) -> Callable[[dict, Any], Any]:
         inner = logger.inject_lambda_context(correlation_id_path=correlation_id_path, clear_state=True)(
-            tracer.capture_lambda_handler(capture_response=False)(
-                metrics.log_metrics(fn)
-            )
+            tracer.capture_lambda_handler(capture_response=False)(metrics.log_metrics(fn))
         )
 
         @functools.wraps(fn)

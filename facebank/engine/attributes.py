@@ -29,8 +29,23 @@ if TYPE_CHECKING:
 
 # botocore's FaceDetail members, in its order (responses keep it).
 FACE_DETAIL = (
-    "BoundingBox", "AgeRange", "Smile", "Eyeglasses", "Sunglasses", "Gender", "Beard", "Mustache", "EyesOpen",
-    "MouthOpen", "Emotions", "Landmarks", "Pose", "Quality", "Confidence", "FaceOccluded", "EyeDirection",
+    "BoundingBox",
+    "AgeRange",
+    "Smile",
+    "Eyeglasses",
+    "Sunglasses",
+    "Gender",
+    "Beard",
+    "Mustache",
+    "EyesOpen",
+    "MouthOpen",
+    "Emotions",
+    "Landmarks",
+    "Pose",
+    "Quality",
+    "Confidence",
+    "FaceOccluded",
+    "EyeDirection",
 )
 GEOMETRY = ("EYES_OPEN", "MOUTH_OPEN", "SMILE", "EYE_DIRECTION")  # botocore Attribute names measured here
 MODELLED = ("AGE_RANGE", "GENDER", "EMOTIONS", "EYEGLASSES", "SUNGLASSES", "BEARD", "MUSTACHE", "FACE_OCCLUDED")
@@ -40,21 +55,36 @@ MODELLED = ("AGE_RANGE", "GENDER", "EMOTIONS", "EYEGLASSES", "SUNGLASSES", "BEAR
 # "eye0"/"eye1" (the image-left/right eye's eyelid contour from the iris model: 0 outer corner,
 # 4 lower lid middle, 8 inner corner, 12 upper lid middle) or "iris0"/"iris1" (0 = iris centre).
 LANDMARKS = (
-    ("eyeLeft", "eye0", tuple(range(16))), ("eyeRight", "eye1", tuple(range(16))), ("nose", "mesh", (1,)),
-    ("mouthLeft", "mesh", (61,)), ("mouthRight", "mesh", (291,)),
-    ("leftEyeBrowLeft", "mesh", (46, 70)), ("leftEyeBrowRight", "mesh", (55, 107)),
+    ("eyeLeft", "eye0", tuple(range(16))),
+    ("eyeRight", "eye1", tuple(range(16))),
+    ("nose", "mesh", (1,)),
+    ("mouthLeft", "mesh", (61,)),
+    ("mouthRight", "mesh", (291,)),
+    ("leftEyeBrowLeft", "mesh", (46, 70)),
+    ("leftEyeBrowRight", "mesh", (55, 107)),
     ("leftEyeBrowUp", "mesh", (105,)),
-    ("rightEyeBrowLeft", "mesh", (285, 336)), ("rightEyeBrowRight", "mesh", (276, 300)),
+    ("rightEyeBrowLeft", "mesh", (285, 336)),
+    ("rightEyeBrowRight", "mesh", (276, 300)),
     ("rightEyeBrowUp", "mesh", (334,)),
-    ("leftEyeLeft", "eye0", (0,)), ("leftEyeRight", "eye0", (8,)),
-    ("leftEyeUp", "eye0", (12,)), ("leftEyeDown", "eye0", (4,)),
-    ("rightEyeLeft", "eye1", (8,)), ("rightEyeRight", "eye1", (0,)),
-    ("rightEyeUp", "eye1", (12,)), ("rightEyeDown", "eye1", (4,)),
-    ("noseLeft", "mesh", (129,)), ("noseRight", "mesh", (358,)),
-    ("mouthUp", "mesh", (0,)), ("mouthDown", "mesh", (17,)),
-    ("leftPupil", "iris0", (0,)), ("rightPupil", "iris1", (0,)),
-    ("upperJawlineLeft", "mesh", (234,)), ("midJawlineLeft", "mesh", (172,)), ("chinBottom", "mesh", (152,)),
-    ("midJawlineRight", "mesh", (397,)), ("upperJawlineRight", "mesh", (454,)),
+    ("leftEyeLeft", "eye0", (0,)),
+    ("leftEyeRight", "eye0", (8,)),
+    ("leftEyeUp", "eye0", (12,)),
+    ("leftEyeDown", "eye0", (4,)),
+    ("rightEyeLeft", "eye1", (8,)),
+    ("rightEyeRight", "eye1", (0,)),
+    ("rightEyeUp", "eye1", (12,)),
+    ("rightEyeDown", "eye1", (4,)),
+    ("noseLeft", "mesh", (129,)),
+    ("noseRight", "mesh", (358,)),
+    ("mouthUp", "mesh", (0,)),
+    ("mouthDown", "mesh", (17,)),
+    ("leftPupil", "iris0", (0,)),
+    ("rightPupil", "iris1", (0,)),
+    ("upperJawlineLeft", "mesh", (234,)),
+    ("midJawlineLeft", "mesh", (172,)),
+    ("chinBottom", "mesh", (152,)),
+    ("midJawlineRight", "mesh", (397,)),
+    ("upperJawlineRight", "mesh", (454,)),
 )
 LANDMARK_TYPES = tuple(t for t, _, _ in LANDMARKS)
 
@@ -118,8 +148,13 @@ class Measurement:
         return (points - self.shift) @ self.rotation / self.scale
 
     def landmarks(self) -> np.ndarray:
-        sources = {"mesh": self.mesh, "eye0": self.eyes[0].contour, "eye1": self.eyes[1].contour,
-                   "iris0": self.eyes[0].iris, "iris1": self.eyes[1].iris}
+        sources = {
+            "mesh": self.mesh,
+            "eye0": self.eyes[0].contour,
+            "eye1": self.eyes[1].contour,
+            "iris0": self.eyes[0].iris,
+            "iris1": self.eyes[1].iris,
+        }
         return np.array([sources[s][list(i), :2].mean(0) for _, s, i in LANDMARKS])
 
     def eye_ratio(self) -> float:

@@ -39,8 +39,7 @@ class FaceDetector:
         keep = [i for i in np.argsort(-scores) if scores[i] >= THRESHOLD]
         ratio = 1.0 / scale
         return [
-            Detection((found[i].box - pad) * ratio, (found[i].landmarks - pad) * ratio, float(scores[i]))
-            for i in keep
+            Detection((found[i].box - pad) * ratio, (found[i].landmarks - pad) * ratio, float(scores[i])) for i in keep
         ]
 
     def _mirror_scores(self, image: np.ndarray, found: list[Detection]) -> np.ndarray:

@@ -257,16 +257,19 @@ def build_onnx(mean: np.ndarray, layers: list[dict]) -> onnx.ModelProto:
     if (n_con, n_affine) != (29, 29) or x != "embedding":
         raise ValueError(f"unexpected network: {n_con} conv, {n_affine} affine")
     graph = helper.make_graph(
-        g.nodes, "dlib_face_recognition_resnet_model_v1",
+        g.nodes,
+        "dlib_face_recognition_resnet_model_v1",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, INPUT_SIZE, INPUT_SIZE])],
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", 128])],
         g.inits,
-    )  # fmt: skip
+    )
     model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="facebank.engine.dlib_convert",
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="facebank.engine.dlib_convert",
         doc_string="dlib face recognition ResNet v1 (public domain). Input: RGB 0..255 NCHW 150x150 "
         "aligned chip; output: 128-d descriptor, not normalised.",
-    )  # fmt: skip
+    )
     model.ir_version = IR_VERSION
     onnx.checker.check_model(model)
     return model
@@ -281,9 +284,13 @@ def _conv_affine(
     bias = (conv["bias"].astype(np.float64) * gamma + beta).astype(np.float32)
     k, s, p = conv["size"], conv["stride"], conv["pad"]
     x = g.node(
-        "Conv", [x, g.const(f"{name}_w", weight), g.const(f"{name}_b", bias)], name,
-        kernel_shape=[k, k], strides=[s, s], pads=[p, p, p, p],
-    )  # fmt: skip
+        "Conv",
+        [x, g.const(f"{name}_w", weight), g.const(f"{name}_b", bias)],
+        name,
+        kernel_shape=[k, k],
+        strides=[s, s],
+        pads=[p, p, p, p],
+    )
     return x, (conv["filters"], (shape[1] + 2 * p - k) // s + 1, (shape[2] + 2 * p - k) // s + 1)
 
 

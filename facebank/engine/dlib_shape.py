@@ -59,8 +59,12 @@ def convert(dat_path: str | Path, out_path: str | Path) -> dict:
     }
     blob = _npz(arrays)
     Path(out_path).write_bytes(blob)
-    return {"bytes_parsed": len(data), "trees": int(np.prod(arrays["thresholds"].shape[:2])),
-            "npz_sha256": hashlib.sha256(blob).hexdigest(), "npz_bytes": len(blob)}  # fmt: skip
+    return {
+        "bytes_parsed": len(data),
+        "trees": int(np.prod(arrays["thresholds"].shape[:2])),
+        "npz_sha256": hashlib.sha256(blob).hexdigest(),
+        "npz_bytes": len(blob),
+    }
 
 
 def _tree(r: Reader) -> tuple[list, list, list]:
@@ -135,4 +139,3 @@ class ShapePredictor:
         m, t = similarity_transform(EYE_NOSE_MOUTH_TEMPLATE, pts5)
         centre, side = m @ HOG_BOX_CENTRE + t, np.hypot(*m[:, 0]) * HOG_BOX_SIDE
         return self(rgb, np.concatenate([centre - side / 2, centre + side / 2]))
-

@@ -253,7 +253,7 @@ def index_faces(request: Request, ctx: Context) -> Response:
         vectors = np.stack([engine.embed(rgb, f) for f in chosen]).astype(np.float32)
         ctx.index.add_faces(collection_id, records, vectors)
     return {
-        "FaceRecords": [{"Face": face_json(r), "FaceDetail": f.detail()} for r, f in zip(records, chosen)],
+        "FaceRecords": [{"Face": face_json(r), "FaceDetail": f.detail()} for r, f in zip(records, chosen, strict=True)],
         "FaceModelVersion": collection.face_model_version,
         "UnindexedFaces": unindexed,
     }

@@ -17,12 +17,19 @@ from facebank.errors import (
 S3_MAX_BYTES = 15 * 1024 * 1024  # Rekognition's limit for images stored in S3
 # S3 answers that say "not now" rather than "not there": the caller should retry (botocore retries
 # ThrottlingException itself), and S3-event ingest must not take them for a deleted object.
-S3_TRANSIENT = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError", "ServiceUnavailable"}
-
+S3_TRANSIENT = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "InternalError",
+    "ServiceUnavailable",
+}
 
 
 if TYPE_CHECKING:
     import numpy as np
+
 
 def image_bytes(image: dict, ctx) -> bytes:
     if ("Bytes" in image) == ("S3Object" in image):

@@ -105,9 +105,7 @@ def _create(client: Any, specs: Mapping[str, list[tuple[str, str]]], wait: bool)
                 raise
     if wait:
         for table in specs:
-            client.get_waiter("table_exists").wait(
-                TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
-            )
+            client.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
 
 
 def create_tables(dynamodb: Any, names: TableNames, *, wait: bool = True) -> None:
@@ -395,12 +393,15 @@ class DynamoMetadataStore:
             user_count=0,
         )
         for _ in range(3):
-            if self._db.write(
-                "put_item",
-                TableName=self.tables.collections,
-                Item=item,
-                ConditionExpression="attribute_not_exists(collection_id)",
-            ) is not None:
+            if (
+                self._db.write(
+                    "put_item",
+                    TableName=self.tables.collections,
+                    Item=item,
+                    ConditionExpression="attribute_not_exists(collection_id)",
+                )
+                is not None
+            ):
                 return
             existing = self._db.get(self.tables.collections, _collection_key(rec.collection_id))
             if existing is None:
@@ -476,14 +477,17 @@ class DynamoMetadataStore:
         # Tombstone first: the condition on every face/user insert (attribute_not_exists(deleting))
         # then stops new children, so the purge below cannot race with writers and leave strays
         # that a re-created collection of the same id would inherit.
-        existed = self._db.write(
-            "update_item",
-            TableName=self.tables.collections,
-            Key=_collection_key(collection_id),
-            UpdateExpression="SET deleting = :t",
-            ConditionExpression="attribute_exists(collection_id) AND attribute_not_exists(deleting)",
-            ExpressionAttributeValues={":t": {"BOOL": True}},
-        ) is not None
+        existed = (
+            self._db.write(
+                "update_item",
+                TableName=self.tables.collections,
+                Key=_collection_key(collection_id),
+                UpdateExpression="SET deleting = :t",
+                ConditionExpression="attribute_exists(collection_id) AND attribute_not_exists(deleting)",
+                ExpressionAttributeValues={":t": {"BOOL": True}},
+            )
+            is not None
+        )
         if not existed and self._db.get(self.tables.collections, _collection_key(collection_id)) is None:
             return False
         # (not existed: another delete got there first; help it finish)
@@ -635,9 +639,7 @@ class DynamoMetadataStore:
         item = self._db.get(self.tables.users, _user_key(collection_id, _TOMBSTONE + user_id))
         return _plain(item).get("client_request_token") if item else None
 
-    def delete_user(
-        self, collection_id: str, user_id: str, client_request_token: str | None = None
-    ) -> bool:
+    def delete_user(self, collection_id: str, user_id: str, client_request_token: str | None = None) -> bool:
         key = _user_key(collection_id, user_id)
         for attempt in range(self._db.max_attempts):
             item = self._db.get(self.tables.users, key)
@@ -674,11 +676,13 @@ class DynamoMetadataStore:
                     ),
                 }
             }
-            failed = self._db.transact({
-                _USER: delete,
-                _COUNTER: self._count_update(collection_id, "user_count", -1, live=False),
-                _TOMBSTONE_ITEM: tombstone,
-            })  # fmt: skip
+            failed = self._db.transact(
+                {
+                    _USER: delete,
+                    _COUNTER: self._count_update(collection_id, "user_count", -1, live=False),
+                    _TOMBSTONE_ITEM: tombstone,
+                }
+            )
             if not failed:
                 return True
             if _COUNTER in failed:
@@ -792,9 +796,7 @@ class DynamoMetadataStore:
             }
         }
 
-    def set_user_vector(
-        self, collection_id: str, user_id: str, vector_id: str | None, version: int
-    ) -> bool:
+    def set_user_vector(self, collection_id: str, user_id: str, vector_id: str | None, version: int) -> bool:
         key = _user_key(collection_id, user_id)
         item = self._db.get(self.tables.users, key)
         if item is None:
@@ -839,18 +841,24 @@ class DynamoRequestLedger:
     def claim(self, scope: str, key: str, digest: str, since: float) -> tuple[str, str | None]:
         now = time.time()
         item = _item(
-            collection_id=scope, user_id=_LEDGER + key, digest=digest, created=now,
+            collection_id=scope,
+            user_id=_LEDGER + key,
+            digest=digest,
+            created=now,
             expires=int(now + LEDGER_TTL_SECONDS),
-        )  # fmt: skip
+        )
         for attempt in range(self._db.max_attempts):
-            if self._db.write(
-                "put_item",
-                TableName=self.table,
-                Item=item,
-                # An expired entry TTL has not removed yet counts as absent.
-                ConditionExpression="attribute_not_exists(user_id) OR created < :since",
-                ExpressionAttributeValues={":since": {"N": repr(since)}},
-            ) is not None:
+            if (
+                self._db.write(
+                    "put_item",
+                    TableName=self.table,
+                    Item=item,
+                    # An expired entry TTL has not removed yet counts as absent.
+                    ConditionExpression="attribute_not_exists(user_id) OR created < :since",
+                    ExpressionAttributeValues={":since": {"N": repr(since)}},
+                )
+                is not None
+            ):
                 return digest, None
             standing = self._entry(scope, key)
             if standing is not None:
@@ -859,15 +867,18 @@ class DynamoRequestLedger:
         raise StorageBusy(f"request {key!r} claimed and released again {self._db.max_attempts} times")
 
     def answer(self, scope: str, key: str, response: str) -> str:
-        if self._db.write(
-            "update_item",
-            TableName=self.table,
-            Key=_user_key(scope, _LEDGER + key),
-            UpdateExpression="SET #r = :r",
-            ConditionExpression="attribute_exists(user_id) AND attribute_not_exists(#r)",
-            ExpressionAttributeNames={"#r": "response"},
-            ExpressionAttributeValues={":r": _s(response)},
-        ) is None:
+        if (
+            self._db.write(
+                "update_item",
+                TableName=self.table,
+                Key=_user_key(scope, _LEDGER + key),
+                UpdateExpression="SET #r = :r",
+                ConditionExpression="attribute_exists(user_id) AND attribute_not_exists(#r)",
+                ExpressionAttributeNames={"#r": "response"},
+                ExpressionAttributeValues={":r": _s(response)},
+            )
+            is None
+        ):
             standing = self._entry(scope, key)
             if standing is not None and "response" in standing:
                 return standing["response"]["S"]

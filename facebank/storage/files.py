@@ -74,9 +74,7 @@ class FileVectorStore:
     def _path(self, collection_id: str, name: str) -> Path:
         return self._dir(collection_id) / (segments.check_name(name) + segments.SUFFIX)
 
-    def write_segment(
-        self, collection_id: str, name: str, face_ids: list[str], vectors: np.ndarray
-    ) -> None:
+    def write_segment(self, collection_id: str, name: str, face_ids: list[str], vectors: np.ndarray) -> None:
         final = self._path(collection_id, name)
         data = segments.encode(face_ids, vectors)
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -109,9 +107,7 @@ class FileVectorStore:
         except FileNotFoundError:
             return []
         suffix = segments.SUFFIX
-        return sorted(
-            e[: -len(suffix)] for e in entries if e.endswith(suffix) and not e.startswith(".")
-        )
+        return sorted(e[: -len(suffix)] for e in entries if e.endswith(suffix) and not e.startswith("."))
 
     def read_segment(self, collection_id: str, name: str) -> tuple[list[str], np.ndarray]:
         try:

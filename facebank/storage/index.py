@@ -293,9 +293,7 @@ class VectorIndex(SegmentIndex[FaceRecord]):
 
     # --- writes
 
-    def add_faces(
-        self, collection_id: str, faces: list[FaceRecord], vectors: np.ndarray
-    ) -> list[FaceRecord]:
+    def add_faces(self, collection_id: str, faces: list[FaceRecord], vectors: np.ndarray) -> list[FaceRecord]:
         """Store faces with their vectors, in the crash-safe order; returns the newly stored faces
         (FaceRecord.segment set to the new segment)."""
         if not faces:
@@ -319,9 +317,7 @@ class VectorIndex(SegmentIndex[FaceRecord]):
     # search*/search_by_face_id* differ only in what they return: ids, or the FaceRecords that
     # the liveness check fetched anyway (saves the caller a second metadata read).
 
-    def search(
-        self, collection_id: str, query: np.ndarray, k: int, min_score: float = -1.0
-    ) -> list[tuple[str, float]]:
+    def search(self, collection_id: str, query: np.ndarray, k: int, min_score: float = -1.0) -> list[tuple[str, float]]:
         """Up to k (face_id, cosine) of live faces with cosine >= min_score, best first."""
         return [(r.face_id, s) for r, s in self.search_records(collection_id, query, k, min_score)]
 

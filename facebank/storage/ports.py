@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 if TYPE_CHECKING:  # numpy loads only where vectors are handled, not for metadata calls
     import numpy as np
 
+
 @dataclass
 class CollectionRecord:
     collection_id: str
@@ -123,9 +124,7 @@ class MetadataStore(Protocol):
 
     def get_user(self, collection_id: str, user_id: str) -> UserRecord | None: ...
 
-    def delete_user(
-        self, collection_id: str, user_id: str, client_request_token: str | None = None
-    ) -> bool:
+    def delete_user(self, collection_id: str, user_id: str, client_request_token: str | None = None) -> bool:
         """Disassociate the user's faces, then delete it; False if it did not exist.
 
         The deletion leaves a tombstone with client_request_token (see deleted_user_token), in the
@@ -163,9 +162,7 @@ class MetadataStore(Protocol):
         max_faces faces).
         """
 
-    def set_user_vector(
-        self, collection_id: str, user_id: str, vector_id: str | None, version: int
-    ) -> bool:
+    def set_user_vector(self, collection_id: str, user_id: str, vector_id: str | None, version: int) -> bool:
         """Commit vector_id as the user's vector if its membership is still at `version`.
 
         Status becomes ACTIVE (CREATED if the user has no faces). False, and nothing written,
@@ -219,9 +216,7 @@ class IngestLedger(Protocol):
 
 @runtime_checkable
 class VectorStore(Protocol):
-    def write_segment(
-        self, collection_id: str, name: str, face_ids: list[str], vectors: np.ndarray
-    ) -> None:
+    def write_segment(self, collection_id: str, name: str, face_ids: list[str], vectors: np.ndarray) -> None:
         """Store an immutable segment atomically (readers see all of it or nothing).
 
         Raises SegmentExists if the name was already written. Use segments.new_segment_name().

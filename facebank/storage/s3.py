@@ -21,6 +21,7 @@ from facebank.storage.errors import SegmentExists, SegmentNotFound
 if TYPE_CHECKING:  # numpy loads only where vectors are handled, not for metadata calls
     import numpy as np
 
+
 def _client(s3: Any) -> Any:
     """Accept a boto3 S3 client or resource."""
     return s3.meta.client if hasattr(s3, "Bucket") else s3
@@ -44,9 +45,7 @@ class S3VectorStore:
     def _key(self, collection_id: str, name: str) -> str:
         return self._dir(collection_id) + segments.check_name(name) + segments.SUFFIX
 
-    def write_segment(
-        self, collection_id: str, name: str, face_ids: list[str], vectors: np.ndarray
-    ) -> None:
+    def write_segment(self, collection_id: str, name: str, face_ids: list[str], vectors: np.ndarray) -> None:
         key = self._key(collection_id, name)
         body = segments.encode(face_ids, vectors)
         try:
@@ -58,9 +57,7 @@ class S3VectorStore:
             raise
 
     def _keys(self, collection_id: str) -> list[str]:
-        pages = self._s3.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=self._dir(collection_id)
-        )
+        pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._dir(collection_id))
         return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
 
     def list_segments(self, collection_id: str) -> list[str]:
@@ -85,6 +82,4 @@ class S3VectorStore:
         keys = self._keys(collection_id)
         for i in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
             batch = [{"Key": k} for k in keys[i : i + 1000]]
-            self._s3.delete_objects(
-                Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
-            )
+            self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})

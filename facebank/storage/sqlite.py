@@ -228,9 +228,7 @@ class SqliteMetadataStore:
 
     @staticmethod
     def _require_collection(db: sqlite3.Connection, collection_id: str) -> None:
-        if not db.execute(
-            "SELECT 1 FROM collections WHERE collection_id = ?", (collection_id,)
-        ).fetchone():
+        if not db.execute("SELECT 1 FROM collections WHERE collection_id = ?", (collection_id,)).fetchone():
             raise CollectionNotFound(collection_id)
 
     # --- collections
@@ -253,9 +251,11 @@ class SqliteMetadataStore:
                 raise CollectionExists(rec.collection_id) from None
 
     def get_collection(self, collection_id: str) -> CollectionRecord | None:
-        row = self.database.connection().execute(
-            "SELECT * FROM collections WHERE collection_id = ?", (collection_id,)
-        ).fetchone()
+        row = (
+            self.database.connection()
+            .execute("SELECT * FROM collections WHERE collection_id = ?", (collection_id,))
+            .fetchone()
+        )
         return _collection(row) if row else None
 
     def list_collections(
@@ -263,10 +263,14 @@ class SqliteMetadataStore:
     ) -> tuple[list[CollectionRecord], str | None]:
         check_max_results(max_results)
         after = decode_token("collections", next_token) or ""
-        rows = self.database.connection().execute(
-            "SELECT * FROM collections WHERE collection_id > ? ORDER BY collection_id LIMIT ?",
-            (after, max_results + 1),
-        ).fetchall()
+        rows = (
+            self.database.connection()
+            .execute(
+                "SELECT * FROM collections WHERE collection_id > ? ORDER BY collection_id LIMIT ?",
+                (after, max_results + 1),
+            )
+            .fetchall()
+        )
         recs = [_collection(r) for r in rows]
         return _page(recs, max_results, "collections", lambda c: c.collection_id)
 
@@ -327,11 +331,15 @@ class SqliteMetadataStore:
     def get_faces(self, collection_id: str, face_ids: list[str]) -> dict[str, FaceRecord]:
         if not face_ids:
             return {}
-        rows = self.database.connection().execute(
-            f"SELECT {_FACE_COLS} FROM faces WHERE collection_id = ? "
-            "AND face_id IN (SELECT value FROM json_each(?))",
-            (collection_id, json.dumps(list(face_ids))),
-        ).fetchall()
+        rows = (
+            self.database.connection()
+            .execute(
+                f"SELECT {_FACE_COLS} FROM faces WHERE collection_id = ? "
+                "AND face_id IN (SELECT value FROM json_each(?))",
+                (collection_id, json.dumps(list(face_ids))),
+            )
+            .fetchall()
+        )
         return {r[0]: _face(r) for r in rows}
 
     def list_faces(
@@ -401,8 +409,7 @@ class SqliteMetadataStore:
         face_ids = [
             r[0]
             for r in db.execute(
-                "SELECT face_id FROM faces WHERE collection_id = ? AND user_id = ? "
-                "ORDER BY face_id",
+                "SELECT face_id FROM faces WHERE collection_id = ? AND user_id = ? ORDER BY face_id",
                 (collection_id, row[0]),
             )
         ]
@@ -435,9 +442,7 @@ class SqliteMetadataStore:
             ).fetchall()
             return {r[0]: self._user(db, collection_id, r) for r in rows}
 
-    def delete_user(
-        self, collection_id: str, user_id: str, client_request_token: str | None = None
-    ) -> bool:
+    def delete_user(self, collection_id: str, user_id: str, client_request_token: str | None = None) -> bool:
         with self.database.write() as db:
             cur = db.execute(
                 "DELETE FROM users WHERE collection_id = ? AND user_id = ?",
@@ -460,11 +465,14 @@ class SqliteMetadataStore:
             return True
 
     def deleted_user_token(self, collection_id: str, user_id: str) -> str | None:
-        row = self.database.connection().execute(
-            "SELECT client_request_token FROM user_tombstones "
-            "WHERE collection_id = ? AND user_id = ?",
-            (collection_id, user_id),
-        ).fetchone()
+        row = (
+            self.database.connection()
+            .execute(
+                "SELECT client_request_token FROM user_tombstones WHERE collection_id = ? AND user_id = ?",
+                (collection_id, user_id),
+            )
+            .fetchone()
+        )
         return row[0] if row else None
 
     def list_users(
@@ -475,8 +483,7 @@ class SqliteMetadataStore:
         with self.database.read() as db:
             self._require_collection(db, collection_id)
             rows = db.execute(
-                f"SELECT {_USER_COLS} FROM users "
-                "WHERE collection_id = ? AND user_id > ? ORDER BY user_id LIMIT ?",
+                f"SELECT {_USER_COLS} FROM users WHERE collection_id = ? AND user_id > ? ORDER BY user_id LIMIT ?",
                 (collection_id, after, max_results + 1),
             ).fetchall()
             users = [self._user(db, collection_id, r) for r in rows[:max_results]]
@@ -500,10 +507,13 @@ class SqliteMetadataStore:
                 raise FaceNotFound(face_id)
             if row[0] != expected_user_id:
                 raise FaceUserConflict(face_id, row[0])
-            if user_id is not None and not db.execute(
-                "SELECT 1 FROM users WHERE collection_id = ? AND user_id = ?",
-                (collection_id, user_id),
-            ).fetchone():
+            if (
+                user_id is not None
+                and not db.execute(
+                    "SELECT 1 FROM users WHERE collection_id = ? AND user_id = ?",
+                    (collection_id, user_id),
+                ).fetchone()
+            ):
                 raise UserNotFound(user_id)
             if user_id == expected_user_id:
                 return  # nothing moves; the premise holds
@@ -524,9 +534,7 @@ class SqliteMetadataStore:
                 (collection_id, user_id, expected_user_id),
             )
 
-    def set_user_vector(
-        self, collection_id: str, user_id: str, vector_id: str | None, version: int
-    ) -> bool:
+    def set_user_vector(self, collection_id: str, user_id: str, vector_id: str | None, version: int) -> bool:
         with self.database.write() as db:
             row = db.execute(
                 "SELECT version FROM users WHERE collection_id = ? AND user_id = ?",

@@ -58,7 +58,6 @@ from facebank.storage.ports import UserRecord, VectorStore
 log = logging.getLogger("facebank.storage.users")
 
 
-
 def row_id(user_id: str, vector_id: str) -> str:
     return f"{user_id}/{vector_id}"
 
@@ -189,8 +188,9 @@ class UserVectorIndex(SegmentIndex[UserRecord]):
         except Exception:
             # Most likely a deployment whose search functions may not write (AWS: the scheduled
             # compaction function does this work there), so stop trying in this process.
-            log.warning("user-vector compaction of %s failed; leaving it to scheduled compaction",
-                        collection_id, exc_info=True)  # fmt: skip
+            log.warning(
+                "user-vector compaction of %s failed; leaving it to scheduled compaction", collection_id, exc_info=True
+            )
             self.auto_compact_segments = None
         finally:
             with self._lock:
