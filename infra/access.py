@@ -72,9 +72,7 @@ _SEARCH = {"collections": {GET}, "faces": {BATCH_GET}, "vectors": {LIST, GET_OBJ
 # (vectors/<collection>/users/), then the hits' users. Searches never write: the user index's
 # opportunistic compaction is denied here (logged, search unaffected); the scheduled compaction
 # function does that work.
-_SEARCH_USERS = {
-    "collections": {GET}, "faces": {BATCH_GET}, "users": {GET, BATCH_GET}, "vectors": {LIST, GET_OBJECT}
-}
+_SEARCH_USERS = {"collections": {GET}, "faces": {BATCH_GET}, "users": {GET, BATCH_GET}, "vectors": {LIST, GET_OBJECT}}
 # Associate/DisassociateFaces move faces between users (transactions on faces and users), then
 # rebuild the user's vector: read its faces' vectors, write one user segment (deleted again if a
 # concurrent change wins the commit). Put/Update/DeleteItem on users also serve the request
@@ -120,9 +118,9 @@ OPERATION_ACCESS: dict[str, Access] = {
     "SearchUsersByImage": _a(**_SEARCH_USERS, images=True, heavy=True),
 }
 
-# The S3-event ingest function runs IndexFaces, DeleteFaces and ListFaces (fallback) through the
-# registry; it reads images from the ingest bucket only and keeps its own ledger table.
-INGEST_OPERATIONS = ("IndexFaces", "DeleteFaces", "ListFaces")
+# The S3-event ingest function runs IndexFaces and DeleteFaces through the registry (its ledger
+# says which faces an object holds); it reads images from the ingest bucket only.
+INGEST_OPERATIONS = ("IndexFaces", "DeleteFaces")
 LEDGER_ACTIONS = frozenset({GET, PUT})
 
 # Compaction lists collections, checks which faces (and users' current vectors) still exist, and

@@ -104,7 +104,7 @@ PACKS = {
     for p in (
         Pack(
             name="open",
-            face_model_version="1.0",
+            face_model_version="1.1",
             detector=YUNET,
             recognizers=(Recognizer("dlib-resnet", DLIB),),
             dimension=128,
@@ -114,7 +114,7 @@ PACKS = {
         ),
         Pack(
             name="fused",
-            face_model_version="2.0",
+            face_model_version="2.1",
             detector=YUNET,
             # Weights: inverse impostor-cosine spread on the tuning half (z-score fusion), not searched;
             # this linear fusion is exactly score fusion of the two cosines (see Recognizer.weight).
@@ -126,7 +126,7 @@ PACKS = {
         ),
         Pack(
             name="mobile",
-            face_model_version="3.0",
+            face_model_version="3.1",
             detector=YUNET,
             recognizers=(Recognizer("mobilefacenet", MOBILEFACENET),),
             dimension=128,
