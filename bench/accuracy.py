@@ -198,8 +198,10 @@ def main() -> None:
         for part in (*HALVES, "all"):
             subset = kept & (True if part == "all" else halves == part)
             rows.append((run.name, part, evaluate(run, subset, calibration), ms))
-    print(f"faces/dev: {len(images)} images, {len(set(run.labels))} identities; "
-          f"tuning {int((halves == 'tuning').sum())} images, held-out {int((halves == 'held-out').sum())}")  # fmt: skip
+    print(
+        f"faces/dev: {len(images)} images, {len(set(run.labels))} identities; "
+        f"tuning {int((halves == 'tuning').sum())} images, held-out {int((halves == 'held-out').sum())}"
+    )
     print(table(rows))
 
 

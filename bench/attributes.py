@@ -106,10 +106,12 @@ def report_accuracy(results, fit: bool) -> None:
     band = f"|EyeDirection Yaw| > {GAZE_BAND:.0f}"
     print(f"  {'gaze L/S/R':10s} n={len(gazed):3d} {counts}  accuracy {hits:.3f} ({band} is left/right)")
     straight = [(abs(e["Yaw"]), abs(p["Yaw"]), e["Pitch"]) for g, e, p in gazed if g == "S"]
-    eye, head, pitch = (np.array(v) for v in zip(*straight))
-    print(f"  faces looking at the camera (S, n={len(straight)}): |EyeDirection Yaw| median {np.median(eye):.1f}, "
-          f"p90 {np.percentile(eye, 90):.1f} deg; |Pose Yaw| median {np.median(head):.1f}, "
-          f"p90 {np.percentile(head, 90):.1f}")
+    eye, head, pitch = (np.array(v) for v in zip(*straight, strict=False))
+    print(
+        f"  faces looking at the camera (S, n={len(straight)}): |EyeDirection Yaw| median {np.median(eye):.1f}, "
+        f"p90 {np.percentile(eye, 90):.1f} deg; |Pose Yaw| median {np.median(head):.1f}, "
+        f"p90 {np.percentile(head, 90):.1f}"
+    )
     if fit:
         offset = fa.GAZE_PITCH_OFFSET + float(np.median(pitch))
         print(f"  gaze pitch offset: median EyeDirection Pitch of S faces {np.median(pitch):+.1f} -> pin {offset:.1f}")
@@ -129,9 +131,11 @@ def report_latency(engine, limit: int) -> None:
         if faces:
             extra.append((min(times["ALL"]) - min(times["DEFAULT"])) / len(faces))
             per_face.append(min(times["DEFAULT"]))
-    print(f"latency, one thread, {len(extra)} faces/dev images: DetectFaces engine call DEFAULT median "
-          f"{statistics.median(per_face):.1f} ms per image; ALL costs median {statistics.median(extra):.1f} ms, "
-          f"p90 {np.percentile(extra, 90):.1f} ms more per face (target: at most 25)")
+    print(
+        f"latency, one thread, {len(extra)} faces/dev images: DetectFaces engine call DEFAULT median "
+        f"{statistics.median(per_face):.1f} ms per image; ALL costs median {statistics.median(extra):.1f} ms, "
+        f"p90 {np.percentile(extra, 90):.1f} ms more per face (target: at most 25)"
+    )
 
 
 def main() -> None:

@@ -59,19 +59,22 @@ def main() -> None:
             parts = part_cosines(run.vectors, name)
             spread = np.array([pairs(c, run.labels, tuning & run.found)[1].std() for c in parts])
             weights = np.round((1 / spread) / (1 / spread).sum(), 3).astype(float)
-            print(f"{name}: fitted weights {weights.tolist()} "
-                  f"(pinned {[r.weight for r in pinned.recognizers]})")  # fmt: skip
+            print(f"{name}: fitted weights {weights.tolist()} (pinned {[r.weight for r in pinned.recognizers]})")
             scores = sum(w * c for w, c in zip(weights, parts, strict=True))
         impostor = pairs(scores, run.labels, tuning & run.found)[1]
         fit = tail_fit(impostor)
         fitted = Calibration(round(fit.inv_cdf(1 - 1e-3), 4), round(fit.inv_cdf(1 - 1e-5), 4))
         empirical = float(np.quantile(impostor, 1 - 1e-3))
-        print(f"{name}: fitted {fitted} (tuning impostor pairs {impostor.size}; empirical 1e-3 cosine "
-              f"{empirical:.4f}); pinned {pinned.calibration}")  # fmt: skip
+        print(
+            f"{name}: fitted {fitted} (tuning impostor pairs {impostor.size}; empirical 1e-3 cosine "
+            f"{empirical:.4f}); pinned {pinned.calibration}"
+        )
         for part in HALVES:
             m = evaluate(run, halves == part, pinned.calibration)
-            print(f"  pinned, {part:8s}: FMR@80 {m['FMR@80']:.1e} TMR@80 {m['TMR@80']:.3f}  "
-                  f"FMR@99 {m['FMR@99']:.1e} TMR@99 {m['TMR@99']:.3f}")  # fmt: skip
+            print(
+                f"  pinned, {part:8s}: FMR@80 {m['FMR@80']:.1e} TMR@80 {m['TMR@80']:.3f}  "
+                f"FMR@99 {m['FMR@99']:.1e} TMR@99 {m['TMR@99']:.3f}"
+            )
 
 
 if __name__ == "__main__":

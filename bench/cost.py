@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import dev_images, shared_dir
+from common import dev_images, shared_dir  # noqa: E402 - bench/ is put on the path just above
 
 REGION, ACCOUNT, PREFIX = "us-east-1", "000000000000", "facebank-"
 VECTOR_BUCKET, IMAGE_BUCKET = "facebank-bench-vectors", "facebank-bench-images"
@@ -105,8 +105,13 @@ class Meter:
             elif op == "BatchGetItem":
                 self.rru += sum(len(v["Keys"]) for v in params["RequestItems"].values())
         elif service == "s3":
-            kind = {"GetObject": "s3_get", "HeadObject": "s3_get", "PutObject": "s3_put_list",
-                    "ListObjectsV2": "s3_put_list", "ListObjects": "s3_put_list"}.get(op, "s3_free")  # fmt: skip
+            kind = {
+                "GetObject": "s3_get",
+                "HeadObject": "s3_get",
+                "PutObject": "s3_put_list",
+                "ListObjectsV2": "s3_put_list",
+                "ListObjects": "s3_put_list",
+            }.get(op, "s3_free")
             self.requests[kind] += 1
 
     def after(self, http_response, parsed, model, context, **_):
@@ -150,8 +155,15 @@ def invoke(op: str, request: dict) -> dict:
     from facebank.aws.runtime import LocalContext
 
     handler = importlib.import_module(f"functions.{snake(op)}").handler
-    event = {"resource": f"/{op}", "path": f"/{op}", "httpMethod": "POST", "headers": {},
-             "requestContext": {"requestId": str(uuid.uuid4())}, "body": json.dumps(request), "isBase64Encoded": False}  # fmt: skip
+    event = {
+        "resource": f"/{op}",
+        "path": f"/{op}",
+        "httpMethod": "POST",
+        "headers": {},
+        "requestContext": {"requestId": str(uuid.uuid4())},
+        "body": json.dumps(request),
+        "isBase64Encoded": False,
+    }
     result = handler(event, LocalContext(function_name=f"facebank-{op}"))
     body = json.loads(result["body"])
     if result["statusCode"] != 200:
@@ -173,14 +185,19 @@ def main() -> None:
     from facebank.operations import OPERATIONS
 
     images = [p for p, _ in dev_images()]
-    b64 = lambda p: base64.b64encode(Path(p).read_bytes()).decode()
+
+    def b64(p):
+        return base64.b64encode(Path(p).read_bytes()).decode()
+
     photo = b64(images[0])  # a 250x250 faces/dev portrait, one face
     group = shared_dir() / "faces" / "groups" / "face_recognition_two_people.jpg"
     collection = "bench"
     invoke("CreateCollection", {"CollectionId": collection})
     face_ids = []
     for i, path in enumerate(images[: args.faces]):
-        out = invoke("IndexFaces", {"CollectionId": collection, "Image": {"Bytes": b64(path)}, "ExternalImageId": f"img{i}"})
+        out = invoke(
+            "IndexFaces", {"CollectionId": collection, "Image": {"Bytes": b64(path)}, "ExternalImageId": f"img{i}"}
+        )
         face_ids += [r["Face"]["FaceId"] for r in out["FaceRecords"]]
     has_users = "CreateUser" in OPERATIONS
     if has_users:
@@ -221,8 +238,11 @@ def main() -> None:
     scenarios["DeleteCollection"] = lambda c: {"CollectionId": c}
     scenarios["DeleteFaces"] = lambda f: {"CollectionId": collection, "FaceIds": [f]}
     if has_users:
+
         def new_face() -> str:
-            out = invoke("IndexFaces", {"CollectionId": collection, "Image": {"Bytes": photo}, "ExternalImageId": fresh("m")})
+            out = invoke(
+                "IndexFaces", {"CollectionId": collection, "Image": {"Bytes": photo}, "ExternalImageId": fresh("m")}
+            )
             return out["FaceRecords"][0]["Face"]["FaceId"]
 
         def new_user(with_face: bool) -> tuple[str, str]:
@@ -261,35 +281,69 @@ def main() -> None:
         compute = statistics.median(s[0] - s[1] for s in samples)
         rru = statistics.mean(s[2] for s in samples)
         wru = statistics.mean(s[3] for s in samples)
-        reqs = {k: statistics.mean(s[4].get(k, 0) for s in samples) for k in ("dynamodb", "s3_get", "s3_put_list", "s3_free")}
+        reqs = {
+            k: statistics.mean(s[4].get(k, 0) for s in samples)
+            for k in ("dynamodb", "s3_get", "s3_put_list", "s3_free")
+        }
         scale = max(1.0, FULL_VCPU_MB / memory)
-        billed_ms = math.ceil(compute * 1000 * scale + reqs["dynamodb"] * LATENCY_MS["dynamodb"]
-                              + (reqs["s3_get"] + reqs["s3_put_list"] + reqs["s3_free"]) * LATENCY_MS["s3"])  # fmt: skip
+        billed_ms = math.ceil(
+            compute * 1000 * scale
+            + reqs["dynamodb"] * LATENCY_MS["dynamodb"]
+            + (reqs["s3_get"] + reqs["s3_put_list"] + reqs["s3_free"]) * LATENCY_MS["s3"]
+        )
         lam = 1000 * (billed_ms / 1000 * memory / 1024 * PRICES["lambda_gb_s_arm64"] + PRICES["lambda_request"])
         api = 1000 * PRICES["apigw_rest_request"]
         ddb = 1000 * (rru * PRICES["dynamodb_rru"] + wru * PRICES["dynamodb_wru"])
         s3 = 1000 * (reqs["s3_get"] * PRICES["s3_get"] + reqs["s3_put_list"] * PRICES["s3_put_list"])
-        rek = 1000 * PRICES["rekognition_image"] * (2 if op == "CompareFaces" else 1) if op in REKOGNITION_BILLED else None
-        rows.append({
-            "op": op, "memory": memory, "measured_ms": wall * 1000, "compute_ms": compute * 1000,
-            "billed_ms": billed_ms, "rru": rru, "wru": wru, "requests": reqs, "lambda_": lam, "api": api,
-            "dynamodb": ddb, "s3": s3, "total": lam + api + ddb + s3, "rekognition": rek,
-        })
+        rek = (
+            1000 * PRICES["rekognition_image"] * (2 if op == "CompareFaces" else 1)
+            if op in REKOGNITION_BILLED
+            else None
+        )
+        rows.append(
+            {
+                "op": op,
+                "memory": memory,
+                "measured_ms": wall * 1000,
+                "compute_ms": compute * 1000,
+                "billed_ms": billed_ms,
+                "rru": rru,
+                "wru": wru,
+                "requests": reqs,
+                "lambda_": lam,
+                "api": api,
+                "dynamodb": ddb,
+                "s3": s3,
+                "total": lam + api + ddb + s3,
+                "rekognition": rek,
+            }
+        )
 
     from facebank.engine.packs import pack
+    from facebank.settings import Settings
 
-    print(f"Cost per 1,000 calls (us-east-1 list prices, arm64, warm; pack {pack().name}; {args.runs} timed calls "
-          f"each; collection of {len(face_ids)} faces)\n")  # fmt: skip
-    print("| operation | memory | measured ms | billed ms (model) | Lambda | API Gateway | DynamoDB | S3 | **facebank** | Rekognition |")
+    pack_name = pack(Settings.from_env().pack).name
+    print(
+        f"Cost per 1,000 calls (us-east-1 list prices, arm64, warm; pack {pack_name}; {args.runs} timed calls "
+        f"each; collection of {len(face_ids)} faces)\n"
+    )
+    print(
+        "| operation | memory | measured ms | billed ms (model) | Lambda | API Gateway | DynamoDB | S3 "
+        "| **facebank** | Rekognition |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         rek = f"${r['rekognition']:.2f}" if r["rekognition"] is not None else "not billed"
-        print(f"| {r['op']} | {r['memory']} MB | {r['measured_ms']:.0f} | {r['billed_ms']} | ${r['lambda_']:.4f} | "
-              f"${r['api']:.4f} | ${r['dynamodb']:.5f} | ${r['s3']:.5f} | **${r['total']:.4f}** | {rek} |")  # fmt: skip
+        print(
+            f"| {r['op']} | {r['memory']} MB | {r['measured_ms']:.0f} | {r['billed_ms']} | ${r['lambda_']:.4f} | "
+            f"${r['api']:.4f} | ${r['dynamodb']:.5f} | ${r['s3']:.5f} | **${r['total']:.4f}** | {rek} |"
+        )
     face_item_kb, vector_kb = 0.45, 0.55  # DynamoDB face item with overhead; 128 float32 + id in a segment
     storage = face_item_kb / 1e6 * PRICES["dynamodb_gb_month"] + vector_kb / 1e6 * PRICES["s3_gb_month"]
-    print(f"\nStorage per face-month: facebank ${storage:.8f} (DynamoDB item ~{face_item_kb} KB + vector ~{vector_kb} KB "
-          f"in S3) vs Rekognition ${PRICES['rekognition_face_month']:.5f}.")  # fmt: skip
+    print(
+        f"\nStorage per face-month: facebank ${storage:.8f} (DynamoDB item ~{face_item_kb} KB + vector ~{vector_kb} KB "
+        f"in S3) vs Rekognition ${PRICES['rekognition_face_month']:.5f}."
+    )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

@@ -40,7 +40,9 @@ def vga(data: bytes) -> bytes | None:
     crop_w, crop_h = min(w, h * 4 // 3), min(h, w * 3 // 4)
     left, top = (w - crop_w) // 2, (h - crop_h) // 2
     out = io.BytesIO()
-    image.crop((left, top, left + crop_w, top + crop_h)).resize((640, 480), Image.Resampling.BILINEAR).save(out, "JPEG", quality=90)
+    image.crop((left, top, left + crop_w, top + crop_h)).resize((640, 480), Image.Resampling.BILINEAR).save(
+        out, "JPEG", quality=90
+    )
     return out.getvalue()
 
 
@@ -67,7 +69,7 @@ def main() -> None:
         rgb, t_decode = timed(decode, data)
         faces, t_detect = timed(engine.detect, rgb)
         t_embed = timed(engine.embed, rgb, faces[0])[1] if faces else 0.0
-        for key, value in zip(stages, (t_decode, t_detect, t_embed, t_decode + t_detect + t_embed)):
+        for key, value in zip(stages, (t_decode, t_detect, t_embed, t_decode + t_detect + t_embed), strict=False):
             stages[key].append(value)
 
     vga_images = [v for v in (vga(b) for b in blobs) if v]

@@ -36,6 +36,7 @@ from common import ROOT, dev_images, shared_dir
 from threadpoolctl import threadpool_limits
 
 from facebank.engine.packs import pack
+from facebank.settings import Settings
 from facebank.storage import CollectionRecord, FaceRecord, VectorIndex, open_embedded
 
 SEGMENT = 10_000
@@ -101,8 +102,10 @@ def bench_size(n: int, dim: int, workdir: Path) -> None:
     start = time.perf_counter()
     index.search("bench", qs[0], K)
     cold = _ms(time.perf_counter() - start)
-    print(f"\n{n:>9,} faces x {dim}-d: bulk load {load_s:6.1f} s; cold first search {cold:8.1f} ms; "
-          f"segments in memory {index.cache.nbytes / 2**20:7.1f} MiB")
+    print(
+        f"\n{n:>9,} faces x {dim}-d: bulk load {load_s:6.1f} s; cold first search {cold:8.1f} ms; "
+        f"segments in memory {index.cache.nbytes / 2**20:7.1f} MiB"
+    )
 
     import faiss
 
@@ -147,9 +150,11 @@ def bench_shards(index: VectorIndex, n: int, dim: int, shards: int = 4) -> None:
         merged = [f for _, f in heapq.nlargest(K, (p for part in partials for p in part))]
         merge_ms = _ms(time.perf_counter() - start)
     whole = [f for f, _ in index.search("bench", q, K)]
-    print(f"  sharded x{shards}: per-shard {', '.join(f'{t:.1f}' for t in per_shard)} ms "
-          f"(parallel wall ~{max(per_shard):.1f} ms), merge {merge_ms:.3f} ms, "
-          f"equals unsharded top-{K}: {merged == whole}")
+    print(
+        f"  sharded x{shards}: per-shard {', '.join(f'{t:.1f}' for t in per_shard)} ms "
+        f"(parallel wall ~{max(per_shard):.1f} ms), merge {merge_ms:.3f} ms, "
+        f"equals unsharded top-{K}: {merged == whole}"
+    )
 
 
 def bench_index_faces(workdir: Path) -> None:
@@ -180,8 +185,10 @@ def bench_index_faces(workdir: Path) -> None:
                 results = list(pool.map(index, images))
             elapsed = time.perf_counter() - start
             faces = sum(len(r["FaceRecords"]) for r in results)
-            print(f"IndexFaces via boto3, {threads} client thread(s): {len(images)} images "
-                  f"({faces} faces) in {elapsed:.1f} s = {len(images) / elapsed:.1f} images/s")
+            print(
+                f"IndexFaces via boto3, {threads} client thread(s): {len(images)} images "
+                f"({faces} faces) in {elapsed:.1f} s = {len(images) / elapsed:.1f} images/s"
+            )
     finally:
         server.stop()
     del boto3
@@ -192,8 +199,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--no-index", action="store_true", help="skip the IndexFaces throughput run")
     args = parser.parse_args()
-    dim = pack().dimension if hasattr(pack(), "dimension") else 128
-    print(f"pack {pack().name}, {os.cpu_count()} CPUs, {QUERIES} queries per setting, top-{K}")
+    chosen = pack(Settings.from_env().pack)
+    dim = chosen.dimension
+    print(f"pack {chosen.name}, {os.cpu_count()} CPUs, {QUERIES} queries per setting, top-{K}")
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         index = None

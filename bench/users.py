@@ -171,15 +171,19 @@ def main() -> None:
     people, pack_name = embed_all(args.pack, args.cache)
     face_cal = load_engine(pack_name).pack.calibration
     missing = sum(v is None for vs in people.values() for v in vs)
-    print(f"pack {pack_name}: {sum(map(len, people.values()))} images, {missing} without a face; "
-          f"face calibration {face_cal}")
+    print(
+        f"pack {pack_name}: {sum(map(len, people.values()))} images, {missing} without a face; "
+        f"face calibration {face_cal}"
+    )
 
     runs = {(m, s): protocol(people, m, s) for m in METHODS for s in range(3)}
 
     def summed(m: str, at) -> tuple[int, int, int, int]:
-        return tuple(map(sum, zip(*(rates(*runs[m, s], at) for s in range(3)))))  # type: ignore[return-value]
+        return tuple(map(sum, zip(*(rates(*runs[m, s], at) for s in range(3)), strict=False)))  # type: ignore[return-value]
 
-    at80 = lambda c: face_cal.similarity(c) >= THRESHOLD
+    def at80(c):
+        return face_cal.similarity(c) >= THRESHOLD
+
     print("\n(1) at Similarity 80 of the face calibration     found@80          strangers matched")
     for m in METHODS:
         print(f"  {m:<7} split 0     {fmt(*rates(*runs[m, 0], at80))}")
@@ -189,8 +193,7 @@ def main() -> None:
     for m in METHODS:
         bar = stranger_bar([s for split in range(3) for s in runs[m, split][1]])
         found, probes, false, total = summed(m, lambda c, bar=bar: c > bar)
-        print(f"  {m:<7} cosine > {bar:.4f}: found {found}/{probes} = {found / probes:.3f} "
-              f"(strangers {false}/{total})")
+        print(f"  {m:<7} cosine > {bar:.4f}: found {found}/{probes} = {found / probes:.3f} (strangers {false}/{total})")
 
     fitted, pairs = fit_user_calibration(people)
     pinned = USER_CALIBRATIONS.get(pack_name)
@@ -198,14 +201,19 @@ def main() -> None:
     for label, cal in (("pinned", pinned), ("fitted", fitted)):
         if cal is None or (label == "fitted" and cal == pinned):
             continue
-        at = lambda c, cal=cal: cal.similarity(c) >= THRESHOLD
+
+        def at(c, cal=cal):
+            return cal.similarity(c) >= THRESHOLD
+
         print(f"  mean, {label} user calibration, split 0     {fmt(*rates(*runs['mean', 0], at))}")
         print(f"  mean, {label} user calibration, splits 0-2  {fmt(*summed('mean', at))}")
 
     if pinned is not None:
         genuine = [g for split in range(3) for g in runs["mean", split][0]]
         strangers = [x for split in range(3) for x in runs["mean", split][1]]
-        at = lambda c: pinned.similarity(c) >= THRESHOLD
+
+        def at(c):
+            return pinned.similarity(c) >= THRESHOLD
 
         def stats(g: Scored, s: Scored) -> tuple[float, float, float]:
             found, probes, false, total = rates(g, s, at)
@@ -214,8 +222,10 @@ def main() -> None:
 
         (f_lo, m_lo, b_lo), (f_hi, m_hi, b_hi) = identity_bootstrap(genuine, strangers, stats)
         print("\n(4) how sure: 90% bootstrap intervals over identities, mean, splits 0-2")
-        print(f"  found@80 {f_lo:.3f}-{f_hi:.3f}; strangers matched@80 {m_lo:.3f}-{m_hi:.3f}; "
-              f"found at {STRANGER_BAR:.0%} strangers {b_lo:.3f}-{b_hi:.3f}")
+        print(
+            f"  found@80 {f_lo:.3f}-{f_hi:.3f}; strangers matched@80 {m_lo:.3f}-{m_hi:.3f}; "
+            f"found at {STRANGER_BAR:.0%} strangers {b_lo:.3f}-{b_hi:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -40,7 +40,12 @@ def s3_server():
 
 @pytest.fixture(scope="session")
 def server(model_env, s3_server, tmp_path_factory):
-    env = {**model_env, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    env = {
+        **model_env,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     srv = Server(env, tmp_path_factory.mktemp("data") / "data", ["--s3-endpoint-url", s3_server])
     yield srv
     srv.stop()
@@ -49,5 +54,3 @@ def server(model_env, s3_server, tmp_path_factory):
 @pytest.fixture(scope="session")
 def rekognition(server):
     return server.client()
-
-

@@ -70,7 +70,8 @@ class Server:
         self.data_dir = data_dir
         self.url = f"http://127.0.0.1:{self.port}"
         args = [sys.executable, "-m", "facebank.cli", "serve", "--port", str(self.port), "--data-dir", str(data_dir)]
-        self.log = open(data_dir.parent / f"server-{self.port}.log", "wb")
+        # Open for the server's lifetime (closed in stop()), so not a with-block.
+        self.log = open(data_dir.parent / f"server-{self.port}.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen([*args, *extra_args], env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.wait_ready()
 

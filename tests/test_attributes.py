@@ -72,8 +72,11 @@ def clear_faces(labelled_faces):
     out = [
         (rgb, row, face)
         for rgb, row, face in labelled_faces
-        if row["eyes_open"] == "1" and row["occluded"] == "0" and face.box[2] - face.box[0] >= 80
-        and abs(face.pose["Yaw"]) <= 25 and abs(face.pose["Pitch"]) <= 25
+        if row["eyes_open"] == "1"
+        and row["occluded"] == "0"
+        and face.box[2] - face.box[0] >= 80
+        and abs(face.pose["Yaw"]) <= 25
+        and abs(face.pose["Pitch"]) <= 25
     ]
     assert len(out) >= 20
     return out
@@ -202,8 +205,13 @@ def test_accuracy_on_the_labelled_faces(labelled_faces):
     """Regression floors a few points under bench/attributes.py's figures (README "Attributes")."""
     columns = {"EyesOpen": "eyes_open", "MouthOpen": "mouth_open", "Smile": "smile"}
     accuracy = {
-        name: np.mean([face.attributes[name]["Value"] == (row[column] == "1")
-                       for _, row, face in labelled_faces if row[column] in ("0", "1")])
+        name: np.mean(
+            [
+                face.attributes[name]["Value"] == (row[column] == "1")
+                for _, row, face in labelled_faces
+                if row[column] in ("0", "1")
+            ]
+        )
         for name, column in columns.items()
     }
     assert accuracy["EyesOpen"] >= 0.9 and accuracy["MouthOpen"] >= 0.83 and accuracy["Smile"] >= 0.87, accuracy

@@ -67,14 +67,24 @@ class Recorder:
 
 def iam_pairs(service: str, operation: str, params: dict) -> set[tuple[str, str]]:
     """The (IAM action, resource key of tests/test_infra.py) an AWS call needs."""
+
     def table(name: str) -> str:
         assert name.startswith(TABLE_PREFIX), name
-        return f"table:{name[len(TABLE_PREFIX):]}"
+        return f"table:{name[len(TABLE_PREFIX) :]}"
 
     if service == "dynamodb":
         if operation == "TransactWriteItems":
-            kinds = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem", "ConditionCheck": "ConditionCheckItem"}
-            return {(f"dynamodb:{kinds[k]}", table(v["TableName"])) for item in params["TransactItems"] for k, v in item.items()}
+            kinds = {
+                "Put": "PutItem",
+                "Update": "UpdateItem",
+                "Delete": "DeleteItem",
+                "ConditionCheck": "ConditionCheckItem",
+            }
+            return {
+                (f"dynamodb:{kinds[k]}", table(v["TableName"]))
+                for item in params["TransactItems"]
+                for k, v in item.items()
+            }
         if operation in ("BatchGetItem", "BatchWriteItem"):
             return {(f"dynamodb:{operation}", table(name)) for name in params["RequestItems"]}
         return {(f"dynamodb:{operation}", table(params["TableName"]))}
@@ -83,8 +93,13 @@ def iam_pairs(service: str, operation: str, params: dict) -> set[tuple[str, str]
         if operation in ("ListObjectsV2", "ListObjects"):
             assert bucket == VECTOR_BUCKET and params.get("Prefix", "").startswith("vectors/"), params
             return {("s3:ListBucket", "vectors-bucket")}
-        action = {"GetObject": "s3:GetObject", "HeadObject": "s3:GetObject", "PutObject": "s3:PutObject",
-                  "DeleteObject": "s3:DeleteObject", "DeleteObjects": "s3:DeleteObject"}[operation]  # fmt: skip
+        action = {
+            "GetObject": "s3:GetObject",
+            "HeadObject": "s3:GetObject",
+            "PutObject": "s3:PutObject",
+            "DeleteObject": "s3:DeleteObject",
+            "DeleteObjects": "s3:DeleteObject",
+        }[operation]
         if bucket == VECTOR_BUCKET:
             keys = [o["Key"] for o in params["Delete"]["Objects"]] if operation == "DeleteObjects" else [params["Key"]]
             assert all(k.startswith("vectors/") for k in keys), keys
@@ -165,7 +180,11 @@ class _ApiHandler(BaseHTTPRequestHandler):
         record["verified"] = True
         m = re.fullmatch(r"/v1/([A-Za-z]+)", self.path)
         if not m or m[1] not in OPERATIONS:
-            self._send(403, b'{"message":"Missing Authentication Token"}', {"x-amzn-ErrorType": "MissingAuthenticationTokenException"})
+            self._send(
+                403,
+                b'{"message":"Missing Authentication Token"}',
+                {"x-amzn-ErrorType": "MissingAuthenticationTokenException"},
+            )
             return
         operation = m[1]
         event = {
@@ -300,8 +319,7 @@ def transports(rekognition, s3_server, aws) -> dict[str, Transport]:
 def normalise(value: Any) -> Any:
     """Drop what legitimately differs between transports; round floats."""
     if isinstance(value, dict):
-        return {k: normalise(v) for k, v in sorted(value.items())
-                if k not in ("ResponseMetadata", "CreationTimestamp")}  # fmt: skip
+        return {k: normalise(v) for k, v in sorted(value.items()) if k not in ("ResponseMetadata", "CreationTimestamp")}
     if isinstance(value, list):
         return [normalise(v) for v in value]
     if isinstance(value, float):
@@ -336,7 +354,9 @@ def test_detect_and_compare_faces(transports, aws):
         return [
             attempt(t.rek.detect_faces, Image={"Bytes": two}, Attributes=["ALL"]),
             attempt(t.rek.detect_faces, Image={"S3Object": {"Bucket": t.bucket, "Name": f"{collection}/upload.jpg"}}),
-            attempt(t.rek.compare_faces, SourceImage={"Bytes": pair}, TargetImage={"Bytes": pair}, SimilarityThreshold=50),
+            attempt(
+                t.rek.compare_faces, SourceImage={"Bytes": pair}, TargetImage={"Bytes": pair}, SimilarityThreshold=50
+            ),
             attempt(t.rek.detect_faces, Image={"S3Object": {"Bucket": t.bucket, "Name": "missing.jpg"}}),
             attempt(t.rek.detect_faces, Image={"Bytes": b"not an image at all"}),
             attempt(t.rek.compare_faces, SourceImage={"Bytes": two}, TargetImage={"Bytes": b"x" * 10}),
@@ -384,7 +404,10 @@ def test_index_list_search_delete_faces(transports, aws):
             attempt(rek.index_faces, CollectionId=collection, Image={"Bytes": two}, ExternalImageId="two"),
             attempt(rek.index_faces, CollectionId=collection, Image={"Bytes": two}, ExternalImageId="two"),  # retry
             attempt(
-                rek.index_faces, CollectionId=collection, ExternalImageId="pair", MaxFaces=1,
+                rek.index_faces,
+                CollectionId=collection,
+                ExternalImageId="pair",
+                MaxFaces=1,
                 Image={"S3Object": {"Bucket": t.bucket, "Name": f"{collection}/pair.jpg"}},
             ),
         ]
@@ -422,7 +445,9 @@ def test_users(transports, aws):
         rek = t.rek
         two = image_bytes(TWO_PEOPLE)
         rek.create_collection(CollectionId=collection)
-        faces = [r["Face"]["FaceId"] for r in rek.index_faces(CollectionId=collection, Image={"Bytes": two})["FaceRecords"]]
+        faces = [
+            r["Face"]["FaceId"] for r in rek.index_faces(CollectionId=collection, Image={"Bytes": two})["FaceRecords"]
+        ]
         out = [
             attempt(rek.create_user, CollectionId=collection, UserId="alice"),
             attempt(rek.list_users, CollectionId=collection),
@@ -459,8 +484,13 @@ def test_wrong_secret_or_plain_rekognition_client_is_refused(aws):
         impostor.list_collections()
     assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
     # A stock client (signed for "rekognition", POST /v1/) is what the helper exists to fix.
-    plain = boto3.client("rekognition", endpoint_url=aws.api.url, region_name=REGION,
-                         aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET)  # fmt: skip
+    plain = boto3.client(
+        "rekognition",
+        endpoint_url=aws.api.url,
+        region_name=REGION,
+        aws_access_key_id=KEY_ID,
+        aws_secret_access_key=SECRET,
+    )
     with pytest.raises(ClientError) as err:
         plain.list_collections()
     assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
@@ -478,8 +508,9 @@ def test_oversized_bytes_refused_before_sending_naming_s3object(aws):
 def test_region_is_read_from_the_api_url():
     from facebank.api_client import region_of
 
-    rek = facebank.client("https://abc123.execute-api.eu-west-2.amazonaws.com/v1/", aws_access_key_id="a",
-                          aws_secret_access_key="b")  # fmt: skip
+    rek = facebank.client(
+        "https://abc123.execute-api.eu-west-2.amazonaws.com/v1/", aws_access_key_id="a", aws_secret_access_key="b"
+    )
     assert rek.meta.region_name == "eu-west-2"
     assert region_of("https://abc123.execute-api.cn-north-1.amazonaws.com.cn/v1") == "cn-north-1"
     assert region_of("http://127.0.0.1:8080/") is None

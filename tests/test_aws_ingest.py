@@ -182,8 +182,13 @@ def test_partial_batch_failure_reports_only_the_failed_message(env):
     missing = put(env, "no-such-collection/someone.jpg", image_bytes(ONE_FACE))
     not_ours = put(env, "loose-file.jpg", image_bytes(ONE_FACE))  # no collection folder: skipped
     foreign = s3_record("ObjectCreated:Put", f"{env.collection}/x.jpg", bucket="someone-elses-bucket")
-    event = sqs_event(notification(good), notification(missing), notification(not_ours), notification(foreign),
-                      {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": INGEST_BUCKET})  # fmt: skip
+    event = sqs_event(
+        notification(good),
+        notification(missing),
+        notification(not_ours),
+        notification(foreign),
+        {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": INGEST_BUCKET},
+    )
     result = env.ingest(event)
     assert result == {"batchItemFailures": [{"itemIdentifier": event["Records"][1]["messageId"]}]}
     assert [f["ExternalImageId"] for f in env.faces()] == ["good"]
@@ -204,16 +209,35 @@ def test_moto_s3_notification_to_sqs_reaches_the_handler(env):
     arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     env.s3.put_bucket_notification_configuration(
         Bucket=INGEST_BUCKET,
-        NotificationConfiguration={"QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"],
-                                   "Filter": {"Key": {"FilterRules": [{"Name": "suffix", "Value": ".jpg"}]}}}]},
-    )  # fmt: skip
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "QueueArn": arn,
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {"Key": {"FilterRules": [{"Name": "suffix", "Value": ".jpg"}]}},
+                }
+            ]
+        },
+    )
     try:
         env.s3.put_object(Bucket=INGEST_BUCKET, Key=f"{env.collection}/from-s3.jpg", Body=image_bytes(ONE_FACE))
         messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
-        event = {"Records": [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
-                              "attributes": {}, "messageAttributes": {}, "md5OfBody": m["MD5OfBody"],
-                              "eventSource": "aws:sqs", "eventSourceARN": arn, "awsRegion": REGION}
-                             for m in messages]}  # fmt: skip
+        event = {
+            "Records": [
+                {
+                    "messageId": m["MessageId"],
+                    "receiptHandle": m["ReceiptHandle"],
+                    "body": m["Body"],
+                    "attributes": {},
+                    "messageAttributes": {},
+                    "md5OfBody": m["MD5OfBody"],
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": arn,
+                    "awsRegion": REGION,
+                }
+                for m in messages
+            ]
+        }
         assert env.ingest(event) == {"batchItemFailures": []}
     finally:
         env.s3.put_bucket_notification_configuration(Bucket=INGEST_BUCKET, NotificationConfiguration={})
@@ -228,8 +252,11 @@ def test_compaction_merges_segments_and_search_still_finds_faces(env, monkeypatc
     ctx = shared_context()
     monkeypatch.setattr(ctx, "settings", dataclasses.replace(ctx.settings, compact_min_age_s=0))
     for i in range(3):  # three IndexFaces calls: three segments
-        env.rek.index_faces(CollectionId=env.collection, ExternalImageId=f"img{i}",
-                            Image={"Bytes": image_bytes(f"dev/albert_costa/{i + 1}.jpg")})  # fmt: skip
+        env.rek.index_faces(
+            CollectionId=env.collection,
+            ExternalImageId=f"img{i}",
+            Image={"Bytes": image_bytes(f"dev/albert_costa/{i + 1}.jpg")},
+        )
     faces = sorted(f["FaceId"] for f in env.faces())
     users = "CreateUser" in OPERATIONS
     if users:  # two user vectors written, the first superseded by the second
@@ -244,8 +271,9 @@ def test_compaction_merges_segments_and_search_still_finds_faces(env, monkeypatc
     assert result["compacted"] >= 1 and result["segmentsMerged"] >= (5 if users else 3) and result["failed"] == 0
     assert result["vectorsDropped"] >= (2 if users else 1)  # the deleted face, the superseded user vector
     assert len(vectors.list_segments(env.collection)) == 1
-    matches = env.rek.search_faces_by_image(CollectionId=env.collection, Image={"Bytes": image_bytes(ONE_FACE)},
-                                            FaceMatchThreshold=0)["FaceMatches"]  # fmt: skip
+    matches = env.rek.search_faces_by_image(
+        CollectionId=env.collection, Image={"Bytes": image_bytes(ONE_FACE)}, FaceMatchThreshold=0
+    )["FaceMatches"]
     assert {m["Face"]["FaceId"] for m in matches} == set(faces[1:])
     if users:
         found = env.rek.search_users(CollectionId=env.collection, UserId="albert", UserMatchThreshold=0)

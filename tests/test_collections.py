@@ -138,7 +138,10 @@ def test_index_faces_max_faces_drops_smallest(rekognition):
     indexed = response["FaceRecords"]
     excess = [u for u in response["UnindexedFaces"] if u["Reasons"] == ["EXCEEDS_MAX_FACES"]]
     assert len(indexed) == 3 and len(excess) >= 20
-    area = lambda box: box["Width"] * box["Height"]
+
+    def area(box):
+        return box["Width"] * box["Height"]
+
     smallest_indexed = min(area(r["Face"]["BoundingBox"]) for r in indexed)
     assert all(area(u["FaceDetail"]["BoundingBox"]) <= smallest_indexed for u in excess)
     assert _face_count(rekognition, collection_id) == 3
@@ -271,9 +274,12 @@ def test_search_faces_by_image_reports_searched_face(rekognition):
     assert match["Face"]["FaceId"] == indexed[0]["Face"]["FaceId"] and match["Similarity"] >= 80
     assert match["Face"]["ExternalImageId"] == name
     # Threshold 100 is above any real match; MaxFaces bounds the answer.
-    assert rekognition.search_faces_by_image(
-        CollectionId=collection_id, Image={"Bytes": image_bytes(probe)}, FaceMatchThreshold=100
-    )["FaceMatches"] == []
+    assert (
+        rekognition.search_faces_by_image(
+            CollectionId=collection_id, Image={"Bytes": image_bytes(probe)}, FaceMatchThreshold=100
+        )["FaceMatches"]
+        == []
+    )
     with pytest.raises(rekognition.exceptions.InvalidParameterException, match="no faces"):
         rekognition.search_faces_by_image(
             CollectionId=collection_id, Image={"Bytes": encode(Image.new("RGB", (300, 300), (90, 160, 90)), "PNG")}
@@ -343,9 +349,12 @@ def test_faces_persist_across_restart(model_env, tmp_path):
     try:
         client = server.client()
         client.create_collection(CollectionId="kept")
-        ids = [r["Face"]["FaceId"] for r in client.index_faces(
-            CollectionId="kept", Image={"Bytes": image_bytes(COUPLE)}, QualityFilter="NONE"
-        )["FaceRecords"]]
+        ids = [
+            r["Face"]["FaceId"]
+            for r in client.index_faces(
+                CollectionId="kept", Image={"Bytes": image_bytes(COUPLE)}, QualityFilter="NONE"
+            )["FaceRecords"]
+        ]
     finally:
         assert server.stop() == 0
     server = Server(model_env, data_dir)
@@ -367,8 +376,11 @@ def test_concurrent_index_faces_lose_nothing(rekognition):
     def index(i_path):
         i, path = i_path
         return rekognition.index_faces(
-            CollectionId=collection_id, Image={"Bytes": image_bytes(path)}, ExternalImageId=f"img{i}",
-            QualityFilter="NONE", MaxFaces=1,
+            CollectionId=collection_id,
+            Image={"Bytes": image_bytes(path)},
+            ExternalImageId=f"img{i}",
+            QualityFilter="NONE",
+            MaxFaces=1,
         )["FaceRecords"]
 
     with ThreadPoolExecutor(8) as pool:
@@ -376,8 +388,11 @@ def test_concurrent_index_faces_lose_nothing(rekognition):
     indexed = [r["Face"]["FaceId"] for rs in results for r in rs]
     assert len(indexed) == len(set(indexed))
     assert _face_count(rekognition, collection_id) == len(indexed)
-    listed = [f["FaceId"] for p in rekognition.get_paginator("list_faces").paginate(CollectionId=collection_id)
-              for f in p["Faces"]]
+    listed = [
+        f["FaceId"]
+        for p in rekognition.get_paginator("list_faces").paginate(CollectionId=collection_id)
+        for f in p["Faces"]
+    ]
     assert sorted(listed) == sorted(indexed)
 
 
@@ -393,10 +408,16 @@ def test_concurrent_delete_and_index_stay_consistent(rekognition):
         kind, arg = job
         if kind == "delete":
             return rekognition.delete_faces(CollectionId=collection_id, FaceIds=arg)["DeletedFaces"]
-        return [r["Face"]["FaceId"] for r in rekognition.index_faces(
-            CollectionId=collection_id, Image={"Bytes": image_bytes(arg)}, ExternalImageId=arg.replace("/", "_"),
-            QualityFilter="NONE", MaxFaces=1,
-        )["FaceRecords"]]
+        return [
+            r["Face"]["FaceId"]
+            for r in rekognition.index_faces(
+                CollectionId=collection_id,
+                Image={"Bytes": image_bytes(arg)},
+                ExternalImageId=arg.replace("/", "_"),
+                QualityFilter="NONE",
+                MaxFaces=1,
+            )["FaceRecords"]
+        ]
 
     jobs = [("delete", doomed[i::4]) for i in range(4)] + [("index", p) for p in paths]
     with ThreadPoolExecutor(8) as pool:
@@ -404,8 +425,11 @@ def test_concurrent_delete_and_index_stay_consistent(rekognition):
     deleted = [f for r in results[:4] for f in r]
     added = [f for r in results[4:] for f in r]
     assert sorted(deleted) == sorted(doomed)
-    listed = {f["FaceId"] for p in rekognition.get_paginator("list_faces").paginate(CollectionId=collection_id)
-              for f in p["Faces"]}
+    listed = {
+        f["FaceId"]
+        for p in rekognition.get_paginator("list_faces").paginate(CollectionId=collection_id)
+        for f in p["Faces"]
+    }
     assert listed == set(added) and _face_count(rekognition, collection_id) == len(added)
     matches = rekognition.search_faces(
         CollectionId=collection_id, FaceId=added[0], FaceMatchThreshold=0, MaxFaces=4096

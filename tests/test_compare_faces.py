@@ -30,7 +30,8 @@ def test_compare_faces_separates_same_and_different_people(rekognition):
         other = people[names[(i + 1) % len(names)]][1]
         for target, scores in ((second, genuine), (other, impostor)):
             response = rekognition.compare_faces(
-                SourceImage={"Bytes": image_bytes(first)}, TargetImage={"Bytes": image_bytes(target)},
+                SourceImage={"Bytes": image_bytes(first)},
+                TargetImage={"Bytes": image_bytes(target)},
                 SimilarityThreshold=0,
             )
             scores.append(_best(response))
@@ -48,8 +49,9 @@ def test_compare_faces_response_shape_and_threshold(rekognition):
     assert len(response["FaceMatches"]) == 1 and len(response["UnmatchedFaces"]) == 1
     assert response["FaceMatches"][0]["Similarity"] >= 80
     assert set(response["SourceImageFace"]) == {"BoundingBox", "Confidence"}
-    strict = rekognition.compare_faces(SourceImage={"Bytes": source}, TargetImage={"Bytes": target},
-                                       SimilarityThreshold=100)
+    strict = rekognition.compare_faces(
+        SourceImage={"Bytes": source}, TargetImage={"Bytes": target}, SimilarityThreshold=100
+    )
     assert strict["FaceMatches"] == [] and len(strict["UnmatchedFaces"]) == 2
 
 
@@ -75,8 +77,12 @@ def test_compare_faces_without_a_face_is_invalid_parameter(rekognition, side):
 def test_quality_filter_drops_weak_target_faces(rekognition):
     source = {"Bytes": image_bytes("dev/deepface_angelina/1.jpg")}
     target = {"Bytes": image_bytes("groups/deepface_selfie-many-people.jpg")}
+
     def count(level):
-        r = rekognition.compare_faces(SourceImage=source, TargetImage=target, QualityFilter=level, SimilarityThreshold=0)
+        r = rekognition.compare_faces(
+            SourceImage=source, TargetImage=target, QualityFilter=level, SimilarityThreshold=0
+        )
         return len(r["FaceMatches"]) + len(r["UnmatchedFaces"])
+
     assert count("NONE") == 7
     assert count("HIGH") < count("LOW") <= 7

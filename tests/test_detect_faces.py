@@ -64,7 +64,9 @@ def test_nonfaces_have_no_face(rekognition):
 
 
 def test_landmarks_use_rekognition_left_right(rekognition):
-    face = rekognition.detect_faces(Image={"Bytes": image_bytes("exif_orientation/pillow_hopper.jpg")})["FaceDetails"][0]
+    face = rekognition.detect_faces(Image={"Bytes": image_bytes("exif_orientation/pillow_hopper.jpg")})["FaceDetails"][
+        0
+    ]
     points = {p["Type"]: (p["X"], p["Y"]) for p in face["Landmarks"]}
     assert set(points) == {"eyeLeft", "eyeRight", "nose", "mouthLeft", "mouthRight"}
     # Rekognition's eyeLeft / mouthLeft are on the left of the image as displayed.
@@ -96,8 +98,15 @@ def test_exif_rotated_photo_boxes_follow_the_displayed_image(rekognition, orient
     assert _iou(upright["FaceDetails"][0]["BoundingBox"], rotated["FaceDetails"][0]["BoundingBox"]) > 0.8
 
 
-@pytest.mark.parametrize("name", ["skatsubo_curie_orientation-3.jpg", "skatsubo_curie_orientation-6.jpg",
-                                  "skatsubo_curie_orientation-8.jpg", "immich_curie_orientation-6.jpg"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "skatsubo_curie_orientation-3.jpg",
+        "skatsubo_curie_orientation-6.jpg",
+        "skatsubo_curie_orientation-8.jpg",
+        "immich_curie_orientation-6.jpg",
+    ],
+)
 def test_exif_rotated_curies_match_the_upright_portrait(rekognition, name):
     upright = rekognition.detect_faces(Image={"Bytes": image_bytes("groups/immich_curie_portrait.jpg")})["FaceDetails"]
     rotated = rekognition.detect_faces(Image={"Bytes": image_bytes(f"exif_orientation/{name}")})["FaceDetails"]
@@ -108,8 +117,9 @@ def test_exif_rotated_curies_match_the_upright_portrait(rekognition, name):
 
 @pytest.mark.parametrize("attributes", [["DEFAULT"], ["ALL"], ["DEFAULT", "EYES_OPEN"], ["SMILE"]])
 def test_attributes_parameter_accepted(rekognition, attributes):
-    faces = rekognition.detect_faces(Image={"Bytes": image_bytes("exif_orientation/pillow_hopper.jpg")},
-                                     Attributes=attributes)["FaceDetails"]
+    faces = rekognition.detect_faces(
+        Image={"Bytes": image_bytes("exif_orientation/pillow_hopper.jpg")}, Attributes=attributes
+    )["FaceDetails"]
     assert {"BoundingBox", "Confidence", "Landmarks", "Pose", "Quality"} <= set(faces[0])
     # Attributes no model here can estimate are left out, never invented.
     left_out = {"AgeRange", "Gender", "Emotions", "Eyeglasses", "Sunglasses", "Beard", "Mustache", "FaceOccluded"}

@@ -17,8 +17,8 @@ import pytest
 pytest.importorskip("onnx", reason="onnx is needed to convert the dlib model (dev extra)")
 ort = pytest.importorskip("onnxruntime")
 
-from facebank import models
-from facebank.engine import dlib_align, dlib_convert, dlib_shape
+from facebank import models  # noqa: E402 - after the importorskip guards
+from facebank.engine import dlib_align, dlib_convert, dlib_shape  # noqa: E402
 
 SHARED = Path(os.environ.get("FACEBANK_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 DEV = SHARED / "faces" / "dev"

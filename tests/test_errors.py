@@ -74,8 +74,13 @@ def test_bytes_and_s3object_together(rekognition):
 
 @pytest.fixture(scope="module")
 def bucket(s3_server):
-    s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1",
-                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_server,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     s3.create_bucket(Bucket="photos")
     s3.put_bucket_versioning(Bucket="photos", VersioningConfiguration={"Status": "Enabled"})
     first = s3.put_object(Bucket="photos", Key="two.jpg", Body=image_bytes("groups/face_recognition_two_people.jpg"))
@@ -112,8 +117,12 @@ def _raw_post(server, path: str, body: bytes, headers: dict[str, str]):
 
 
 def test_unknown_operation(server):
-    status, headers, body = _raw_post(server, "/", b"{}", {"X-Amz-Target": "RekognitionService.MakeCoffee",
-                                                           "Content-Type": "application/x-amz-json-1.1"})
+    status, headers, body = _raw_post(
+        server,
+        "/",
+        b"{}",
+        {"X-Amz-Target": "RekognitionService.MakeCoffee", "Content-Type": "application/x-amz-json-1.1"},
+    )
     assert status == 400 and body["__type"] == "UnknownOperationException"
     assert headers["x-amzn-ErrorType"] == "UnknownOperationException" and headers["x-amzn-RequestId"]
 
@@ -124,7 +133,11 @@ def test_malformed_json(server):
 
 
 def test_operation_in_path(server):
-    payload = json.dumps({"Image": {"Bytes": __import__("base64").b64encode(image_bytes("exif_orientation/pillow_hopper.jpg")).decode()}})
-    status, headers, body = _raw_post(server, "/DetectFaces", payload.encode(), {"Content-Type": "application/x-amz-json-1.1"})
+    payload = json.dumps(
+        {"Image": {"Bytes": __import__("base64").b64encode(image_bytes("exif_orientation/pillow_hopper.jpg")).decode()}}
+    )
+    status, headers, body = _raw_post(
+        server, "/DetectFaces", payload.encode(), {"Content-Type": "application/x-amz-json-1.1"}
+    )
     assert status == 200 and len(body["FaceDetails"]) == 1
     assert headers["Content-Type"] == "application/x-amz-json-1.1"

@@ -94,8 +94,11 @@ def resources(template: dict, kind: str) -> dict[str, dict]:
 
 
 def function(template: dict, handler: str) -> tuple[str, dict]:
-    [(lid, fn)] = [(k, v) for k, v in resources(template, "AWS::Lambda::Function").items()
-                   if v["Properties"].get("Handler") == handler]  # fmt: skip
+    [(lid, fn)] = [
+        (k, v)
+        for k, v in resources(template, "AWS::Lambda::Function").items()
+        if v["Properties"].get("Handler") == handler
+    ]
     return lid, fn
 
 
@@ -231,12 +234,18 @@ def test_stage_throttling_logs_and_tracing(template):
         "AWS::ApiGateway::Stage",
         {
             "StageName": "v1",
-            "MethodSettings": Match.array_with([
-                Match.object_like({
-                    "ThrottlingRateLimit": 50, "ThrottlingBurstLimit": 100,
-                    "LoggingLevel": "ERROR", "DataTraceEnabled": False,
-                })
-            ]),
+            "MethodSettings": Match.array_with(
+                [
+                    Match.object_like(
+                        {
+                            "ThrottlingRateLimit": 50,
+                            "ThrottlingBurstLimit": 100,
+                            "LoggingLevel": "ERROR",
+                            "DataTraceEnabled": False,
+                        }
+                    )
+                ]
+            ),
             "AccessLogSetting": Match.object_like({"DestinationArn": Match.any_value(), "Format": Match.any_value()}),
             "TracingEnabled": True,
         },
@@ -272,12 +281,14 @@ def test_search_list_describe_functions_are_read_only(template, operation):
 
 
 def test_ingest_and_compaction_roles(template):
-    ingest = expected_grants(
-        functools.reduce(lambda a, b: a | b, (OPERATION_ACCESS[o] for o in INGEST_OPERATIONS))
-    ) | {(f"dynamodb:{a}", "table:ingest") for a in LEDGER_ACTIONS} | {
-        (f"sqs:{a}", "queue")
-        for a in ("ChangeMessageVisibility", "DeleteMessage", "GetQueueAttributes", "GetQueueUrl", "ReceiveMessage")
-    }
+    ingest = (
+        expected_grants(functools.reduce(lambda a, b: a | b, (OPERATION_ACCESS[o] for o in INGEST_OPERATIONS)))
+        | {(f"dynamodb:{a}", "table:ingest") for a in LEDGER_ACTIONS}
+        | {
+            (f"sqs:{a}", "queue")
+            for a in ("ChangeMessageVisibility", "DeleteMessage", "GetQueueAttributes", "GetQueueUrl", "ReceiveMessage")
+        }
+    )
     assert grants(template, EXTRA_FUNCTIONS["Ingest"]) == ingest
     assert grants(template, EXTRA_FUNCTIONS["Compaction"]) == expected_grants(COMPACTION_ACCESS)
 
@@ -297,8 +308,13 @@ def test_image_buckets_context_scopes_image_reads(variant):
     ingest = {r for a, r in grants(variant, EXTRA_FUNCTIONS["Ingest"]) if a == "s3:GetObject"}
     assert ingest == {"ingest-objects"}
     read_images = ["s3:GetObject", "s3:GetObjectVersion"]
-    [statement] = [s for p in resources(variant, "AWS::IAM::Policy").values() if "IngestRole" in json.dumps(p)
-                   for s in p["Properties"]["PolicyDocument"]["Statement"] if s["Action"] == read_images]  # fmt: skip
+    [statement] = [
+        s
+        for p in resources(variant, "AWS::IAM::Policy").values()
+        if "IngestRole" in json.dumps(p)
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+        if s["Action"] == read_images
+    ]
     assert "my-photos/faces/*" in json.dumps(statement["Resource"])
 
 
@@ -392,8 +408,11 @@ def test_ingest_wiring_s3_to_sqs_with_dlq_to_lambda(template):
         seen.add((c["Event"], rule["Value"]))
     assert seen == {(e, s) for e in ("s3:ObjectCreated:*", "s3:ObjectRemoved:*") for s in (".jpg", ".jpeg", ".png")}
     # the queue lets S3 (this bucket, this account) publish, and exists before the bucket
-    [(policy_id, policy)] = [(k, p) for k, p in resources(template, "AWS::SQS::QueuePolicy").items()
-                             if {"Ref": queue_id} in p["Properties"]["Queues"]]  # fmt: skip
+    [(policy_id, policy)] = [
+        (k, p)
+        for k, p in resources(template, "AWS::SQS::QueuePolicy").items()
+        if {"Ref": queue_id} in p["Properties"]["Queues"]
+    ]
     [allow] = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
     assert allow["Principal"] == {"Service": "s3.amazonaws.com"} and allow["Action"] == "sqs:SendMessage"
     assert json.dumps(allow["Condition"]["ArnEquals"]["aws:SourceArn"]).count("facebank-ingest") == 1
@@ -486,8 +505,13 @@ def test_oversized_layer_is_refused(tmp_path):
 
 def test_missing_layer_names_build_command(tmp_path):
     with pytest.raises(LayerError, match=r"layers/build.py models --pack mobile"):
-        FacebankStack(cdk.App(outdir=str(tmp_path)), "Missing", pack="mobile", model_layer_dir=tmp_path / "nope",
-                      deps_layer_dir=tmp_path / "nope")  # fmt: skip
+        FacebankStack(
+            cdk.App(outdir=str(tmp_path)),
+            "Missing",
+            pack="mobile",
+            model_layer_dir=tmp_path / "nope",
+            deps_layer_dir=tmp_path / "nope",
+        )
 
 
 def test_check_size_sums_parts():
@@ -513,9 +537,10 @@ def fake_builds(tmp_path, monkeypatch):
 
     runs = tmp_path / "runs.log"
     script = _fake_build_script(
-        tmp_path, f"(out / 'python').mkdir(); (out / 'python' / 'x.py').write_text('x = 1')\n"
-                  f"open({str(runs)!r}, 'a').write(sys.argv[1] + '\\n')"
-    )  # fmt: skip
+        tmp_path,
+        f"(out / 'python').mkdir(); (out / 'python' / 'x.py').write_text('x = 1')\n"
+        f"open({str(runs)!r}, 'a').write(sys.argv[1] + '\\n')",
+    )
     monkeypatch.setattr(layers, "BUILD_SCRIPT", script)
     monkeypatch.setattr(layers, "BUILD_CACHE", tmp_path / "cache")
     return layers, runs
@@ -565,8 +590,9 @@ def _synth_app(outdir: Path, cache: Path) -> subprocess.CompletedProcess:
     env.pop("FACEBANK_SKIP_LAYER_BUILD", None)
     shared = Path(os.environ.get("FACEBANK_SHARED", ROOT.parent / "shared"))
     env.setdefault("FACEBANK_MODEL_MIRROR", str(shared / "models"))
-    return subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=900, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False
+    )
 
 
 def _layer_dirs(outdir: Path, template: dict) -> dict[str, Path]:
@@ -628,10 +654,18 @@ CFN_LINT_WARNINGS = 4  # cfn-lint's exit code is a bit mask: 2 errors, 4 warning
 def assert_cfn_lint_clean(template_file: str) -> None:
     # cfn-lint 1.x has no `python -m cfnlint`: call its console entry point with this interpreter.
     result = subprocess.run(
-        [sys.executable, "-c", "import sys; from cfnlint.runner import main; sys.exit(main())",
-         "--format", "json", template_file],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import sys; from cfnlint.runner import main; sys.exit(main())",
+            "--format",
+            "json",
+            template_file,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode in (0, CFN_LINT_WARNINGS), (result.returncode, result.stderr[-3000:], result.stdout[:3000])
     matches = json.loads(result.stdout)
     # W3005 (DependsOn on a role that a GetAtt already implies) is how CDK wires every Lambda role.
@@ -659,8 +693,9 @@ def test_cdk_nag_aws_solutions_findings_are_all_acknowledged():
 def test_cdk_synth_via_app_py_offline(tmp_path):
     """`CDK_OUTDIR=DIR python app.py` (what the cdk CLI runs) synthesises with no network or Docker."""
     env = {**os.environ, "CDK_OUTDIR": str(tmp_path), "FACEBANK_SKIP_LAYER_BUILD": "1"}
-    result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=300, check=False)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     template = json.loads((tmp_path / "Facebank.template.json").read_text())
     assert len(resources(template, "AWS::Lambda::Function")) == len(OPERATIONS) + len(EXTRA_FUNCTIONS)

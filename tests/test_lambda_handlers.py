@@ -46,7 +46,7 @@ def test_detect_faces_handler_matches_the_server(model_env, rekognition, encoded
     via_lambda = json.loads(response["body"])["FaceDetails"]
     via_server = rekognition.detect_faces(Image={"Bytes": data})["FaceDetails"]
     assert len(via_lambda) == len(via_server) == 2
-    for a, b in zip(via_lambda, via_server):
+    for a, b in zip(via_lambda, via_server, strict=False):
         assert a["BoundingBox"] == pytest.approx(b["BoundingBox"])
 
 

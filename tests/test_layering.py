@@ -73,7 +73,9 @@ def test_engine_and_storage_do_not_import_each_other():
         module = module_name(path)
         for side, other in (("facebank.engine", "facebank.storage"), ("facebank.storage", "facebank.engine")):
             if module.startswith(side):
-                crossing += [f"{module} imports {n}" for n in imported(ast.parse(path.read_text())) if n.startswith(other)]
+                crossing += [
+                    f"{module} imports {n}" for n in imported(ast.parse(path.read_text())) if n.startswith(other)
+                ]
     assert crossing == []
 
 
@@ -107,7 +109,9 @@ def test_importing_facebank_does_not_import_boto3():
     assert _loaded_after("import facebank")["boto3"] is False
 
 
-@pytest.mark.parametrize("handler", ["functions.list_collections", "functions.create_user", "functions.describe_collection"])
+@pytest.mark.parametrize(
+    "handler", ["functions.list_collections", "functions.create_user", "functions.describe_collection"]
+)
 def test_protocol_and_metadata_handlers_load_no_model_runtime(handler):
     loaded = _loaded_after(f"import facebank.protocol\nimport {handler}")
     assert loaded["onnx"] is False and loaded["onnxruntime"] is False

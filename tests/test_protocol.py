@@ -6,12 +6,12 @@ import base64
 import json
 
 import pytest
+from support import embedded_ctx, settings
 
 from facebank import errors
 from facebank.operations import OPERATIONS, Context
 from facebank.protocol import dispatch, operation_name
 from facebank.validation import parse_request
-from support import embedded_ctx, settings
 
 
 def test_operation_name_from_target_or_path():
@@ -51,12 +51,17 @@ def test_every_violation_is_reported_like_aws():
         parse_request("SearchFacesByImage", {"CollectionId": "bad id!", "Image": {"Bytes": "YQ=="}, "MaxFaces": 0})
     message = info.value.message
     assert message.startswith("2 validation errors detected: ")
-    assert "Value 'bad id!' at 'collectionId' failed to satisfy constraint: Member must satisfy regular expression pattern" in message
+    assert (
+        "Value 'bad id!' at 'collectionId' failed to satisfy constraint: Member must satisfy regular expression pattern"
+        in message
+    )
     assert "at 'maxFaces' failed to satisfy constraint: Member must have value greater than or equal to 1" in message
 
 
 def test_required_members():
-    with pytest.raises(errors.ValidationException, match="'sourceImage' failed to satisfy constraint: Member must not be null"):
+    with pytest.raises(
+        errors.ValidationException, match="'sourceImage' failed to satisfy constraint: Member must not be null"
+    ):
         parse_request("CompareFaces", {"TargetImage": {"Bytes": "YQ=="}})
 
 

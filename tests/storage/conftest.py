@@ -126,9 +126,7 @@ def aws_stores(aws) -> Stores:
 
     prefix = f"t{next(_test_ids)}-"
     create_tables(aws.dynamodb, TableNames.with_prefix(prefix))
-    storage = open_aws(
-        bucket=aws.bucket, table_prefix=prefix, s3_prefix=prefix, dynamodb=aws.dynamodb, s3=aws.s3
-    )
+    storage = open_aws(bucket=aws.bucket, table_prefix=prefix, s3_prefix=prefix, dynamodb=aws.dynamodb, s3=aws.s3)
     return Stores.of("aws", storage)
 
 

@@ -66,10 +66,7 @@ def test_concurrent_processes_embedded(tmp_path):
     meta, vecs = storage.metadata, storage.vectors
     meta.create_collection(collection_record("c1"))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    procs = [
-        subprocess.Popen([sys.executable, "-c", _WORKER, str(tmp_path), str(w)], env=env)
-        for w in range(4)
-    ]
+    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(tmp_path), str(w)], env=env) for w in range(4)]
     assert [p.wait(timeout=60) for p in procs] == [0] * 4
     assert meta.get_collection("c1").face_count == 4 * 5 * 4
     assert len(list_all(lambda t: meta.list_faces("c1", 50, t))) == 80
