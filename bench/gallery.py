@@ -23,8 +23,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from common import identity_bootstrap, load_engine
-from users import embed_all
+from common import embed_all, identity_bootstrap
+
+from facebank.engine.packs import PACKS
 
 THRESHOLD = 80.0
 ROTATIONS = 4
@@ -87,7 +88,7 @@ def main() -> None:
     for name in args.packs.split(","):
         cache = args.cache_dir / f"gallery-{name}.npz" if args.cache_dir else None
         people, _ = embed_all(name, cache)
-        cosine = load_engine(name).pack.calibration.cosine_floor(THRESHOLD)
+        cosine = PACKS[name].calibration.cosine_floor(THRESHOLD)
         pooled_g, pooled_s = [], []
         for photo in PHOTOS:
             g, s = protocol(people, photo)

@@ -1,7 +1,7 @@
 """User vectors on shared/faces/dev: the mean of a user's face vectors against best-face matching,
 and the Similarity calibration of user matches.
 
-    python bench/users.py [--pack open] [--cache /tmp/users-open.npz]
+    python bench/users.py [--pack open] [--cache /tmp/gallery-open.npz] [--repeats 2000]
 
 Protocol (tests/test_users.py runs the same through the API): the largest face of every faces/dev
 image is embedded once. Identities are split into four rotations by name order (``names[r::4]``
@@ -28,10 +28,11 @@ User calibration: the face calibration pins Similarity 80 at a false-match rate 
 face pair. A mean vector scores impostors differently (in a space where unrelated faces are far
 from orthogonal, as dlib's, renormalising the mean lifts their cosines too), so the same cosine
 does not mean the same rate. The user calibration pins 80 and 99 at 1e-3 and 1e-5 per face-user
-pair, fitted exactly as bench/calibrate.py fits faces: a normal through the 90th and 99th
-percentiles of the impostor scores of the tuning half of the identities (``accuracy.half``),
-users built from every two consecutive photos of each tuning identity. Pin the printed values in
-facebank/operations/users.py (USER_CALIBRATIONS).
+pair, fitted and cross-validated over identities exactly as bench/calibrate.py does for faces
+(``common.cross_validated_calibration``) on user-face pairs (``common.user_pairs``: a user from
+every two consecutive photos of an identity, against every face). Pin the printed values in
+facebank/operations/users.py (USER_CALIBRATIONS); (3) then shows the test's protocol at 80 with
+the pinned and the fitted user calibration.
 
 How sure: 90% percentile bootstrap intervals over identities (each resample draws the identities
 with replacement, keeping all of their probes) for the mean method over splits 0-2.
@@ -41,54 +42,26 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections import defaultdict
 from pathlib import Path
 
 os.environ.setdefault("FACEBANK_ORT_THREADS", "2")
 
 import numpy as np
-from accuracy import HALVES, half
-from calibrate import tail_fit
-from common import dev_images, identity_bootstrap, load_engine
+from common import HALVES, People, cross_validated_calibration, embed_all, half, identity_bootstrap, user_pairs
 
-from facebank.engine.image import decode
-from facebank.engine.packs import Calibration
+from facebank.engine.packs import PACKS
 from facebank.operations.users import USER_CALIBRATIONS
+from facebank.storage.users import mean_vector
 
 THRESHOLD = 80.0
 ROTATIONS = 4
 STRANGER_BAR = 0.02  # the test's bar: strangers match nobody in >= 98% of cases
 METHODS = ("mean", "best", "single")
 
-People = dict[str, list[np.ndarray | None]]
-
-
-def embed_all(pack: str | None, cache: Path | None) -> tuple[People, str]:
-    """Largest-face vector of every faces/dev image (None: no face), by identity, photos in path order."""
-    engine = load_engine(pack)
-    if cache is not None and cache.exists():
-        data = np.load(cache, allow_pickle=True)
-        if str(data["pack"]) == engine.pack.name:
-            return data["people"].item(), engine.pack.name
-    people: dict[str, list[tuple[str, np.ndarray | None]]] = defaultdict(list)
-    for path, identity in dev_images():
-        rgb = decode(path.read_bytes())
-        faces = engine.detect(rgb, max_faces=1)
-        people[identity].append((path.name, engine.embed(rgb, faces[0]) if faces else None))
-    ordered = {k: [v for _, v in sorted(people[k], key=lambda p: p[0])] for k in sorted(people)}
-    if cache is not None:
-        np.savez(cache, people=np.array(ordered, dtype=object), pack=engine.pack.name)
-    return ordered, engine.pack.name
-
-
-def user_vector(vectors: list[np.ndarray]) -> np.ndarray:
-    m = np.mean(vectors, axis=0)
-    return m / np.linalg.norm(m)
-
 
 def score(method: str, enrolled: list[np.ndarray], probe: np.ndarray) -> float:
     if method == "mean":
-        return float(user_vector(enrolled) @ probe)
+        return float(mean_vector(np.stack(enrolled)) @ probe)
     if method == "best":
         return max(float(v @ probe) for v in enrolled)
     return float(enrolled[0] @ probe)
@@ -145,20 +118,6 @@ def stranger_bar(strangers: Scored) -> float:
     return float(np.quantile(scores, 1 - STRANGER_BAR, method="higher"))
 
 
-def fit_user_calibration(people: People) -> tuple[Calibration, int]:
-    impostor = []
-    tuning = [n for n in sorted(people) if half(n) == HALVES[0]]
-    for name in tuning:
-        photos = [v for v in people[name] if v is not None]
-        if len(photos) < 2:
-            continue
-        for s in range(len(photos)):
-            u = user_vector([photos[s], photos[(s + 1) % len(photos)]])
-            impostor += [float(u @ v) for other in tuning if other != name for v in people[other] if v is not None]
-    fit = tail_fit(np.array(impostor))
-    return Calibration(round(fit.inv_cdf(1 - 1e-3), 4), round(fit.inv_cdf(1 - 1e-5), 4)), len(impostor)
-
-
 def fmt(found, probes, false, strangers) -> str:
     return f"{found:>3}/{probes:<3} {found / probes:5.3f}   {false:>3}/{strangers:<3} {false / strangers:5.3f}"
 
@@ -167,9 +126,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pack", default=None)
     parser.add_argument("--cache", type=Path, default=None, help="npz file to keep the embeddings in")
+    parser.add_argument("--repeats", type=int, default=2000, help="random halvings of the identities (calibration)")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     people, pack_name = embed_all(args.pack, args.cache)
-    face_cal = load_engine(pack_name).pack.calibration
+    face_cal = PACKS[pack_name].calibration
     missing = sum(v is None for vs in people.values() for v in vs)
     print(
         f"pack {pack_name}: {sum(map(len, people.values()))} images, {missing} without a face; "
@@ -195,9 +156,10 @@ def main() -> None:
         found, probes, false, total = summed(m, lambda c, bar=bar: c > bar)
         print(f"  {m:<7} cosine > {bar:.4f}: found {found}/{probes} = {found / probes:.3f} (strangers {false}/{total})")
 
-    fitted, pairs = fit_user_calibration(people)
     pinned = USER_CALIBRATIONS.get(pack_name)
-    print(f"\n(3) user calibration fitted on {pairs} tuning face-user impostor pairs: {fitted}; pinned {pinned}")
+    print("\n(3) user calibration, cross-validated over identities (face-user pairs, users of two photos)")
+    held_out = np.array([half(identity) == HALVES[1] for identity in sorted(people)])
+    fitted = cross_validated_calibration(user_pairs(people), pinned or face_cal, held_out, args.repeats, args.seed)
     for label, cal in (("pinned", pinned), ("fitted", fitted)):
         if cal is None or (label == "fitted" and cal == pinned):
             continue
