@@ -456,13 +456,14 @@ def test_delete_collection_removes_metadata_and_vectors(server, rekognition):
 
 
 # Issue 4 asks for >= 95% found and >= 98% of strangers unmatched at the default threshold. With the
-# models we have, no pack reaches both on faces/dev (this protocol, 34 identities, 582 probes, 228
-# stranger probes): open 94.5% / 93.9% (550/582, 214/228), fused 95.9% / 90.4%, mobile 89.7% / 99.1%
-# (fused, mobile: bench/gallery.py photo 0). Similarity 80
-# is pinned at a 1e-3 false-match rate per pair; with ~25 people in the gallery a stranger meets ~25
-# impostors, so the per-probe false-match rate is ~25x the pair rate. Floors: open's figure less one
-# binomial standard error (0.009 on 582 probes, 0.016 on 228), rounded down, so a regression of a
-# handful of probes fails; the gap to the targets is open work. Re-measured after blythe_danner was
-# split from gwyneth_paltrow and the calibration refitted (mislabelled set: 93.0% / 95.6%, 0.92 / 0.94).
-FOUND_AT_80 = 0.93
-STRANGERS_CLEAN_AT_80 = 0.92
+# calibration cross-validated over identities (issue 16: Similarity 80 keeps a 1e-3 false-match rate
+# per pair on 90% of groups of unseen people), open measures 73.7% found (429/582) and 100% of
+# strangers unmatched (228/228) on faces/dev (this protocol, 34 identities, 582 probes, 228 stranger
+# probes); fused 89.7% / 100%, mobile 86.6% / 100% (bench/gallery.py photo 0). The margin that keeps
+# the promise costs found rate: at the equal 2% stranger rate open finds 90.7%. Floors: open's figure
+# less one binomial standard error, rounded down (0.018 on 582 probes; at 228/228 the error is zero,
+# so it is taken at 227/228, 0.004), so a regression of a handful of probes fails; the gap to the
+# found target is open work. Before issue 16 (calibration fitted on the tuning half alone, which let
+# 4.6e-3 of unseen pairs through): 94.5% / 93.9% (550/582, 214/228), floors 0.93 / 0.92.
+FOUND_AT_80 = 0.71
+STRANGERS_CLEAN_AT_80 = 0.99

@@ -37,8 +37,12 @@ def test_compare_faces_separates_same_and_different_people(rekognition):
             scores.append(_best(response))
     matched = sum(s >= 80 for s in genuine) / len(genuine)
     false = sum(s >= 80 for s in impostor) / len(impostor)
+    # Measured with the cross-validated calibration (issue 16), `open` pack: 28 of 34 same-person
+    # pairs reach 80 (0.824; 33 of 34 before, when 80 let 4.6e-3 of unseen pairs through) and 0 of
+    # 34 different-person pairs. Bounds: the measured rate less (more) one binomial standard error,
+    # rounded down (up): 0.065 on 34 pairs; at 0/34 the error is zero, so it is taken at 1/34 (0.029).
     assert matched >= 0.75, genuine
-    assert false <= 0.05, impostor
+    assert false <= 0.03, impostor
     assert sorted(genuine)[len(genuine) // 2] > sorted(impostor)[len(impostor) // 2] + 30
 
 

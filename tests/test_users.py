@@ -863,12 +863,13 @@ def test_user_search_accuracy(served):
     assert probes == sum(len(people[n]) - 2 for n in enrolment)
     assert stranger_probes == sum(len(p) for p in people.values())
     # Issue 5 asks for >= 0.95 found and >= 0.98 of strangers unmatched. With the user calibration
-    # refitted after the 2026-12-01 relabel (blythe_danner split from gwyneth_paltrow), the default
-    # `open` pack measures 153/160 = 0.956 found and 218/228 = 0.956 strangers unmatched on this
-    # protocol (34 identities, the 29 with >= 3 photos enrolled in turn; bench/users.py). No pack
-    # here reaches both targets at any threshold with the default open licence. Floors: the measured
-    # figures less one binomial standard error (0.016 on 160 probes, 0.014 on 228), rounded down, so
-    # a regression of a few probes fails (mislabelled set, old calibration: 0.938 / 0.974, floors
-    # 0.92 / 0.96); the gap to the targets is open work.
-    assert found / probes >= 0.94
-    assert 1 - false_matches / stranger_probes >= 0.94
+    # cross-validated over identities (issue 16: UserMatchThreshold 80 keeps a 1e-3 false-match rate
+    # per face-user pair on 90% of groups of unseen people), the default `open` pack measures
+    # 130/160 = 0.812 found and 228/228 = 1.000 strangers unmatched on this protocol (34 identities,
+    # the 29 with >= 3 photos enrolled in turn; bench/users.py). No pack here reaches both targets at
+    # any threshold with the default open licence. Floors: the measured figures less one binomial
+    # standard error (0.031 on 160 probes; at 228/228 the error is zero, so it is taken at 227/228,
+    # 0.004), rounded down, so a regression of a few probes fails. Before issue 16 (user calibration
+    # fitted on the tuning half alone): 153/160 = 0.956 and 218/228 = 0.956, floors 0.94 / 0.94.
+    assert found / probes >= 0.78
+    assert 1 - false_matches / stranger_probes >= 0.99
