@@ -122,5 +122,5 @@ def test_attributes_parameter_accepted(rekognition, attributes):
     )["FaceDetails"]
     assert {"BoundingBox", "Confidence", "Landmarks", "Pose", "Quality"} <= set(faces[0])
     # Attributes no model here can estimate are left out, never invented.
-    left_out = {"AgeRange", "Gender", "Emotions", "Eyeglasses", "Sunglasses", "Beard", "Mustache", "FaceOccluded"}
+    left_out = {"Eyeglasses", "Sunglasses", "Beard", "Mustache", "FaceOccluded"}
     assert not left_out & set(faces[0])

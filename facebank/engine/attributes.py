@@ -1,4 +1,5 @@
-"""Face attributes beyond DEFAULT, measured on MediaPipe's Face Mesh and Iris models.
+"""Face attributes beyond DEFAULT: geometry on MediaPipe's Face Mesh and Iris models, and the
+attribute models a pack adds (``MODELS``).
 
 All 30 landmarks, Pose (the canonical 3-D face fitted to the mesh), EyesOpen, MouthOpen, Smile and
 EyeDirection. Shapes are measured in the head's own frame (the mesh mapped back through the fitted
@@ -6,8 +7,9 @@ pose, in the canonical model's centimetres), so turning or tilting the head does
 Each binary attribute is one ratio with a logistic Confidence; the thresholds and slopes are fitted
 on tests/data/attribute_labels.tsv by ``python bench/attributes.py --fit`` (README "Attributes").
 
-Attributes no geometry can give (AgeRange, Gender, Emotions, Eyeglasses, Sunglasses, Beard,
-Mustache, FaceOccluded) come only from an ``AttributeModel`` a pack supplies; none ships yet.
+Attributes no geometry can give come only from an ``AttributeModel`` a pack supplies: AgeRange,
+Gender and Emotions from face-api.js's networks (``faceapi.py``). Eyeglasses, Sunglasses, Beard,
+Mustache and FaceOccluded have none, so they are never returned.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from facebank.engine.faceapi import AgeGenderNet, FaceExpressionNet
 from facebank.engine.geometry import fit_similarity, pose_angles, pose_rotation
 from facebank.engine.iris import LOWER_LID, UPPER_LID, Eye, Iris
 from facebank.engine.mesh import FaceMesh
-from facebank.engine.packs import MESH_FILES
+from facebank.engine.packs import FACEAPI_AGE_GENDER, FACEAPI_EXPRESSION, MESH_FILES
 
 if TYPE_CHECKING:
     from facebank.engine import Face
@@ -49,6 +52,17 @@ FACE_DETAIL = (
 )
 GEOMETRY = ("EYES_OPEN", "MOUTH_OPEN", "SMILE", "EYE_DIRECTION")  # botocore Attribute names measured here
 MODELLED = ("AGE_RANGE", "GENDER", "EMOTIONS", "EYEGLASSES", "SUNGLASSES", "BEARD", "MUSTACHE", "FACE_OCCLUDED")
+# The FaceDetail member each modelled Attribute name asks for (a model may measure more at once).
+MEMBERS = {
+    "AGE_RANGE": "AgeRange",
+    "GENDER": "Gender",
+    "EMOTIONS": "Emotions",
+    "EYEGLASSES": "Eyeglasses",
+    "SUNGLASSES": "Sunglasses",
+    "BEARD": "Beard",
+    "MUSTACHE": "Mustache",
+    "FACE_OCCLUDED": "FaceOccluded",
+}
 
 # Rekognition's 30 landmark types in botocore's order, "left" being the image's left as in our
 # DEFAULT eyeLeft. Each is the mean of some points of one source: "mesh" (MediaPipe mesh indices),
@@ -102,7 +116,7 @@ class AttributeModel(Protocol):
 
     A pack lists the model's file in ``Pack.attributes`` and registers a loader for it in
     ``MODELS`` (called with the file and the onnxruntime thread count); ``estimate`` returns
-    FaceDetail members (e.g. {"AgeRange": {...}}).
+    FaceDetail members (e.g. {"AgeRange": {...}, "Gender": {...}}), of which the requested ones are kept.
     """
 
     provides: frozenset[str]  # botocore Attribute names, e.g. {"AGE_RANGE", "GENDER"}
@@ -110,7 +124,11 @@ class AttributeModel(Protocol):
     def estimate(self, rgb: np.ndarray, face: Face) -> dict[str, Any]: ...
 
 
-MODELS: dict[str, Callable[[Path, int], AttributeModel]] = {}  # manifest path -> loader(path, threads)
+# manifest path -> loader(path, threads)
+MODELS: dict[str, Callable[[Path, int], AttributeModel]] = {
+    FACEAPI_AGE_GENDER: AgeGenderNet,
+    FACEAPI_EXPRESSION: FaceExpressionNet,
+}
 
 
 def requested(attributes: Iterable[str]) -> set[str]:
@@ -138,10 +156,16 @@ class Measurement:
     """The mesh and both eyes of one face, with the head frame they define."""
 
     mesh: np.ndarray  # 468 x 3 image pixels
-    eyes: tuple[Eye, Eye]  # image-left eye, image-right eye
+    eyes: tuple[Eye, Eye] | None  # image-left eye, image-right eye (None: measured without the iris model)
     scale: float
     rotation: np.ndarray  # canonical face -> camera
     shift: np.ndarray
+
+    @property
+    def both_eyes(self) -> tuple[Eye, Eye]:
+        if self.eyes is None:
+            raise ValueError("this face was measured without the iris model")
+        return self.eyes
 
     def head(self, points: np.ndarray) -> np.ndarray:
         """Image points (N x 3) in the head's frame, in canonical-face centimetres."""
@@ -150,16 +174,16 @@ class Measurement:
     def landmarks(self) -> np.ndarray:
         sources = {
             "mesh": self.mesh,
-            "eye0": self.eyes[0].contour,
-            "eye1": self.eyes[1].contour,
-            "iris0": self.eyes[0].iris,
-            "iris1": self.eyes[1].iris,
+            "eye0": self.both_eyes[0].contour,
+            "eye1": self.both_eyes[1].contour,
+            "iris0": self.both_eyes[0].iris,
+            "iris1": self.both_eyes[1].iris,
         }
         return np.array([sources[s][list(i), :2].mean(0) for _, s, i in LANDMARKS])
 
     def eye_ratio(self) -> float:
         ratios = []
-        for eye in self.eyes:
+        for eye in self.both_eyes:
             lids = self.head(eye.contour[:16])
             gap = np.abs(lids[UPPER_LID[1:-1], 1] - lids[LOWER_LID[1:-1], 1]).mean()
             ratios.append(gap / np.linalg.norm(lids[0, :2] - lids[8, :2]))
@@ -179,7 +203,7 @@ class Measurement:
         nearer the camera counts more (the far one is foreshortened); Confidence falls as the eyes
         close or disagree."""
         angles = []
-        for eye in self.eyes:
+        for eye in self.both_eyes:
             corners, iris = self.head(eye.contour[[0, 8]]), self.head(eye.iris[:1])[0]
             dx, dy = (iris[:2] - corners.mean(0)[:2]) / EYEBALL_RADIUS
             angles.append(np.degrees(np.arcsin(np.clip([dx, -dy], -1, 1))))  # yaw, pitch in the head
@@ -200,29 +224,38 @@ class FaceAttributes:
         self.canonical = canonical_face(canonical)
         self.models = list(models)
 
-    def measure(self, rgb: np.ndarray, face: Face) -> Measurement:
+    def measure(self, rgb: np.ndarray, face: Face, eyes: bool = True) -> Measurement:
+        """The mesh of ``face`` and, with ``eyes``, the iris model's view of each eye."""
         mesh = self.mesh.run(rgb, face.box, face.landmarks[:2]).points
-        eyes = (self.iris.run(rgb, mesh[33, :2], mesh[133, :2]), self.iris.run(rgb, mesh[263, :2], mesh[362, :2]))
-        return Measurement(mesh, eyes, *fit_similarity(self.canonical, mesh))
+        both = None
+        if eyes:
+            both = (self.iris.run(rgb, mesh[33, :2], mesh[133, :2]), self.iris.run(rgb, mesh[263, :2], mesh[362, :2]))
+        return Measurement(mesh, both, *fit_similarity(self.canonical, mesh))
 
-    def describe(self, rgb: np.ndarray, face: Face, names: set[str]) -> None:
-        """Add the requested attributes to ``face``: with any geometric one, also all 30 landmarks and
-        the mesh's Pose, since they are then measured anyway."""
+    def describe(self, rgb: np.ndarray, face: Face, names: set[str], refine: bool = True) -> None:
+        """Add the requested attributes to ``face``. With ``refine`` (DetectFaces, IndexFaces), any
+        geometric one also brings all 30 landmarks and the mesh's Pose, since they are then measured
+        anyway; without it (CompareFaces' ComparedFace keeps Rekognition's 5 points) the detector's
+        landmarks and Pose stay, and Smile or MouthOpen alone need no iris model."""
         if names & set(GEOMETRY):
-            m = self.measure(rgb, face)
-            face.pose, face.dense_landmarks = pose_angles(m.rotation), m.landmarks()
-            eyes_open = _probability(m.eye_ratio(), EYES_OPEN)
+            with_eyes = refine or bool(names & {"EYES_OPEN", "EYE_DIRECTION"})
+            m = self.measure(rgb, face, eyes=with_eyes)
             mouth_ratio, width_ratio = m.mouth(self.canonical)
             measured = {
-                "EYES_OPEN": ("EyesOpen", _binary(eyes_open)),
                 "MOUTH_OPEN": ("MouthOpen", _binary(_probability(mouth_ratio, MOUTH_OPEN))),
                 "SMILE": ("Smile", _binary(_probability(width_ratio, SMILE))),
-                "EYE_DIRECTION": ("EyeDirection", m.eye_direction(eyes_open)),
             }
+            if with_eyes:
+                eyes_open = _probability(m.eye_ratio(), EYES_OPEN)
+                measured["EYES_OPEN"] = ("EyesOpen", _binary(eyes_open))
+                measured["EYE_DIRECTION"] = ("EyeDirection", m.eye_direction(eyes_open))
+            if refine:
+                face.pose, face.dense_landmarks = pose_angles(m.rotation), m.landmarks()
             face.attributes.update(measured[n] for n in GEOMETRY if n in names)
         for model in self.models:
             if names & model.provides:
-                face.attributes.update(model.estimate(rgb, face))
+                wanted = {MEMBERS[n] for n in names & model.provides}
+                face.attributes.update((k, v) for k, v in model.estimate(rgb, face).items() if k in wanted)
 
 
 def load(files: Iterable[str], resolve: Callable[[str], Path], threads: int = 1) -> FaceAttributes | None:

@@ -122,11 +122,17 @@ class FaceEngine:
             faces.append(Face(d.box, d.landmarks, d.score * 100.0, head_pose(d.landmarks), quality, rgb.shape[:2]))
         faces.sort(key=lambda f: f.area, reverse=True)
         faces = faces[:max_faces]
+        self.describe(rgb, faces, attributes)
+        return faces
+
+    def describe(self, rgb: np.ndarray, faces: Iterable[Face], attributes: Iterable[str], refine: bool = True) -> None:
+        """Measure the requested ``Attribute``s beyond DEFAULT on detected faces (DEFAULT loads no
+        attribute model). ``refine=False`` keeps each face's 5 landmarks and Pose from the detector
+        (attributes.FaceAttributes.describe): CompareFaces' ComparedFace has Rekognition's 5 points."""
         names = face_attributes.requested(attributes)
         if names and self.attribute_models is not None:
             for face in faces:
-                self.attribute_models.describe(rgb, face, names)
-        return faces
+                self.attribute_models.describe(rgb, face, names, refine)
 
     def embed(self, rgb: np.ndarray, face: Face) -> np.ndarray:
         """The pack's L2-normalised vector: per-model unit vectors, weighted and concatenated."""

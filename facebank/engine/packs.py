@@ -97,6 +97,14 @@ MOBILEFACENET = ("mobilefacenet/mobilefacenet.onnx",)
 MOBILEFACENET_LICENCE = "MobileFaceNet: MIT code, weights trained on MS1M (non-commercial research terms)"
 # Every pack: MediaPipe mesh + iris (Apache-2.0), in the order attributes.FaceAttributes takes them.
 MESH_FILES = ("mediapipe/face_landmark.onnx", "mediapipe/iris_landmark.onnx", "mediapipe/canonical_face_model.obj")
+# and face-api.js's AgeRange/Gender and Emotions networks (attributes.MODELS), converted at fetch time.
+FACEAPI_AGE_GENDER = "faceapi/age_gender_net.onnx"
+FACEAPI_EXPRESSION = "faceapi/face_expression_net.onnx"
+ATTRIBUTE_FILES = (*MESH_FILES, FACEAPI_AGE_GENDER, FACEAPI_EXPRESSION)
+FACEAPI_LICENCE = (
+    "AgeRange, Gender, Emotions: face-api.js MIT code and weights, trained on research-use datasets "
+    "(UTK, IMDB-WIKI, ...)"
+)
 
 PACKS = {
     p.name: p
@@ -107,9 +115,10 @@ PACKS = {
             detector=YUNET,
             recognizers=(Recognizer("dlib-resnet", DLIB),),
             dimension=128,
-            licence="permissive: YuNet MIT; dlib ResNet and 5-point predictor CC0 (public domain)",
+            licence="detection and recognition permissive: YuNet MIT; dlib ResNet and 5-point predictor CC0 "
+            f"(public domain); {FACEAPI_LICENCE}",
             calibration=Calibration(at_80=0.9442, at_99=0.9679),
-            attributes=MESH_FILES,
+            attributes=ATTRIBUTE_FILES,
         ),
         Pack(
             name="fused",
@@ -119,9 +128,9 @@ PACKS = {
             # this linear fusion is exactly score fusion of the two cosines (see Recognizer.weight).
             recognizers=(Recognizer("dlib-resnet", DLIB, 0.758), Recognizer("mobilefacenet", MOBILEFACENET, 0.242)),
             dimension=256,
-            licence=f"YuNet MIT; dlib CC0; {MOBILEFACENET_LICENCE}",
+            licence=f"YuNet MIT; dlib CC0; {MOBILEFACENET_LICENCE}; {FACEAPI_LICENCE}",
             calibration=Calibration(at_80=0.7953, at_99=0.8432),
-            attributes=MESH_FILES,
+            attributes=ATTRIBUTE_FILES,
         ),
         Pack(
             name="mobile",
@@ -129,13 +138,13 @@ PACKS = {
             detector=YUNET,
             recognizers=(Recognizer("mobilefacenet", MOBILEFACENET),),
             dimension=128,
-            licence=f"YuNet MIT; {MOBILEFACENET_LICENCE}",
+            licence=f"YuNet MIT; {MOBILEFACENET_LICENCE}; {FACEAPI_LICENCE}",
             calibration=Calibration(at_80=0.3836, at_99=0.5146),
-            attributes=MESH_FILES,
+            attributes=ATTRIBUTE_FILES,
         ),
     )
 }
-DEFAULT_PACK = "open"  # permissive licences end to end
+DEFAULT_PACK = "open"  # permissive licences for everything but AgeRange, Gender and Emotions (FACEAPI_LICENCE)
 
 
 def pack(name: str | None) -> Pack:

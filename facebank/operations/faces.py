@@ -10,6 +10,8 @@ from facebank.operations.images import load_image
 from facebank.operations.quality import passes_quality
 
 MAX_TARGET_FACES = 100  # CompareFaces compares against at most the 100 largest target faces
+# botocore's ComparedFace: the DEFAULT members, then Emotions and Smile (measured on target faces).
+COMPARED_FACE = ("BoundingBox", "Confidence", "Landmarks", "Pose", "Quality", "Emotions", "Smile")
 
 
 @operation("DetectFaces")
@@ -35,6 +37,7 @@ def compare_faces(request: Request, ctx: Context) -> Response:
     targets = [f for f in engine.detect(target_rgb, MAX_TARGET_FACES) if passes_quality(f, level)]
     if not targets:
         raise InvalidParameterException("There are no faces in the target image that meet the quality bar")
+    engine.describe(target_rgb, targets, ["EMOTIONS", "SMILE"], refine=False)
     probe = engine.embed(source_rgb, source)
     matches: list[dict[str, Any]] = []
     unmatched: list[dict[str, Any]] = []
@@ -55,4 +58,4 @@ def compare_faces(request: Request, ctx: Context) -> Response:
 
 def _compare_face(face) -> dict:
     detail = face.detail()
-    return {k: detail[k] for k in ("BoundingBox", "Confidence", "Landmarks", "Pose", "Quality")}
+    return {k: detail[k] for k in COMPARED_FACE if k in detail}
