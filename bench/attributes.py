@@ -285,15 +285,15 @@ def report_age(readings: list[Reading], identities: dict[str, dict[str, str]], f
     )
     pinned = [inside(e, int(t), faceapi.AGE_INTERVAL) for e, t in zip(estimates, truths, strict=True)]
     held_out: dict[str, list[float]] = {}
-    widths = []
+    hits, widths = np.zeros(len(names), bool), np.zeros(len(names))
     for name in sorted(errors):
         mine = names == name
         offsets = age_offsets(estimates[~mine], truths[~mine])
-        for e, t in zip(estimates[mine], truths[mine], strict=True):
-            hit, width = inside(e, int(t), offsets)
-            held_out.setdefault(name, []).append(hit)
-            widths.append(width)
-    coverage = np.mean([h for v in held_out.values() for h in v])
+        hits[mine], widths[mine] = zip(
+            *(inside(e, int(t), offsets) for e, t in zip(estimates[mine], truths[mine], strict=True)), strict=True
+        )
+        held_out[name] = list(hits[mine])
+    coverage = hits.mean()
     interval = people_bootstrap(held_out)
     print(
         f"  AgeRange   pinned {faceapi.AGE_INTERVAL}: {np.mean([h for h, _ in pinned]):.3f} of true ages inside, "
@@ -302,9 +302,38 @@ def report_age(readings: list[Reading], identities: dict[str, dict[str, str]], f
         f"leave-one-identity-out {coverage:.3f} (90 % over people {interval[0]:.2f}-{interval[1]:.2f}), "
         f"median width {np.median(widths):.0f}; nominal {AGE_COVERAGE}"
     )
+    narrow = {w: np.mean(np.abs(truths - estimates) <= w / 2) for w in (5, 10)}
+    print(f"    a range of 5 / 10 years centred on the estimate would hold {narrow[5]:.2f} / {narrow[10]:.2f}")
+    bands = ((0, 35), (35, 50), (50, 60), (60, 200))
+    band_mae = [np.mean(np.abs(estimates - truths)[(estimates >= a) & (estimates < b)]) for a, b in bands]
+    band_hits = [hits[(estimates >= a) & (estimates < b)].mean() for a, b in bands]
+    print(
+        "    by estimate (years: MAE, AgeRange leave-one-identity-out coverage): "
+        + ", ".join(f"{a}-{b}: {m:.1f}, {h:.2f}" for (a, b), m, h in zip(bands, band_mae, band_hits, strict=True))
+    )
     if fit:
         low, high = age_offsets(estimates, truths)
         print(f"    fit: AGE_INTERVAL = ({low:.1f}, {high:.1f})")
+        report_proportional_age_range(names, estimates, truths, bands)
+
+
+def report_proportional_age_range(names, estimates, truths, bands) -> None:
+    """The alternative to AGE_INTERVAL's shape: an interval proportional to the estimate (percentiles
+    of log(true / estimate)), leave-one-identity-out, with its coverage by estimate band."""
+    tail = (1 - AGE_COVERAGE) / 2
+    hits, widths = np.zeros(len(names), bool), np.zeros(len(names))
+    for name in sorted(set(names)):
+        mine = names == name
+        low, high = np.quantile(np.log(truths[~mine] / estimates[~mine]), [tail, 1 - tail])
+        lows, highs = np.round(estimates[mine] * np.exp(low)), np.round(estimates[mine] * np.exp(high))
+        hits[mine], widths[mine] = (lows <= truths[mine]) & (truths[mine] <= highs), highs - lows
+    low, high = np.quantile(np.log(truths / estimates), [tail, 1 - tail])
+    pinned = np.round(estimates * np.exp(high)) - np.round(estimates * np.exp(low))
+    by_band = ", ".join(f"{a}-{b}: {hits[(estimates >= a) & (estimates < b)].mean():.2f}" for a, b in bands)
+    print(
+        f"    proportional alternative: median width {np.median(pinned):.0f} years (leave-one-identity-out "
+        f"{np.median(widths):.0f}), coverage leave-one-identity-out {hits.mean():.3f}; by estimate {by_band}"
+    )
 
 
 def happy_probability(probabilities: np.ndarray, temperature: float) -> float:
