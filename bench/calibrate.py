@@ -21,7 +21,7 @@ Printed per pack: the margins, the cosines to pin (and how far they move when th
 resampled), and out of sample, before (the rule this replaced: the curve on cosines, no margin) and
 after, FMR and TMR at Similarity 80, 90 and 99 with their spread over folds. Pin the values in
 facebank/engine/packs.py. The fused pack's weights are not refitted here: they are printed as
-fitted on the tuning half of ``accuracy.half`` (which they were pinned from).
+fitted on the tuning half of ``common.half`` (which they were pinned from).
 """
 
 from __future__ import annotations

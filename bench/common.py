@@ -399,7 +399,7 @@ def cross_validated_calibration(
 ) -> Calibration:
     """Fit the map on all identities with the margins cross-validation asks for, print how it and
     the rule before it fare on people they never saw, and return the calibration to pin.
-    ``held_out`` (a mask over identities) is the held-out half of ``accuracy.half``: the map
+    ``held_out`` (a mask over identities) is the held-out half of ``common.half``: the map
     pinned before issue 16 was fitted on the other half, so there it is out of sample."""
     genuine = scores.genuine
     folds = identity_folds(scores, repeats, seed)
@@ -440,5 +440,5 @@ def cross_validated_calibration(
         print(
             f"  {label} map on all pairs (in sample for a map fitted on them): {rates_in_sample(scores, calibration)}"
         )
-    print(f"  pinned now map on the held-out half of accuracy.half: {rates_in_sample(scores.among(held_out), current)}")
+    print(f"  pinned now map on the held-out half of common.half: {rates_in_sample(scores.among(held_out), current)}")
     return fitted
