@@ -9,7 +9,9 @@ on tests/data/attribute_labels.tsv by ``python bench/attributes.py --fit`` (READ
 
 Attributes no geometry can give come only from an ``AttributeModel`` a pack supplies: AgeRange,
 Gender and Emotions from face-api.js's networks (``faceapi.py``). Eyeglasses, Sunglasses, Beard,
-Mustache and FaceOccluded have none, so they are never returned.
+Mustache and FaceOccluded have none, so they are never returned: a classifier on the engine's own
+features was measured leave-one-identity-out on hand labels and fell short (``bench/appearance.py``,
+docs/faces.md "Left out").
 """
 
 from __future__ import annotations
