@@ -262,7 +262,12 @@ def test_compaction_merges_segments_and_search_still_finds_faces(env, monkeypatc
     if users:  # two user vectors written, the first superseded by the second
         env.rek.create_user(CollectionId=env.collection, UserId="albert")
         env.rek.associate_faces(CollectionId=env.collection, UserId="albert", FaceIds=faces[1:2])
-        env.rek.associate_faces(CollectionId=env.collection, UserId="albert", FaceIds=faces[2:3])
+        # Threshold 0: this test is about compaction, not about whether two photos match well enough
+        # (face ids, and so which photos pair up here, differ from run to run).
+        second = env.rek.associate_faces(
+            CollectionId=env.collection, UserId="albert", FaceIds=faces[2:3], UserMatchThreshold=0
+        )
+        assert [f["FaceId"] for f in second["AssociatedFaces"]] == faces[2:3]
     env.rek.delete_faces(CollectionId=env.collection, FaceIds=[faces[0]])
     vectors = shared_context().index.vectors
     assert len(vectors.list_segments(env.collection)) == 3
