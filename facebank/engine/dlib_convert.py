@@ -26,10 +26,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from facebank import models
 from facebank.engine.dlib_serialize import Reader
+from facebank.engine.onnx_graph import GraphBuilder
 
 EXPECTED_PARAMETERS = 5_614_592
 INPUT_SIZE = 150
@@ -200,22 +201,8 @@ def parse_dat(data: bytes) -> tuple[np.ndarray, list[dict]]:
 # --- ONNX graph ----------------------------------------------------------------------------------
 
 
-class _Graph:
-    def __init__(self) -> None:
-        self.nodes: list[onnx.NodeProto] = []
-        self.inits: list[onnx.TensorProto] = []
-
-    def const(self, name: str, value: np.ndarray) -> str:
-        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
-        return name
-
-    def node(self, op: str, inputs: list[str], name: str, **attrs) -> str:
-        self.nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
-        return name
-
-
 def build_onnx(mean: np.ndarray, layers: list[dict]) -> onnx.ModelProto:
-    g = _Graph()
+    g = GraphBuilder()
     # (x - mean) / 256 in float32, as input_rgb_image_sized does; /256 is exact as a multiply.
     x = g.node("Sub", ["image", g.const("rgb_mean", mean.reshape(1, 3, 1, 1))], "centered")
     x = g.node("Mul", [x, g.const("inv_256", np.array(1 / 256, np.float32))], "normalized")
@@ -276,7 +263,7 @@ def build_onnx(mean: np.ndarray, layers: list[dict]) -> onnx.ModelProto:
 
 
 def _conv_affine(
-    g: _Graph, conv: dict, affine: dict, x: str, shape: tuple[int, int, int], name: str
+    g: GraphBuilder, conv: dict, affine: dict, x: str, shape: tuple[int, int, int], name: str
 ) -> tuple[str, tuple[int, int, int]]:
     """A conv with the affine layer after it folded into its weights and bias (one Conv node)."""
     gamma, beta = affine["gamma"].astype(np.float64), affine["beta"].astype(np.float64)
@@ -294,7 +281,9 @@ def _conv_affine(
     return x, (conv["filters"], (shape[1] + 2 * p - k) // s + 1, (shape[2] + 2 * p - k) // s + 1)
 
 
-def _pool(g: _Graph, layer: dict, x: str, shape: tuple[int, int, int], name: str) -> tuple[str, tuple[int, int, int]]:
+def _pool(
+    g: GraphBuilder, layer: dict, x: str, shape: tuple[int, int, int], name: str
+) -> tuple[str, tuple[int, int, int]]:
     (kh, kw), (sh, sw), pads = layer["size"], layer["stride"], layer["pad"]
     if kh == kw == 0:  # avg_pool_everything
         return g.node("GlobalAveragePool", [x], name), (shape[0], 1, 1)
@@ -305,7 +294,7 @@ def _pool(g: _Graph, layer: dict, x: str, shape: tuple[int, int, int], name: str
     return x, (shape[0], (shape[1] - kh) // sh + 1, (shape[2] - kw) // sw + 1)
 
 
-def _pad_to(g: _Graph, x: str, shape: tuple, target: tuple, name: str) -> str:
+def _pad_to(g: GraphBuilder, x: str, shape: tuple, target: tuple, name: str) -> str:
     if shape == target:
         return x
     # dlib's tt::add treats out-of-range elements of the smaller tensor as zero: pad at the end.

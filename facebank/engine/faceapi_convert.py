@@ -38,7 +38,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
+
+from facebank.engine.onnx_graph import GraphBuilder
 
 INPUT_SIZE = 112
 MEAN_RGB = (122.782, 117.001, 104.298)  # face-api's normalize(): the same for both networks
@@ -101,21 +103,12 @@ class _Weights:
 # --- ONNX graph ----------------------------------------------------------------------------------
 
 
-class _Graph:
-    """Nodes and initialisers of one network, tracking each value's (channels, size)."""
+class _Graph(GraphBuilder):
+    """One network's graph, with the dequantised weights its layers are built from."""
 
     def __init__(self, weights: _Weights):
+        super().__init__()
         self.weights = weights
-        self.nodes: list[onnx.NodeProto] = []
-        self.inits: list[onnx.TensorProto] = []
-
-    def const(self, name: str, value: np.ndarray) -> str:
-        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
-        return name
-
-    def node(self, op: str, inputs: list[str], name: str, **attrs) -> str:
-        self.nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
-        return name
 
     def normalized_input(self) -> str:
         mean = np.array(MEAN_RGB, np.float32).reshape(1, 3, 1, 1)
