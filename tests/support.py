@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -35,6 +36,29 @@ PROTOCOL_ERRORS = {
     "ValidationException", "SerializationException", "UnknownOperationException", "InvalidSignatureException",
     "UnrecognizedClientException", "MissingAuthenticationTokenException",
 }  # fmt: skip
+
+
+def serialised_moto(mp: pytest.MonkeyPatch) -> None:
+    """Dummy AWS credentials, and moto's request dispatch serialised: its backends are not
+    thread-safe, while real DynamoDB/S3 apply each request atomically. Clients still interleave
+    requests, conditional failures and retries."""
+    from moto.core.botocore_stubber import BotocoreStubber
+
+    lock = threading.RLock()
+    dispatch = BotocoreStubber.process_request
+
+    def serialised(self, request):
+        with lock:
+            return dispatch(self, request)
+
+    for var, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        mp.setenv(var, value)
+    mp.setattr(BotocoreStubber, "process_request", serialised)
 
 
 def settings(**overrides) -> Settings:

@@ -22,7 +22,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 from PIL import Image, ImageFilter
-from support import MODEL, check_responses, check_shape, ctx_over, dev_people, encode, image_bytes
+from support import MODEL, check_responses, check_shape, ctx_over, dev_people, encode, image_bytes, serialised_moto
 
 from facebank.storage.files import collection_dir
 
@@ -86,27 +86,12 @@ def aws_context(metadata_wrapper=None):
     thread-safe, so its request dispatch is serialised (real DynamoDB/S3 apply each request
     atomically); clients still interleave requests, conditional failures and retries."""
     from moto import mock_aws
-    from moto.core.botocore_stubber import BotocoreStubber
 
     from facebank.storage import open_aws
     from facebank.storage.dynamodb import TableNames, create_tables
 
-    lock = threading.RLock()
-    process = BotocoreStubber.process_request
-
-    def serialised(self, request):
-        with lock:
-            return process(self, request)
-
     with pytest.MonkeyPatch.context() as mp:
-        for var, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_SESSION_TOKEN": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }.items():
-            mp.setenv(var, value)
-        mp.setattr(BotocoreStubber, "process_request", serialised)
+        serialised_moto(mp)
         with mock_aws():
             session = boto3.session.Session(region_name="us-east-1")
             dynamodb, s3 = session.client("dynamodb"), session.client("s3")

@@ -12,12 +12,12 @@ the interleaving of requests, conditional failures and retries are all real.
 from __future__ import annotations
 
 import itertools
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 from storage_helpers import collection_record
+from support import serialised_moto
 
 from facebank.storage import Storage, open_embedded
 from facebank.storage.ports import MetadataStore, RequestLedger, VectorStore
@@ -51,24 +51,9 @@ def aws() -> Iterator[_Aws]:
     to real local endpoints)."""
     import boto3
     from moto import mock_aws
-    from moto.core.botocore_stubber import BotocoreStubber
-
-    lock = threading.RLock()
-    dispatch = BotocoreStubber.process_request
-
-    def serialised(self, req):
-        with lock:
-            return dispatch(self, req)
 
     with pytest.MonkeyPatch.context() as mp:
-        for var, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_SESSION_TOKEN": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }.items():
-            mp.setenv(var, value)
-        mp.setattr(BotocoreStubber, "process_request", serialised)
+        serialised_moto(mp)
         _backup_tables_once_per_transaction(mp)
         with mock_aws():
             session = boto3.session.Session(region_name="us-east-1")
