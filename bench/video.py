@@ -112,9 +112,10 @@ def analyse(engine, data: bytes, fps: float) -> int:
 def speed_tables(engine, videos: dict[str, bytes], durations: dict[str, float], fps: float) -> None:
     print(f"\nSpeed per stage at {fps:g} fps, one thread (x real time = video seconds / wall seconds)")
     print(
-        f"{'clip':52} {'size':>9} {'decode':>8} {'detect':>8} {'embed':>8} {'track':>8} {'detection':>10} {'search':>8}"
+        f"{'clip':52} {'size':>9} {'decode':>8} {'detect':>8} {'embed':>8} {'track':>8} {'detection':>10} "
+        f"{'search':>8} {'search, every':>14}"
     )
-    print(f"{'':52} {'':9} {'':8} {'':8} {'':8} {'':8} {'job':>10} {'job':>8}")
+    print(f"{'':52} {'':9} {'':8} {'':8} {'':8} {'':8} {'job':>10} {'job':>8} {'face embedded':>14}")
     totals = dict.fromkeys(("decode", "detect", "embed", "track"), 0.0)
     baseline_total = 0.0
     for name, data in videos.items():
