@@ -228,7 +228,7 @@ def recall_table(engine, videos: dict[str, bytes], rates: list[float]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fps", type=float, default=None, help="sampling rate of the speed tables")
-    parser.add_argument("--rates", default="1,2,3,5", help="sampling rates of the recall table")
+    parser.add_argument("--rates", default="1,2,3,4,5", help="sampling rates of the recall table")
     parser.add_argument("--skip-recall", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     args = parser.parse_args()
