@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from facebank.settings import Settings
+
 
 def test_video_settings_from_the_environment():
     defaults = Settings.from_env({})
