@@ -86,6 +86,11 @@ def plan(job: JobRecord, ctx: Context) -> list[tuple[int, int]]:
     Raises VideoDecodeError / VideoUnreadable / JobFailed (the job fails with their message)."""
     from facebank.engine.video import probe
 
+    if job.params.get("pack") not in (None, ctx.model_pack.name):  # e.g. resumed by a server on another pack
+        raise JobFailed(
+            f"The job was started with model pack '{job.params['pack']}' and this deployment runs "
+            f"'{ctx.model_pack.name}'; start the job again"
+        )
     _require_collection(job, ctx)
     with open_video(ctx.s3, job.video["S3Object"]) as source:
         info = probe(source)
@@ -251,11 +256,6 @@ def run_job(job_id: str, ctx: Context, should_stop: StopCheck | None = None) -> 
     if job is None or job.status != "IN_PROGRESS":
         return
     try:
-        if job.params.get("pack") not in (None, ctx.model_pack.name):
-            raise JobFailed(
-                f"The job was started with model pack '{job.params['pack']}' and this server runs "
-                f"'{ctx.model_pack.name}'; start the job again"
-            )
         segments = plan(job, ctx)
         done = (ctx.storage.jobs.get_job(job_id) or job).segments_done  # resumed: skip what is analysed
         for segment, (start, end) in enumerate(segments):
