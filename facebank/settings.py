@@ -43,6 +43,8 @@ class Settings:
     # Limits and caches
     segment_cache_mb: int = 4096  # FACEBANK_SEGMENT_CACHE_MB
     max_faces_per_collection: int = 20_000_000  # FACEBANK_MAX_FACES_PER_COLLECTION
+    # Celebrity gallery (AWS; embedded keeps it in data_dir/celebrities.sqlite3)
+    celebrity_table: str | None = None  # FACEBANK_CELEBRITY_TABLE
 
     @property
     def resolved_model_dir(self) -> Path:
@@ -86,4 +88,5 @@ class Settings:
             compact_min_age_s=float(number("FACEBANK_COMPACT_MIN_AGE_S", float, 300.0)),
             segment_cache_mb=int(number("FACEBANK_SEGMENT_CACHE_MB", int, 4096)),
             max_faces_per_collection=int(number("FACEBANK_MAX_FACES_PER_COLLECTION", int, 20_000_000)),
+            celebrity_table=text("FACEBANK_CELEBRITY_TABLE"),
         )

@@ -7,11 +7,15 @@ Context costs nothing until an operation first needs storage or S3.
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from facebank.operations import Context
 from facebank.settings import Settings
 from facebank.storage import Storage, open_aws, open_embedded
+
+if TYPE_CHECKING:
+    from facebank.storage.celebrities import CelebrityGallery
 
 
 def s3_client(endpoint_url: str | None = None) -> Any:
@@ -32,7 +36,12 @@ def embedded_context(settings: Settings) -> Context:
     def open_storage() -> Storage:
         return open_embedded(data_dir)
 
-    return Context(settings, open_storage=open_storage, open_s3=lambda: s3_client(settings.s3_endpoint_url))
+    return Context(
+        settings,
+        open_storage=open_storage,
+        open_s3=lambda: s3_client(settings.s3_endpoint_url),
+        open_celebrities=lambda: embedded_gallery(data_dir),
+    )
 
 
 def aws_context(settings: Settings) -> Context:
@@ -50,4 +59,25 @@ def aws_context(settings: Settings) -> Context:
             region_name=settings.region,
         )
 
-    return Context(settings, open_storage=open_storage, open_s3=lambda: s3_client(settings.s3_endpoint_url))
+    return Context(
+        settings,
+        open_storage=open_storage,
+        open_s3=lambda: s3_client(settings.s3_endpoint_url),
+        open_celebrities=lambda: aws_gallery(settings),
+    )
+
+
+def embedded_gallery(data_dir: Path) -> CelebrityGallery:
+    """The celebrity gallery beside the embedded stores: data_dir/celebrities.sqlite3."""
+    from facebank.storage.celebrities import open_embedded_gallery
+
+    return open_embedded_gallery(data_dir)
+
+
+def aws_gallery(settings: Settings) -> CelebrityGallery:
+    """The stack's celebrity table (FACEBANK_CELEBRITY_TABLE)."""
+    from facebank.storage.celebrities import open_aws_gallery
+
+    if not settings.celebrity_table:
+        raise RuntimeError("no celebrity gallery configured for this function: FACEBANK_CELEBRITY_TABLE is not set")
+    return open_aws_gallery(settings.celebrity_table, region_name=settings.region)
