@@ -36,6 +36,7 @@ class Access:
     images: bool = False
     models: bool = True  # loads the pack (detect/embed, or the pack's FaceModelVersion)
     heavy: bool = False  # decodes images or scores vectors: gets `memorySize`, others `lightMemorySize`
+    celebrities: frozenset[str] = frozenset()  # the celebrity gallery table (infra/celebrities.py)
 
     @property
     def storage(self) -> bool:
@@ -43,11 +44,12 @@ class Access:
 
     @property
     def read_only(self) -> bool:
-        tables = self.collections | self.faces | self.users
+        tables = self.collections | self.faces | self.users | self.celebrities
         return tables <= READ_ACTIONS and self.vectors <= {LIST, GET_OBJECT}
 
     def tables(self) -> dict[str, frozenset[str]]:
-        return {t: a for t, a in (("collections", self.collections), ("faces", self.faces), ("users", self.users)) if a}
+        named = (("collections", self.collections), ("faces", self.faces), ("users", self.users))
+        return {t: a for t, a in (*named, ("celebrities", self.celebrities)) if a}
 
     def __or__(self, other: Access) -> Access:
         return Access(
@@ -58,6 +60,7 @@ class Access:
             self.images or other.images,
             self.models or other.models,
             self.heavy or other.heavy,
+            self.celebrities | other.celebrities,
         )
 
 
@@ -116,6 +119,10 @@ OPERATION_ACCESS: dict[str, Access] = {
     "DisassociateFaces": _a(**_MEMBERSHIP),
     "SearchUsers": _a(**_SEARCH_USERS, heavy=True),
     "SearchUsersByImage": _a(**_SEARCH_USERS, images=True, heavy=True),
+    # celebrities: read the gallery (the generation item on every call, a Scan when it moved);
+    # the gallery is written only by `facebank celebrities import --aws`, with the operator's rights.
+    "RecognizeCelebrities": Access(celebrities=frozenset({GET, SCAN}), images=True, heavy=True),
+    "GetCelebrityInfo": Access(celebrities=frozenset({GET}), models=False),
 }
 
 # The S3-event ingest function runs IndexFaces and DeleteFaces through the registry (its ledger

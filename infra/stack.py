@@ -59,6 +59,7 @@ from infra.access import (
     access_for,
     ingest_access,
 )
+from infra.celebrities import celebrity_functions, celebrity_table
 from infra.layers import (
     LAYER_MARKER,
     LayerBuild,
@@ -270,10 +271,12 @@ class FacebankStack(Stack):
         self._layers(model_layer_dir, deps_layer_dir, use_placeholder_layers)
         self.code = lambda_.Code.from_asset(str(staged_code()))
         self._storage()
+        self.tables["celebrities"] = celebrity_table(self)
         self._ingest_bucket_and_queue()
         self.roles: dict[str, iam.Role] = {}
         self.functions: dict[str, lambda_.Function] = {}
         self._operation_functions()
+        celebrity_functions(self)
         self._ingest_function()
         self._compaction()
         self._api()

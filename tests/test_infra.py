@@ -179,10 +179,10 @@ def test_one_python312_arm64_function_per_operation(template):
         assert props["MemorySize"] == (2048 if access.heavy else 512)
         assert props["Timeout"] == 30
         assert props["TracingConfig"] == {"Mode": "Active"}
-        assert len(props["Layers"]) == 2
+        assert len(props["Layers"]) == (2 if access.models else 1)  # the model layer only where models load
         env = props["Environment"]["Variables"]
         assert env["ORT_DISABLE_TELEMETRY"] == "1"
-        assert env["FACEBANK_MODEL_DIR"] == "/opt/models"
+        assert env.get("FACEBANK_MODEL_DIR") == ("/opt/models" if access.models else None)
         assert env["POWERTOOLS_SERVICE_NAME"] == "facebank"
         assert ("FACEBANK_VECTOR_BUCKET" in env) == access.storage, operation
         if access.storage:
@@ -322,6 +322,7 @@ def test_image_buckets_context_scopes_image_reads(variant):
 
 
 def test_tables_match_the_dynamodb_adapter_and_are_protected(template):
+    from facebank.storage.celebrities import create_celebrity_table
     from facebank.storage.dynamodb import TableNames, create_tables
 
     class Recorder:
@@ -333,6 +334,7 @@ def test_tables_match_the_dynamodb_adapter_and_are_protected(template):
 
     recorder = Recorder()
     create_tables(recorder, TableNames.with_prefix("facebank-"), wait=False)
+    create_celebrity_table(recorder, "facebank-celebrities", wait=False)
     tables = {t["Properties"]["TableName"]: t for t in resources(template, "AWS::DynamoDB::Table").values()}
     assert set(tables) == set(recorder.calls) | {"facebank-ingest"}
     for name, table in tables.items():
@@ -701,3 +703,15 @@ def test_cdk_synth_via_app_py_offline(tmp_path):
     assert len(resources(template, "AWS::Lambda::Function")) == len(OPERATIONS) + len(EXTRA_FUNCTIONS)
     report = json.loads((tmp_path / "validation-report.json").read_text())
     assert [p["conclusion"] for p in report["pluginReports"]] == ["success"]
+
+
+def test_celebrity_gallery_table_reaches_exactly_its_readers(template):
+    """The gallery table is named to the functions infra/access.py lets read it, and output for
+    `facebank celebrities import --aws --stack-outputs`."""
+    for operation in OPERATIONS:
+        env = function(template, op_handler(operation))[1]["Properties"]["Environment"]["Variables"]
+        expected = {"Ref": "CelebritiesTable"} if access_for(operation).celebrities else None
+        got = env.get("FACEBANK_CELEBRITY_TABLE")
+        assert (got if got is None else {"Ref": got["Ref"][: len("CelebritiesTable")]}) == expected, operation
+    assert {"CelebrityTableName", "ModelPack"} <= set(template["Outputs"])
+    assert not access_for("GetCelebrityInfo").models  # metadata only: no model layer, no model load
