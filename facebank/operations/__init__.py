@@ -73,7 +73,6 @@ class Context:
     open_s3: Callable[[], Any] = field(default=_default_s3, repr=False)
     open_celebrities: Callable[[], CelebrityGallery] = field(default=_no_celebrities, repr=False)
 
-
     # Hands a new video job to the runtime that analyses it (embedded: the server's worker pool,
     # facebank.video_runner; AWS: the video queue). Set by facebank.wiring.
     submit_video_job: Callable[[str], None] = field(default=_no_video_runner, repr=False)
