@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from facebank.engine.face_engine import Face
+    from facebank.storage.celebrities import GallerySnapshot
 
 MAX_FACES = 64  # RecognizeCelebrities looks at the 64 largest faces of an image
 # RecognizeCelebrities takes no threshold: a face is a celebrity at MatchConfidence >= 80, where
@@ -79,13 +80,14 @@ class Match:
     confidence: float
 
 
-def match_celebrities(vectors: list[np.ndarray], ctx: Context) -> list[Match]:
+def match_celebrities(vectors: list[np.ndarray], ctx: Context, snapshot: GallerySnapshot | None = None) -> list[Match]:
     """The recognised faces among ``vectors`` (unit vectors of faces of one image or frame): each
     face's celebrity at or above MATCH_THRESHOLD, each celebrity given at most once, to the face
-    it matches best."""
+    it matches best. ``snapshot``: the gallery to use (a video segment keeps one); default the
+    current one."""
     import numpy as np
 
-    snapshot = ctx.celebrity_index.current()
+    snapshot = snapshot or ctx.celebrity_index.current()
     if snapshot.matrix is None or not vectors:
         return []
     calibration = celebrity_calibration(ctx)
@@ -266,3 +268,55 @@ def import_gallery(
         result.imported.append(rec)
         progress(f"{rec.celebrity_id} {rec.name} ({rec.photos} of {len(source.photos)} photos)")
     return result
+
+
+# --- StartCelebrityRecognition / GetCelebrityRecognition: the video job framework's API
+# (facebank.operations.video: Start/Get, ledger, pages; video_jobs: the pipeline), with the frame
+# analysis and the result orders below.
+
+CELEBRITY_JOBS = "StartCelebrityRecognition"
+
+
+@operation("StartCelebrityRecognition")
+def start_celebrity_recognition(request: Request, ctx: Context) -> Response:
+    from facebank.operations.video import start_job
+
+    return start_job(CELEBRITY_JOBS, request, ctx, {})
+
+
+@operation("GetCelebrityRecognition")
+def get_celebrity_recognition(request: Request, ctx: Context) -> Response:
+    from facebank.operations.video import get_job
+
+    return get_job(request, ctx, CELEBRITY_JOBS, "Celebrities", request.get("SortBy", "TIMESTAMP"))
+
+
+def celebrity_frame_items(
+    timestamp: int, rgb: np.ndarray, faces: list[Face], ctx: Context, snapshot: GallerySnapshot
+) -> list[dict]:
+    """The CelebrityRecognition items of one sampled frame: a recognised face's celebrity (Urls,
+    Name, Id, KnownGender), Confidence (its MatchConfidence), its BoundingBox and Face (the DEFAULT
+    FaceDetail, as GetCelebrityRecognition documents). Unrecognised faces give nothing."""
+    if snapshot.matrix is None or not faces:
+        return []
+    engine = ctx.engine
+    matches = match_celebrities([engine.embed(rgb, face) for face in faces], ctx, snapshot)
+    items = []
+    for m in sorted(matches, key=lambda m: m.face):
+        face = faces[m.face]
+        celebrity = {
+            **celebrity_fields(m.record),
+            "Confidence": m.confidence,
+            "BoundingBox": face.bounding_box(),
+            "Face": face.detail(),
+        }
+        items.append({"Timestamp": timestamp, "Celebrity": celebrity})
+    return items
+
+
+def celebrity_orders(items: list[dict]) -> dict[str, list[dict]]:
+    """The result orders of GetCelebrityRecognition's SortBy: TIMESTAMP (then Id) and ID (then time)."""
+    return {
+        "TIMESTAMP": sorted(items, key=lambda i: (i["Timestamp"], i["Celebrity"]["Id"])),
+        "ID": sorted(items, key=lambda i: (i["Celebrity"]["Id"], i["Timestamp"])),
+    }
