@@ -50,4 +50,14 @@ def aws_context(settings: Settings) -> Context:
             region_name=settings.region,
         )
 
-    return Context(settings, open_storage=open_storage, open_s3=lambda: s3_client(settings.s3_endpoint_url))
+    def submit_video_job(job_id: str) -> None:
+        from facebank.aws.video import submit  # SQS: only the Start* functions submit jobs
+
+        submit(settings, job_id)
+
+    return Context(
+        settings,
+        open_storage=open_storage,
+        open_s3=lambda: s3_client(settings.s3_endpoint_url),
+        submit_video_job=submit_video_job,
+    )
