@@ -1,0 +1,283 @@
+"""Stored-video jobs on the AWS side, in this process on moto (S3, SQS, DynamoDB, SNS with an SQS
+subscription, as Amazon's sample code sets it up).
+
+Start*/Get* run through their Lambda handlers (``functions/<op>.py``) with API Gateway proxy
+events; the video worker (``functions/video_worker.py``) is driven by a pump that receives from the
+moto queues and calls the handler with SQS-shaped events, as Lambda's event source would: a
+message the handler reports failed is made visible again (the backoff elapsed), and after three
+receives moto moves it to the dead-letter queue, whose messages the pump delivers from there.
+Every AWS call a handler makes is checked against its function's role in the synthesised template
+(tests/test_aws_handlers.py), and every response against botocore's output shape.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import pytest
+from support import MODEL, check_shape, serialised_moto
+from test_aws_handlers import ACCOUNT, INGEST_BUCKET, REGION, TABLE_PREFIX, VECTOR_BUCKET, Recorder, check_calls_allowed
+
+VIDEO_BUCKET = INGEST_BUCKET  # videos come from a bucket the stack may read (the ingest bucket)
+QUEUE, DLQ = "facebank-video", "facebank-video-dead-letters"
+TOPIC = "video-jobs-done"
+PUMP_DEADLINE_S = 600.0  # a bound on a stuck pipeline, not a timing assertion
+
+
+def snake(operation: str) -> str:
+    import re
+
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", operation).lower()
+
+
+def apigw_event(operation: str, body: str) -> dict:
+    return {
+        "resource": f"/{operation}",
+        "path": f"/{operation}",
+        "httpMethod": "POST",
+        "headers": {"Content-Type": "application/x-amz-json-1.1"},
+        "multiValueHeaders": {},
+        "queryStringParameters": None,
+        "requestContext": {
+            "requestId": str(uuid.uuid4()),
+            "stage": "v1",
+            "resourcePath": f"/{operation}",
+            "httpMethod": "POST",
+            "identity": {"accessKey": "AKIDTEST", "caller": "AIDATEST", "user": "AIDATEST"},
+        },
+        "body": body,
+        "isBase64Encoded": False,
+    }
+
+
+def sqs_record(message: dict, queue_arn: str) -> dict:
+    """A received SQS message as Lambda's event source hands it to the function."""
+    attributes = message.get("Attributes", {})
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": {
+            "ApproximateReceiveCount": attributes.get("ApproximateReceiveCount", "1"),
+            "SentTimestamp": attributes.get("SentTimestamp", str(int(time.time() * 1000))),
+            "SenderId": attributes.get("SenderId", "AIDATEST"),
+            "ApproximateFirstReceiveTimestamp": attributes.get("ApproximateFirstReceiveTimestamp", "0"),
+        },
+        "messageAttributes": {},
+        "md5OfBody": message.get("MD5OfBody", ""),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": REGION,
+    }
+
+
+def _reset() -> None:
+    """Forget the shared Context and the worker over it: the next call reads the settings again."""
+    from facebank.aws import runtime, video
+
+    runtime.reset_shared_context()
+    video._worker = None
+
+
+@dataclass
+class Delivery:
+    queue: str  # QUEUE or DLQ
+    message: dict  # the decoded body
+    receive_count: int
+    failed: bool
+
+
+@dataclass
+class VideoAws:
+    session: boto3.session.Session
+    recorder: Recorder
+    queue_url: str
+    queue_arn: str
+    dlq_url: str
+    dlq_arn: str
+    topic_arn: str
+    inbox_url: str  # the SQS queue subscribed to the topic
+    deliveries: list[Delivery] = field(default_factory=list)
+
+    @property
+    def s3(self) -> Any:
+        return self.session.client("s3")
+
+    @property
+    def sqs(self) -> Any:
+        return self.session.client("sqs")
+
+    @contextlib.contextmanager
+    def configured(self, **env: str) -> Iterator[None]:
+        """FACEBANK_* variables for the functions inside the block (a fresh shared Context reads them)."""
+        with pytest.MonkeyPatch.context() as mp:
+            for name, value in env.items():
+                mp.setenv(name, value)
+            _reset()
+            try:
+                yield
+            finally:
+                _reset()
+
+    def _as(self, function: str, fn: Callable, *args: Any) -> Any:
+        self.recorder.function = function
+        try:
+            return fn(*args)
+        finally:
+            self.recorder.function = None
+
+    def api(self, operation: str, request: dict) -> tuple[int, dict]:
+        """Call an operation's Lambda handler with an API Gateway proxy event."""
+        from facebank.aws.runtime import LocalContext
+
+        handler = importlib.import_module(f"functions.{snake(operation)}").handler
+        event = apigw_event(operation, json.dumps(request))
+        result = self._as(operation, handler, event, LocalContext(function_name=f"facebank-{operation}"))
+        body = json.loads(result["body"])
+        if result["statusCode"] == 200:
+            check_shape(MODEL.operation_model(operation).output_shape, body, operation)
+        else:
+            assert set(body) == {"__type", "Message"} and body["Message"], body
+        return result["statusCode"], body
+
+    def start(self, operation: str, request: dict) -> str:
+        status, body = self.api(operation, request)
+        assert status == 200, body
+        return body["JobId"]
+
+    def deliver(self, queue_url: str, queue_arn: str, message: dict) -> bool:
+        """Hand one received message to the worker; True if it succeeded (the event source then
+        deletes it), else it is made visible again at once (the handler's backoff has elapsed)."""
+        from facebank.aws.runtime import LocalContext
+
+        handler = importlib.import_module("functions.video_worker").handler
+        event = {"Records": [sqs_record(message, queue_arn)]}
+        result = self._as("VideoWorker", handler, event, LocalContext(function_name="facebank-VideoWorker"))
+        failed = bool(result["batchItemFailures"])
+        count = int(message["Attributes"]["ApproximateReceiveCount"])
+        name = QUEUE if queue_url == self.queue_url else DLQ
+        self.deliveries.append(Delivery(name, json.loads(message["Body"]), count, failed))
+        if failed:
+            self.sqs.change_message_visibility(
+                QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+            )
+        else:
+            self.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return not failed
+
+    def receive(self, queue_url: str) -> dict | None:
+        messages = self.sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=1, AttributeNames=["All"], WaitTimeSeconds=0
+        ).get("Messages", [])
+        return messages[0] if messages else None
+
+    def pump(self, *job_ids: str) -> dict[str, Any]:
+        """Run the worker on every message until both queues are empty and the jobs are finished;
+        returns the jobs' records."""
+        from facebank.aws.runtime import shared_context
+
+        jobs = shared_context().storage.jobs
+        deadline = time.monotonic() + PUMP_DEADLINE_S
+        while time.monotonic() < deadline:
+            for url, arn in ((self.queue_url, self.queue_arn), (self.dlq_url, self.dlq_arn)):
+                message = self.receive(url)
+                if message is not None:
+                    self.deliver(url, arn, message)
+                    break
+            else:  # both queues empty
+                records = {j: jobs.get_job(j) for j in job_ids}
+                assert all(r is not None for r in records.values()), records
+                if all(r.status != "IN_PROGRESS" for r in records.values()):
+                    return records
+                raise AssertionError(f"queues empty but jobs still in progress: {records}")
+        raise AssertionError(f"jobs {job_ids} not finished within {PUMP_DEADLINE_S} s")
+
+    def notifications(self) -> list[dict]:
+        """Completion messages delivered to the topic's SQS subscriber (the SNS envelope's Message)."""
+        out = []
+        while True:
+            messages = self.sqs.receive_message(QueueUrl=self.inbox_url, MaxNumberOfMessages=10).get("Messages", [])
+            if not messages:
+                return out
+            for m in messages:
+                envelope = json.loads(m["Body"])
+                assert envelope["Type"] == "Notification" and envelope["TopicArn"] == self.topic_arn
+                out.append(json.loads(envelope["Message"]))
+                self.sqs.delete_message(QueueUrl=self.inbox_url, ReceiptHandle=m["ReceiptHandle"])
+
+    def put_video(self, key: str, data: bytes) -> dict:
+        self.s3.put_object(Bucket=VIDEO_BUCKET, Key=key, Body=data)
+        return {"S3Object": {"Bucket": VIDEO_BUCKET, "Name": key}}
+
+    def channel(self) -> dict:
+        return {"SNSTopicArn": self.topic_arn, "RoleArn": f"arn:aws:iam::{ACCOUNT}:role/rekognition-video"}
+
+    def check_iam(self) -> set[str]:
+        return check_calls_allowed(self.recorder.take())
+
+
+@pytest.fixture(scope="module")
+def video_aws(model_env) -> Iterator[VideoAws]:
+    from moto import mock_aws
+
+    from facebank.aws import runtime
+    from facebank.storage.dynamodb import TableNames, create_tables
+    from facebank.storage.dynamodb_jobs import create_jobs_table
+
+    with pytest.MonkeyPatch.context() as mp:
+        serialised_moto(mp)
+        for k, v in {
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "FACEBANK_VECTOR_BUCKET": VECTOR_BUCKET,
+            "FACEBANK_TABLE_PREFIX": TABLE_PREFIX,
+            "FACEBANK_ACCOUNT_ID": ACCOUNT,
+            "FACEBANK_NOTIFICATION_TOPICS": f"arn:aws:sns:{REGION}:{ACCOUNT}:*",
+            "POWERTOOLS_METRICS_NAMESPACE": "facebank-test",
+        }.items():
+            mp.setenv(k, v)
+        with mock_aws():
+            session = boto3.session.Session(region_name=REGION)
+            recorder = Recorder()
+            session.events.register("provide-client-params.*.*", recorder, unique_id="facebank-video-recorder")
+            mp.setattr(boto3, "DEFAULT_SESSION", session)
+            ddb = session.client("dynamodb")
+            create_tables(ddb, TableNames.with_prefix(TABLE_PREFIX))
+            create_jobs_table(ddb, f"{TABLE_PREFIX}jobs")
+            s3 = session.client("s3")
+            for bucket in (VECTOR_BUCKET, VIDEO_BUCKET):
+                s3.create_bucket(Bucket=bucket)
+            sqs = session.client("sqs")
+            dlq_url = sqs.create_queue(QueueName=DLQ)["QueueUrl"]
+            dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3})
+            queue_url = sqs.create_queue(
+                QueueName=QUEUE, Attributes={"RedrivePolicy": redrive, "VisibilityTimeout": "1800"}
+            )["QueueUrl"]
+            queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+                "QueueArn"
+            ]
+            sns = session.client("sns")
+            topic_arn = sns.create_topic(Name=TOPIC)["TopicArn"]
+            inbox_url = sqs.create_queue(QueueName="video-inbox")["QueueUrl"]
+            inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox_url, AttributeNames=["QueueArn"])["Attributes"][
+                "QueueArn"
+            ]
+            sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=inbox_arn)
+            mp.setenv("FACEBANK_VIDEO_QUEUE_URL", queue_url)
+            runtime.reset_shared_context()
+            recorder.take()
+            env = VideoAws(session, recorder, queue_url, queue_arn, dlq_url, dlq_arn, topic_arn, inbox_url)
+            _reset()
+            try:
+                yield env
+            finally:
+                runtime.reset_shared_context()
