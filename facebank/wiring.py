@@ -94,5 +94,6 @@ def aws_context(settings: Settings) -> Context:
         settings,
         open_storage=open_storage,
         open_s3=lambda: s3_client(settings.s3_endpoint_url),
+        open_sns=lambda: sns_client(settings.sns_endpoint_url, settings.region),
         submit_video_job=submit_video_job,
     )

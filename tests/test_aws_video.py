@@ -24,10 +24,19 @@ from typing import Any
 import boto3
 import pytest
 from support import MODEL, check_shape, serialised_moto
-from test_aws_handlers import ACCOUNT, INGEST_BUCKET, REGION, TABLE_PREFIX, VECTOR_BUCKET, Recorder, check_calls_allowed
+from test_aws_handlers import (
+    ACCOUNT,
+    INGEST_BUCKET,
+    REGION,
+    TABLE_PREFIX,
+    VECTOR_BUCKET,
+    VIDEO_QUEUE,
+    Recorder,
+    check_calls_allowed,
+)
 
 VIDEO_BUCKET = INGEST_BUCKET  # videos come from a bucket the stack may read (the ingest bucket)
-QUEUE, DLQ = "facebank-video", "facebank-video-dead-letters"
+QUEUE, DLQ = VIDEO_QUEUE, "facebank-video-dead-letters"
 TOPIC = "video-jobs-done"
 PUMP_DEADLINE_S = 600.0  # a bound on a stuck pipeline, not a timing assertion
 
@@ -173,6 +182,9 @@ class VideoAws:
             self.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
         return not failed
 
+    def steps(self, job_id: str) -> list[Delivery]:
+        return [d for d in self.deliveries if d.message.get("job_id") == job_id]
+
     def receive(self, queue_url: str) -> dict | None:
         messages = self.sqs.receive_message(
             QueueUrl=queue_url, MaxNumberOfMessages=1, AttributeNames=["All"], WaitTimeSeconds=0
@@ -242,6 +254,7 @@ def video_aws(model_env) -> Iterator[VideoAws]:
             "FACEBANK_ACCOUNT_ID": ACCOUNT,
             "FACEBANK_NOTIFICATION_TOPICS": f"arn:aws:sns:{REGION}:{ACCOUNT}:*",
             "POWERTOOLS_METRICS_NAMESPACE": "facebank-test",
+            "MOTO_ACCOUNT_ID": ACCOUNT,  # topics and queues in the account the functions run in
         }.items():
             mp.setenv(k, v)
         with mock_aws():
@@ -281,3 +294,116 @@ def video_aws(model_env) -> Iterator[VideoAws]:
                 yield env
             finally:
                 runtime.reset_shared_context()
+
+
+# --- videos made from ../shared/faces photos (tests/video_clips.py), exact ground truth
+
+
+@pytest.fixture(scope="module")
+def people() -> list[tuple[str, list]]:
+    """Two identities with at least two dev photos each: (identity, [photo paths])."""
+    from support import FACES, dev_people
+
+    chosen = [(who, [FACES / p for p in photos]) for who, photos in dev_people().items() if len(photos) >= 2]
+    if len(chosen) < 2:
+        pytest.skip("need two identities with two dev photos in ../shared/faces")
+    return chosen[:2]
+
+
+def clip(*shown, duration_ms: int) -> bytes:
+    from video_clips import make_clip
+
+    return make_clip(list(shown), duration_ms=duration_ms)
+
+
+def shown(photo, start_ms: int, end_ms: int, left: int = 200):
+    from video_clips import Shown
+
+    return Shown(photo, left=left, top=60, start_ms=start_ms, end_ms=end_ms)
+
+
+def get_all(env: VideoAws, operation: str, job_id: str, member: str, **kw: Any) -> tuple[dict, list]:
+    """Every item of a finished job, following NextToken; returns (first page, items)."""
+    status, first = env.api(operation, {"JobId": job_id, "MaxResults": 7, **kw})
+    assert status == 200, first
+    items, page = list(first[member]), first
+    while "NextToken" in page:
+        status, page = env.api(operation, {"JobId": job_id, "MaxResults": 7, "NextToken": page["NextToken"], **kw})
+        assert status == 200, page
+        items += page[member]
+    return first, items
+
+
+def test_face_detection_job_runs_through_the_queue_and_notifies_its_topic(video_aws, people):
+    env = video_aws
+    (_, photos), _ = people
+    video = env.put_video("detect/one.mp4", clip(shown(photos[0], 1000, 3000), duration_ms=4000))
+    request = {"Video": video, "NotificationChannel": env.channel(), "JobTag": "detect-1", "ClientRequestToken": "t-1"}
+    job_id = env.start("StartFaceDetection", request)
+    assert env.start("StartFaceDetection", request) == job_id  # same token, same parameters: same job
+    status, body = env.api("StartFaceDetection", {**request, "JobTag": "other"})
+    assert (status, body["__type"]) == (400, "IdempotentParameterMismatchException")
+    status, body = env.api("GetFaceDetection", {"JobId": job_id})
+    assert status == 200 and body["JobStatus"] == "IN_PROGRESS"
+
+    [job] = env.pump(job_id).values()
+    assert job.status == "SUCCEEDED" and job.segments_total == 1
+    first, faces = get_all(env, "GetFaceDetection", job_id, "Faces")
+    assert first["JobStatus"] == "SUCCEEDED" and first["JobTag"] == "detect-1" and first["Video"] == video
+    assert first["VideoMetadata"]["DurationMillis"] >= 3900 and first["VideoMetadata"]["FrameWidth"] == 640
+    stamps = [f["Timestamp"] for f in faces]
+    assert stamps == sorted(stamps) and stamps and 1000 <= min(stamps) <= 1200 and 2800 <= max(stamps) < 3000
+    assert all(f["Face"]["Confidence"] > 90 for f in faces)
+    [note] = env.notifications()
+    assert note["JobId"] == job_id and note["Status"] == "SUCCEEDED" and note["API"] == "StartFaceDetection"
+    assert note["JobTag"] == "detect-1" and note["Video"] == {
+        "S3ObjectName": "detect/one.mp4",
+        "S3Bucket": VIDEO_BUCKET,
+    }
+    assert [d.message["type"] for d in env.steps(job_id)] == ["plan", "segment", "assemble"]
+    assert {"StartFaceDetection", "GetFaceDetection", "VideoWorker"} <= env.check_iam()
+
+
+def test_multi_segment_face_search_joins_tracks_so_one_person_keeps_one_index(video_aws, people):
+    env = video_aws
+    (who, photos), (_, others) = people
+    collection = f"video-{uuid.uuid4().hex[:8]}"
+    assert env.api("CreateCollection", {"CollectionId": collection})[0] == 200
+    status, indexed = env.api(
+        "IndexFaces",
+        {"CollectionId": collection, "Image": {"Bytes": _b64(photos[1].read_bytes())}, "ExternalImageId": who},
+    )
+    assert status == 200 and len(indexed["FaceRecords"]) == 1
+    face_id = indexed["FaceRecords"][0]["Face"]["FaceId"]
+    # The indexed person is on screen across both segment boundaries (2 s segments); someone else
+    # (not in the collection) is beside them for a while.
+    video = env.put_video(
+        "search/three-segments.mp4",
+        clip(shown(photos[0], 400, 5600, left=40), shown(others[0], 2400, 4000, left=360), duration_ms=6000),
+    )
+    with env.configured(FACEBANK_VIDEO_SEGMENT_S="2"):
+        job_id = env.start(
+            "StartFaceSearch", {"Video": video, "CollectionId": collection, "NotificationChannel": env.channel()}
+        )
+        [job] = env.pump(job_id).values()
+    assert job.status == "SUCCEEDED" and job.segments_total == 3
+    assert sorted(d.message.get("segment") for d in env.steps(job_id) if d.message["type"] == "segment") == [0, 1, 2]
+    first, persons = get_all(env, "GetFaceSearch", job_id, "Persons")
+    assert first["JobStatus"] == "SUCCEEDED" and first["VideoMetadata"]["DurationMillis"] >= 5900
+    stamps = [p["Timestamp"] for p in persons]
+    assert stamps == sorted(stamps)
+    # Matched in all three segments, always as the same Person.Index, always the indexed face.
+    assert min(stamps) < 2000 <= max(stamps) and any(2000 <= t < 4000 for t in stamps) and max(stamps) >= 4000
+    assert len({p["Person"]["Index"] for p in persons}) == 1
+    assert {m["Face"]["FaceId"] for p in persons for m in p["FaceMatches"]} == {face_id}
+    _, by_index = get_all(env, "GetFaceSearch", job_id, "Persons", SortBy="INDEX")
+    assert sorted(by_index, key=lambda p: p["Timestamp"]) == persons
+    [note] = env.notifications()
+    assert (note["JobId"], note["Status"], note["API"]) == (job_id, "SUCCEEDED", "StartFaceSearch")
+    assert {"StartFaceSearch", "GetFaceSearch", "VideoWorker", "IndexFaces"} <= env.check_iam()
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()

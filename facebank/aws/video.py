@@ -136,6 +136,8 @@ class VideoWorker:
         """Run one message's step; returns what was done (for logs and tests)."""
         from facebank.engine.video import VideoDecodeError
         from facebank.operations import video_jobs
+        from facebank.operations.video_source import VideoUnreadable
+        from facebank.storage import CollectionNotFound
 
         kind, job_id = message.get("type"), message.get("job_id")
         if kind not in MESSAGE_TYPES or not isinstance(job_id, str):
@@ -153,15 +155,24 @@ class VideoWorker:
             return "failed"
         try:
             return getattr(self, f"_{kind}")(job, message, video_jobs)
-        except VideoDecodeError as exc:
-            logger.info("video cannot be analysed: job failed", extra={"job_id": job_id, "reason": str(exc)})
-            video_jobs.finish(self._fresh(job), self.ctx, "FAILED", str(exc))
+        except (VideoDecodeError, VideoUnreadable, video_jobs.JobFailed, CollectionNotFound) as exc:
+            reason = str(exc)
+            if isinstance(exc, CollectionNotFound):
+                reason = f"The collection {exc.collection_id} was deleted while the job ran"
+            logger.info("video cannot be analysed: job failed", extra={"job_id": job_id, "reason": reason})
+            video_jobs.finish(self._fresh(job), self.ctx, "FAILED", reason)
             return "failed"
 
     def _fresh(self, job: JobRecord) -> JobRecord:
         return self.ctx.storage.jobs.get_job(job.job_id) or job
 
     def _plan(self, job: JobRecord, message: dict, video_jobs: Any) -> str:
+        pack = self.ctx.model_pack.name
+        if job.params.get("pack") not in (None, pack):  # a stack redeployed with another pack meanwhile
+            raise video_jobs.JobFailed(
+                f"The job was started with model pack '{job.params['pack']}' and this deployment runs '{pack}'; "
+                "start the job again"
+            )
         segments = video_jobs.plan(job, self.ctx)
         self.queue.send(
             {"type": "segment", "job_id": job.job_id, "segment": k, "start_ms": start, "end_ms": end}
@@ -174,17 +185,15 @@ class VideoWorker:
 
     def _segment(self, job: JobRecord, message: dict, video_jobs: Any) -> str:
         k, start_ms, end_ms = int(message["segment"]), int(message["start_ms"]), int(message["end_ms"])
-        video_jobs.analyse_segment(job, k, start_ms, end_ms, self.ctx)
-        # Marking done again is idempotent (a number set) and returns the job's progress.
-        done, total = self.ctx.storage.jobs.segment_done(job.job_id, k)
+        done, total = video_jobs.analyse_segment(job, k, start_ms, end_ms, self.ctx)
         if done >= total:
             self.queue.send([{"type": "assemble", "job_id": job.job_id}])
             return "last segment"
         return "segment"
 
     def _assemble(self, job: JobRecord, message: dict, video_jobs: Any) -> str:
-        video_jobs.assemble(self._fresh(job), self.ctx)
-        video_jobs.finish(self._fresh(job), self.ctx, "SUCCEEDED", None)
+        count = video_jobs.assemble(self._fresh(job), self.ctx)
+        video_jobs.finish(self._fresh(job), self.ctx, "SUCCEEDED", None, count)
         metrics.add_metric(name="VideoJobsSucceeded", unit=MetricUnit.Count, value=1)
         return "succeeded"
 
