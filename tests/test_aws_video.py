@@ -407,3 +407,121 @@ def _b64(data: bytes) -> str:
     import base64
 
     return base64.b64encode(data).decode()
+
+
+def test_a_segment_failing_three_times_ends_the_job_failed_from_the_dead_letter_queue(video_aws, people, monkeypatch):
+    from facebank.operations import video_jobs
+
+    env = video_aws
+    (_, photos), _ = people
+    analyse = video_jobs.analyse_segment
+
+    def segment_one_breaks(job, segment, start_ms, end_ms, ctx, *args):
+        if segment == 1:
+            raise OSError("simulated: the worker lost its connection mid-segment")
+        return analyse(job, segment, start_ms, end_ms, ctx, *args)
+
+    monkeypatch.setattr(video_jobs, "analyse_segment", segment_one_breaks)
+    video = env.put_video("fail/two-segments.mp4", clip(shown(photos[0], 0, 3600), duration_ms=4000))
+    with env.configured(FACEBANK_VIDEO_SEGMENT_S="2"):
+        job_id = env.start("StartFaceDetection", {"Video": video, "NotificationChannel": env.channel()})
+        [job] = env.pump(job_id).values()
+    assert job.status == "FAILED" and job.segments_done == {0}
+    assert "segment 1" in job.status_message and "after 3 attempts" in job.status_message
+    tries = [(d.queue, d.receive_count, d.failed) for d in env.steps(job_id) if d.message.get("segment") == 1]
+    assert tries == [(QUEUE, 1, True), (QUEUE, 2, True), (QUEUE, 3, True), (DLQ, 4, False)]
+    assert "assemble" not in [d.message["type"] for d in env.steps(job_id)]
+    status, body = env.api("GetFaceDetection", {"JobId": job_id})
+    assert status == 200 and body["JobStatus"] == "FAILED" and body["StatusMessage"] == job.status_message
+    assert body["Faces"] == []
+    [note] = env.notifications()
+    assert (note["JobId"], note["Status"]) == (job_id, "FAILED")
+    # The freed slot: the in-progress counter is back where it was.
+    assert all(j.job_id != job_id for j in _jobs().active_jobs())
+    assert "VideoWorker" in env.check_iam()
+
+
+def test_a_file_that_is_not_a_video_fails_its_job_at_once_with_the_reason(video_aws):
+    env = video_aws
+    video = env.put_video("bad/not-a-video.mp4", b"this is a text file, not an MP4 " * 100)
+    job_id = env.start("StartFaceDetection", {"Video": video, "NotificationChannel": env.channel()})
+    [job] = env.pump(job_id).values()
+    assert job.status == "FAILED" and job.status_message
+    assert [(d.message["type"], d.failed) for d in env.steps(job_id)] == [("plan", False)]  # no retries
+    status, body = env.api("GetFaceDetection", {"JobId": job_id})
+    assert status == 200 and (body["JobStatus"], body["StatusMessage"]) == ("FAILED", job.status_message)
+    [note] = env.notifications()
+    assert (note["JobId"], note["Status"]) == (job_id, "FAILED")
+    env.check_iam()
+
+
+def test_concurrent_jobs_are_limited_and_a_finished_job_frees_its_slot(video_aws, people):
+    env = video_aws
+    (_, photos), _ = people
+    video = env.put_video("limit/short.mp4", clip(shown(photos[0], 0, 1000), duration_ms=1000))
+    with env.configured(FACEBANK_MAX_VIDEO_JOBS="2"):
+        first = [env.start("StartFaceDetection", {"Video": video}) for _ in range(2)]
+        status, body = env.api("StartFaceDetection", {"Video": video})
+        assert (status, body["__type"]) == (400, "LimitExceededException")
+        env.pump(*first)
+        third = env.start("StartFaceDetection", {"Video": video})
+        [job] = env.pump(third).values()
+    assert job.status == "SUCCEEDED"
+    env.check_iam()
+
+
+def test_retried_and_duplicated_segments_count_once_and_change_nothing(video_aws, people):
+    env = video_aws
+    (_, photos), _ = people
+    video = env.put_video("retry/two-segments.mp4", clip(shown(photos[0], 500, 3500), duration_ms=4000))
+    with env.configured(FACEBANK_VIDEO_SEGMENT_S="2"):
+        reference = env.start("StartFaceDetection", {"Video": video})
+        env.pump(reference)
+        job_id = env.start("StartFaceDetection", {"Video": video, "NotificationChannel": env.channel()})
+        plan = env.receive(env.queue_url)
+        assert env.deliver(env.queue_url, env.queue_arn, plan)
+        segments = [env.receive(env.queue_url) for _ in range(2)]
+        assert {json.loads(m["Body"])["segment"] for m in segments} == {0, 1}
+        # SQS delivers at least once: segment 0 arrives twice (a second copy), and is retried after
+        # its first run succeeded but before its deletion (a worker timed out).
+        zero = next(m for m in segments if json.loads(m["Body"])["segment"] == 0)
+        env.sqs.send_message(QueueUrl=env.queue_url, MessageBody=zero["Body"])
+        assert env.deliver(env.queue_url, env.queue_arn, zero)
+        duplicate = env.receive(env.queue_url)
+        assert json.loads(duplicate["Body"]) == json.loads(zero["Body"])
+        assert env.deliver(env.queue_url, env.queue_arn, duplicate)
+        job = _jobs().get_job(job_id)
+        assert (job.segments_done, job.segments_total, job.status) == ({0}, 2, "IN_PROGRESS")
+        one = next(m for m in segments if m is not zero)
+        env.sqs.change_message_visibility(
+            QueueUrl=env.queue_url, ReceiptHandle=one["ReceiptHandle"], VisibilityTimeout=0
+        )
+        [job] = env.pump(job_id).values()
+    assert job.status == "SUCCEEDED" and job.segments_done == {0, 1}
+    _, expected = get_all(env, "GetFaceDetection", reference, "Faces")
+    _, got = get_all(env, "GetFaceDetection", job_id, "Faces")
+    assert got == expected and got
+    assert len([n for n in env.notifications() if n["JobId"] == job_id]) == 1
+    env.check_iam()
+
+
+def test_start_refuses_topics_outside_the_configured_patterns_and_get_unknown_jobs(video_aws, people):
+    env = video_aws
+    video = env.put_video("refuse/clip.mp4", b"\x00" * 100)
+    outside = {"SNSTopicArn": "arn:aws:sns:us-east-1:999999999999:theirs", "RoleArn": env.channel()["RoleArn"]}
+    status, body = env.api("StartFaceDetection", {"Video": video, "NotificationChannel": outside})
+    assert (status, body["__type"]) == (400, "InvalidParameterException") and "999999999999" in body["Message"]
+    status, body = env.api("StartFaceDetection", {"Video": {"S3Object": {"Bucket": VIDEO_BUCKET, "Name": "nope.mp4"}}})
+    assert (status, body["__type"]) == (400, "InvalidS3ObjectException")
+    status, body = env.api("StartFaceSearch", {"Video": video, "CollectionId": "no-such-collection"})
+    assert (status, body["__type"]) == (400, "ResourceNotFoundException")
+    for operation in ("GetFaceDetection", "GetFaceSearch"):
+        status, body = env.api(operation, {"JobId": uuid.uuid4().hex})
+        assert (status, body["__type"]) == (400, "ResourceNotFoundException")
+    env.check_iam()
+
+
+def _jobs() -> Any:
+    from facebank.aws.runtime import shared_context
+
+    return shared_context().storage.jobs
