@@ -168,7 +168,7 @@ def access_for(operation: str) -> Access:
 # transaction (Put + Update), then the plan message to the video queue; a job whose message cannot
 # be sent is finished FAILED (Update). StartFaceSearch also checks the collection. No model files:
 # Start* never decodes the video (the worker probes it), so no PyAV and no model layer.
-_START_VIDEO = {"users": _LEDGER, "jobs": {GET, PUT, UPDATE}}
+_START_VIDEO = {"users": _LEDGER, "jobs": {PUT, UPDATE}}
 _GET_VIDEO = {"jobs": {GET}, "results": {GET_OBJECT}}
 
 
@@ -193,11 +193,11 @@ OPERATION_ACCESS |= {
 
 # The video worker (facebank/aws/video.py): reads the video (ranged GETs on the allowed image
 # buckets), the job, writes per-segment partials and result pages under jobs/, marks segments
-# done / finishes the job (Update), searches the collection for StartFaceSearch (read-only, as
-# SearchFacesByImage), and fans out segment and assemble messages on the video queue. Publishing
-# the completion message (sns:Publish on the configured topics) is granted in infra/video.py.
+# done / finishes the job (Update), searches the collection for StartFaceSearch (the face index:
+# segments and their faces' records, read-only; the collection itself was checked at Start), and
+# fans out segment and assemble messages on the video queue. Publishing the completion message
+# (sns:Publish on the configured topics) is granted in infra/video.py.
 VIDEO_WORKER_ACCESS = Access(
-    collections=frozenset({GET}),
     faces=frozenset({BATCH_GET}),
     vectors=frozenset({LIST, GET_OBJECT}),
     images=True,
