@@ -84,12 +84,13 @@ def probe(source: IO[bytes]) -> VideoInfo:
     try:
         stream = _video_stream(container)
         codec = stream.codec_context.name
-        formats = set(container.format.name.split(","))
-        if codec not in ACCEPTED_CODECS or not formats & set(ACCEPTED_FORMATS):
+        if not set(container.format.name.split(",")) & set(ACCEPTED_FORMATS):
             raise VideoDecodeError(
-                f"Unsupported codec/format: the video is {codec} in {container.format.long_name}; "
-                "Rekognition Video analyses H.264 in MP4 or MOV"
+                f"Unsupported format: the file is {container.format.long_name}; "
+                "Rekognition Video analyses MP4 or MOV files (H.264)"
             )
+        if codec not in ACCEPTED_CODECS:
+            raise VideoDecodeError(f"Unsupported codec: the video is {codec}; Rekognition Video analyses H.264")
         rate = stream.average_rate or stream.guessed_rate
         width, height = stream.codec_context.width, stream.codec_context.height
         if not rate or not width or not height:

@@ -80,6 +80,7 @@ def plan(job: JobRecord, ctx: Context) -> list[tuple[int, int]]:
     Raises VideoDecodeError / VideoUnreadable / JobFailed (the job fails with their message)."""
     from facebank.engine.video import probe
 
+    _require_collection(job, ctx)
     with open_video(ctx.s3, job.video["S3Object"]) as source:
         info = probe(source)
     if info.duration_ms > MAX_DURATION_MS:
@@ -104,6 +105,7 @@ def analyse_segment(
     from facebank.engine.tracker import Tracker
     from facebank.engine.video import sample_frames
 
+    _require_collection(job, ctx)
     engine = ctx.engine
     fps = _fps(job, ctx)
     search = job.api == SEARCH
@@ -130,6 +132,12 @@ def analyse_segment(
     partial = {"items": items, "tracks": [t.to_json() for t in tracker.summaries()] if tracker else []}
     ctx.storage.results.put(job.job_id, segment_name(segment), json.dumps(partial, separators=(",", ":")).encode())
     return ctx.storage.jobs.segment_done(job.job_id, segment)
+
+
+def _require_collection(job: JobRecord, ctx: Context) -> None:
+    """A search job's collection still exists (searching a deleted one would find nobody, silently)."""
+    if job.api == SEARCH and ctx.metadata.get_collection(job.params["CollectionId"]) is None:
+        raise CollectionNotFound(job.params["CollectionId"])
 
 
 def _search(job: JobRecord, ctx: Context, embedding: Any) -> list[dict]:
