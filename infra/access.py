@@ -193,11 +193,12 @@ OPERATION_ACCESS |= {
 
 # The video worker (facebank/aws/video.py): reads the video (ranged GETs on the allowed image
 # buckets), the job, writes per-segment partials and result pages under jobs/, marks segments
-# done / finishes the job (Update), searches the collection for StartFaceSearch (the face index:
-# segments and their faces' records, read-only; the collection itself was checked at Start), and
+# done / finishes the job (Update), searches the collection for StartFaceSearch (read-only, as
+# SearchFacesByImage: the collection must still exist, then its segments and faces' records), and
 # fans out segment and assemble messages on the video queue. Publishing the completion message
 # (sns:Publish on the configured topics) is granted in infra/video.py.
 VIDEO_WORKER_ACCESS = Access(
+    collections=frozenset({GET}),
     faces=frozenset({BATCH_GET}),
     vectors=frozenset({LIST, GET_OBJECT}),
     images=True,
