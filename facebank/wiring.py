@@ -88,10 +88,17 @@ def aws_context(settings: Settings) -> Context:
             region_name=settings.region,
         )
 
+    def submit_video_job(job_id: str) -> None:
+        from facebank.aws.video import submit  # SQS: only the Start* functions submit jobs
+
+        submit(settings, job_id)
+
     return Context(
         settings,
         open_storage=open_storage,
         open_s3=lambda: s3_client(settings.s3_endpoint_url),
+        open_sns=lambda: sns_client(settings.sns_endpoint_url, settings.region),
+        submit_video_job=submit_video_job,
         open_celebrities=lambda: aws_gallery(settings),
     )
 

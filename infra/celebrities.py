@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from aws_cdk import CfnOutput
 from aws_cdk import aws_dynamodb as dynamodb
 
-from infra.access import access_for
+from infra.access import Access
 
 if TYPE_CHECKING:
     from infra.stack import FacebankStack
@@ -22,17 +22,10 @@ TABLE_ENV = "FACEBANK_CELEBRITY_TABLE"  # facebank.settings.Settings.celebrity_t
 
 
 def celebrity_table(stack: FacebankStack) -> dynamodb.Table:
-    """``<prefix>celebrities``, HASH celebrity_id; on-demand, PITR, encrypted, as the other tables."""
-    return stack._table("CelebritiesTable", "celebrities", "celebrity_id")
-
-
-def celebrity_functions(stack: FacebankStack) -> None:
-    """Name the table to every operation function whose access lists it; output the table and the
-    pack (an import must embed with the stack's pack: other packs' vectors are never compared)."""
-    table = stack.tables["celebrities"]
-    for operation, fn in stack.operation_functions.items():
-        if access_for(operation).celebrities:
-            fn.add_environment(TABLE_ENV, table.table_name)
+    """``<prefix>celebrities``, HASH celebrity_id; on-demand, PITR, encrypted, as the other tables.
+    Outputs its name and the pack (an import must embed with the stack's pack: other packs'
+    vectors are never compared)."""
+    table = stack._table("CelebritiesTable", "celebrities", "celebrity_id")
     CfnOutput(
         stack,
         "CelebrityTableName",
@@ -40,3 +33,10 @@ def celebrity_functions(stack: FacebankStack) -> None:
         description="facebank celebrities import DIR --aws --stack-outputs <cdk outputs file>",
     )
     CfnOutput(stack, "ModelPack", value=stack.model_pack.name, description="the pack celebrity imports embed with")
+    return table
+
+
+def celebrity_environment(stack: FacebankStack, access: Access) -> dict[str, str]:
+    """The table's name for a function whose access lists it (the image and job functions, the
+    video worker); nothing for the others."""
+    return {TABLE_ENV: stack.tables["celebrities"].table_name} if access.celebrities else {}
