@@ -32,8 +32,8 @@ STRANGER_SHOWN = (0, 4000)  # right third: Drew Barrymore, not in the gallery
 DURATION = 4600
 
 
-@pytest.fixture(scope="module")
-def celebrity_clip(s3) -> str:  # noqa: F811 - the imported fixture
+def celebrity_clip_bytes() -> bytes:
+    """Colin Powell (left third), Barack Obama (middle) and Drew Barrymore (right) at *_SHOWN."""
     require_faces()
     people = dev_people()
     shown = [
@@ -41,38 +41,28 @@ def celebrity_clip(s3) -> str:  # noqa: F811 - the imported fixture
         Shown(FACES / people["barack_obama"][0], 230, 90, *OBAMA_SHOWN, height=180),
         Shown(FACES / people["drew_barrymore"][0], 440, 90, *STRANGER_SHOWN, height=180),
     ]
-    s3.put_object(Bucket=BUCKET, Key="celebrities.mp4", Body=make_clip(shown, DURATION))
-    return "celebrities.mp4"
+    return make_clip(shown, DURATION)
 
 
-@pytest.fixture
-def gallery(ctx, tmp_path):  # noqa: F811 - the imported fixture
+def gallery_dir(root):
     """Colin Powell and Barack Obama from photos the clip does not show, and Madonna (not in it)."""
     people = dev_people()
-    root = tmp_path / "gallery"
     for identity, name in (("colin_powell", "Colin Powell"), ("barack_obama", "Barack Obama"), ("madonna", "Madonna")):
         (root / name).mkdir(parents=True)
         for path in people[identity][1:4]:
             shutil.copy(FACES / path, root / name / path.split("/")[-1])
         (root / name / "info.json").write_text(json.dumps({"Urls": [f"www.example.org/{identity}"]}))
-    assert not import_gallery(root, ctx).failed
-    return {"Colin Powell": celebrity_id("Colin Powell"), "Barack Obama": celebrity_id("Barack Obama")}
+    return root
 
 
-def test_celebrities_are_named_where_and_when_they_are_shown(ctx, gallery, celebrity_clip):  # noqa: F811
-    job_id = call(ctx, "StartCelebrityRecognition", Video=video_of(celebrity_clip), JobTag="celebs")["JobId"]
-    pending = call(ctx, "GetCelebrityRecognition", JobId=job_id)
-    assert pending["JobStatus"] == "IN_PROGRESS" and pending["Celebrities"] == []
-    run_all(ctx)
-    response, items = get_all(ctx, "GetCelebrityRecognition", job_id, "Celebrities")
-    assert response["JobStatus"] == "SUCCEEDED" and response["JobTag"] == "celebs"
-    assert response["VideoMetadata"]["DurationMillis"] == DURATION
-
+def check_celebrity_items(items: list[dict]) -> None:
+    """Each celebrity named where and when shown, with the gallery's fields; nobody else."""
+    ids = {"Colin Powell": celebrity_id("Colin Powell"), "Barack Obama": celebrity_id("Barack Obama")}
     seen: dict[str, set[int]] = {}
     for item in items:
         celebrity = item["Celebrity"]
         seen.setdefault(celebrity["Name"], set()).add(item["Timestamp"])
-        assert celebrity["Id"] == gallery[celebrity["Name"]]
+        assert celebrity["Id"] == ids[celebrity["Name"]]
         assert celebrity["Urls"] == [f"www.example.org/{celebrity['Name'].lower().replace(' ', '_')}"]
         assert 80 <= celebrity["Confidence"] <= 100
         assert celebrity["BoundingBox"] == celebrity["Face"]["BoundingBox"]
@@ -83,6 +73,28 @@ def test_celebrities_are_named_where_and_when_they_are_shown(ctx, gallery, celeb
     # every sampled frame (5 fps) in which a celebrity is shown names them, and no other frame;
     # the stranger on the right and Madonna (not in the clip) never appear
     assert seen == {"Colin Powell": sampled(*POWELL_SHOWN), "Barack Obama": sampled(*OBAMA_SHOWN)}
+
+
+@pytest.fixture(scope="module")
+def celebrity_clip(s3) -> str:  # noqa: F811 - the imported fixture
+    s3.put_object(Bucket=BUCKET, Key="celebrities.mp4", Body=celebrity_clip_bytes())
+    return "celebrities.mp4"
+
+
+@pytest.fixture
+def gallery(ctx, tmp_path):  # noqa: F811 - the imported fixture
+    assert not import_gallery(gallery_dir(tmp_path / "gallery"), ctx).failed
+
+
+def test_celebrities_are_named_where_and_when_they_are_shown(ctx, gallery, celebrity_clip):  # noqa: F811
+    job_id = call(ctx, "StartCelebrityRecognition", Video=video_of(celebrity_clip), JobTag="celebs")["JobId"]
+    pending = call(ctx, "GetCelebrityRecognition", JobId=job_id)
+    assert pending["JobStatus"] == "IN_PROGRESS" and pending["Celebrities"] == []
+    run_all(ctx)
+    response, items = get_all(ctx, "GetCelebrityRecognition", job_id, "Celebrities")
+    assert response["JobStatus"] == "SUCCEEDED" and response["JobTag"] == "celebs"
+    assert response["VideoMetadata"]["DurationMillis"] == DURATION
+    check_celebrity_items(items)
     assert [i["Timestamp"] for i in items] == sorted(i["Timestamp"] for i in items)
 
     _, by_id = get_all(ctx, "GetCelebrityRecognition", job_id, "Celebrities", SortBy="ID")
