@@ -300,3 +300,36 @@ def test_amazon_celebrity_samples(server, rekognition, tmp_path, monkeypatch, ca
         ]
     finally:
         facebank_cli(server, "remove", celebrity_id("Blythe Danner"))
+
+
+def mosaic(paths: list[str], cell: int, columns: int) -> bytes:
+    """The photos side by side, each scaled to cell x cell pixels, as one JPEG."""
+    from PIL import Image
+    from support import encode
+
+    rows = -(-len(paths) // columns)
+    canvas = Image.new("RGB", (cell * columns, cell * rows), (90, 90, 90))
+    for i, path in enumerate(paths):
+        photo = Image.open(require_faces() / path).convert("RGB").resize((cell, cell))
+        canvas.paste(photo, ((i % columns) * cell, (i // columns) * cell))
+    return encode(canvas, "JPEG", quality=92)
+
+
+def test_one_face_per_celebrity_and_the_64_largest_faces(server, rekognition, tmp_path):
+    people = dev_people()
+    assert facebank_cli(server, "import", str(write_gallery(tmp_path / "g", ["colin_powell"], people))).returncode == 0
+    try:
+        # Two photos of one person in one image: the better match is the celebrity, the other face
+        # is unrecognised (a person appears once in a photo).
+        twice = mosaic(people["colin_powell"][PHOTOS : PHOTOS + 2], 250, 2)
+        response = rekognition.recognize_celebrities(Image={"Bytes": twice})
+        assert [c["Name"] for c in response["CelebrityFaces"]] == ["Colin Powell"]
+        assert len(response["UnrecognizedFaces"]) == 1
+        # A crowd of 80 photos: DetectFaces finds more than 64 faces, RecognizeCelebrities looks at 64.
+        everyone = [p for photos in people.values() for p in photos][:80]
+        crowd_image = {"Bytes": mosaic(everyone, 120, 10)}
+        assert len(rekognition.detect_faces(Image=crowd_image)["FaceDetails"]) > 64
+        crowd = rekognition.recognize_celebrities(Image=crowd_image)
+        assert len(crowd["CelebrityFaces"]) + len(crowd["UnrecognizedFaces"]) == 64
+    finally:
+        facebank_cli(server, "remove", celebrity_id("Colin Powell"))
