@@ -19,8 +19,14 @@ Context (``-c key=value`` or cdk.json), with defaults:
   compactionMinutes (60)            segment compaction period
   throttleRate / throttleBurst (50 / 100)   API stage throttling, requests per second
   apiCloudWatchRole (true)          create API Gateway's account-level logging role
-  modelLayerDir / depsLayerDir      prebuilt layer directories to deploy instead of building them at
-                                    synth (`python layers/build.py models|deps --out DIR`); default unset
+  modelLayerDir / depsLayerDir / videoLayerDir   prebuilt layer directories to deploy instead of
+                                    building them at synth (`python layers/build.py models|deps|video
+                                    --out DIR`); default unset
+  facebank:notificationTopics       comma-separated SNS topic ARN patterns video jobs may notify
+                                    (default: arn:<partition>:sns:<region>:<account>:*, this account)
+  maxVideoJobs (20)                 concurrent IN_PROGRESS video jobs (LimitExceededException above)
+  videoSegmentSeconds (120)         seconds of video one worker invocation analyses
+  videoConcurrency (20)             most video workers at once (segments analysed in parallel)
   skipLayerBuild (false)            true: tiny placeholder layers (tests, reviews; not deployable);
                                     also FACEBANK_SKIP_LAYER_BUILD=1
   nag (true)                        run cdk-nag's AwsSolutions checks at synth (if cdk-nag is
@@ -95,6 +101,10 @@ def settings(ctx) -> Settings:
         throttle_rate=int(get("throttleRate", 50)),
         throttle_burst=int(get("throttleBurst", 100)),
         api_cloudwatch_role=_flag(ctx("apiCloudWatchRole"), default=True),
+        notification_topics=_list(ctx("facebank:notificationTopics")) or None,
+        max_video_jobs=int(get("maxVideoJobs", 20)),
+        video_segment_seconds=int(get("videoSegmentSeconds", 120)),
+        video_concurrency=int(get("videoConcurrency", 20)),
     )
 
 
@@ -108,6 +118,7 @@ def build(app: cdk.App) -> FacebankStack:
         settings=settings(ctx),
         model_layer_dir=ctx("modelLayerDir") or None,
         deps_layer_dir=ctx("depsLayerDir") or None,
+        video_layer_dir=ctx("videoLayerDir") or None,
         use_placeholder_layers=_flag(ctx("skipLayerBuild")) or _flag(os.environ.get("FACEBANK_SKIP_LAYER_BUILD", "")),
         description="facebank: self-hosted Amazon Rekognition-compatible face API",
     )

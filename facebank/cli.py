@@ -1,4 +1,4 @@
-"""The ``facebank`` command: ``serve`` and ``models fetch``."""
+"""The ``facebank`` command: ``serve``, ``models fetch`` and ``celebrities import|list|remove``."""
 
 from __future__ import annotations
 
@@ -85,12 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--pack", default=None, help="model pack whose files to fetch (default: FACEBANK_PACK or open)")
     f.add_argument("--all", action="store_true", help="every file in the manifest, not only the pack's")
 
+    _celebrities_parser(sub)
+
     args = parser.parse_args(argv)
     try:
         settings = _with_flags(Settings.from_env(), args)
         if args.command == "models":
             _fetch(settings, args.all)
             return 0
+        if args.command == "celebrities":
+            return _celebrities(settings, args)
         logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         from facebank.wiring import embedded_context
 
@@ -110,6 +114,110 @@ def main(argv: list[str] | None = None) -> int:
         print(f"facebank: {exc}", file=sys.stderr)
         return 2
     except StorageError as exc:  # e.g. a data directory of another schema version (opened to resume video jobs)
+        print(f"facebank: {exc}", file=sys.stderr)
+        return 2
+
+
+# --- facebank celebrities: the gallery RecognizeCelebrities searches (docs/celebrities.md)
+
+
+def _celebrities_parser(sub: argparse._SubParsersAction) -> None:
+    celebrities = sub.add_parser("celebrities", help="manage the celebrity gallery (embedded or a deployed stack)")
+    actions = celebrities.add_subparsers(dest="action", required=True)
+    imp = actions.add_parser("import", help="import DIR/<Name>/ (photos + optional info.json), replacing same names")
+    imp.add_argument("dir", type=Path)
+    imp.add_argument("--pack", default=None, help="model pack (default: FACEBANK_PACK or open; --aws: the stack's)")
+    imp.add_argument("--mirror", default=None, help="directory to take model files from instead of downloading")
+    actions.add_parser("list", help="list the gallery's celebrities")
+    remove = actions.add_parser("remove", help="remove a celebrity by Id")
+    remove.add_argument("id")
+    for action in (imp, *(actions.choices[a] for a in ("list", "remove"))):
+        action.add_argument(
+            "--data-dir", default=None, help="embedded storage (default: FACEBANK_DATA_DIR or ./facebank-data)"
+        )
+        action.add_argument("--aws", action="store_true", help="the deployed stack's gallery table instead")
+        action.add_argument("--stack-outputs", type=Path, default=None, help="--aws: `cdk deploy --outputs-file` JSON")
+        action.add_argument("--stack", default=None, help="--aws: the stack in --stack-outputs (if it holds several)")
+        action.add_argument("--table", default=None, help="--aws: the gallery table (output CelebrityTableName)")
+        action.add_argument("--region", default=None, help="--aws: the stack's region (default: boto3's)")
+
+
+def _stack_outputs(path: Path, stack: str | None) -> dict[str, str]:
+    import json
+
+    try:
+        stacks = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read stack outputs {path}: {exc}") from None
+    if stack is None and len(stacks) != 1:
+        raise ValueError(f"{path} holds stacks {sorted(stacks)}: choose one with --stack")
+    outputs = stacks.get(stack) if stack else next(iter(stacks.values()))
+    if not isinstance(outputs, dict) or "CelebrityTableName" not in outputs:
+        raise ValueError(f"{path}: no CelebrityTableName output for stack {stack or next(iter(stacks))}")
+    return outputs
+
+
+def _celebrity_context(settings: Settings, args: argparse.Namespace):
+    """(Context, where) for the gallery the flags name: the embedded one under the data dir, or
+    the stack's table (--aws), whose pack (stack output ModelPack) the import must embed with."""
+    from facebank.operations import Context
+
+    if not args.aws:
+        from facebank.wiring import embedded_context
+
+        data_dir = settings.data_dir or Path("./facebank-data")
+        return embedded_context(dataclasses.replace(settings, data_dir=data_dir)), f"{data_dir}"
+    from facebank.storage.celebrities import open_aws_gallery
+
+    table, pack_name = args.table, None
+    if args.stack_outputs:
+        outputs = _stack_outputs(args.stack_outputs, args.stack)
+        table, pack_name = table or outputs["CelebrityTableName"], outputs.get("ModelPack")
+    if not table:
+        raise ValueError("--aws needs --stack-outputs FILE or --table NAME")
+    if pack_name and getattr(args, "pack", None) and args.pack != pack_name:
+        raise ValueError(f"the stack runs pack {pack_name!r}: import with it, not --pack {args.pack}")
+    if pack_name:
+        settings = dataclasses.replace(settings, pack=pack_name)
+    ctx = Context(settings, open_celebrities=lambda: open_aws_gallery(table, region_name=args.region))
+    return ctx, f"DynamoDB table {table}"
+
+
+def _celebrities(settings: Settings, args: argparse.Namespace) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from facebank.operations.celebrities import GalleryError, import_gallery
+    from facebank.storage import StorageError
+
+    ctx, where = _celebrity_context(settings, args)
+    try:
+        if args.action == "import":
+            _fetch(ctx.settings)
+            result = import_gallery(args.dir, ctx, progress=lambda line: print(line, flush=True))
+            for note in result.notes:
+                print(f"note: {note}", file=sys.stderr)
+            print(
+                f"imported {len(result.imported)} celebrities into {where}; {len(result.failed)} failed",
+                file=sys.stderr,
+            )
+            return 1 if result.failed else 0
+        if args.action == "remove":
+            if not ctx.celebrities.delete_celebrity(args.id):
+                print(f"facebank: no celebrity with Id {args.id} in {where}", file=sys.stderr)
+                return 1
+            print(f"removed {args.id} from {where}", file=sys.stderr)
+            return 0
+        pack = ctx.model_pack
+        for rec in ctx.celebrities.list_celebrities():
+            other = (
+                ""
+                if (rec.pack, rec.face_model_version) == (pack.name, pack.face_model_version)
+                else " (re-import: other pack)"
+            )
+            cells = (rec.celebrity_id, rec.name, f"{rec.photos} photos", rec.known_gender or "-")
+            print("\t".join((*cells, f"{rec.pack} {rec.face_model_version}{other}", " ".join(rec.urls))))
+        return 0
+    except (GalleryError, StorageError, BotoCoreError, ClientError) as exc:  # AWS: no table, no credentials...
         print(f"facebank: {exc}", file=sys.stderr)
         return 2
 

@@ -7,6 +7,7 @@ Context costs nothing until an operation first needs storage or S3.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from facebank.operations import Context
@@ -14,6 +15,7 @@ from facebank.settings import Settings
 from facebank.storage import Storage, open_aws, open_embedded
 
 if TYPE_CHECKING:
+    from facebank.storage.celebrities import CelebrityGallery
     from facebank.video_runner import VideoRunner
 
 
@@ -40,6 +42,7 @@ def embedded_context(settings: Settings) -> Context:
         open_storage=open_storage,
         open_s3=lambda: s3_client(settings.s3_endpoint_url),
         open_sns=lambda: sns_client(settings.sns_endpoint_url, settings.region),
+        open_celebrities=lambda: embedded_gallery(data_dir),
     )
     from facebank.video_runner import VideoRunner  # threads start only when a job is submitted
 
@@ -85,4 +88,32 @@ def aws_context(settings: Settings) -> Context:
             region_name=settings.region,
         )
 
-    return Context(settings, open_storage=open_storage, open_s3=lambda: s3_client(settings.s3_endpoint_url))
+    def submit_video_job(job_id: str) -> None:
+        from facebank.aws.video import submit  # SQS: only the Start* functions submit jobs
+
+        submit(settings, job_id)
+
+    return Context(
+        settings,
+        open_storage=open_storage,
+        open_s3=lambda: s3_client(settings.s3_endpoint_url),
+        open_sns=lambda: sns_client(settings.sns_endpoint_url, settings.region),
+        submit_video_job=submit_video_job,
+        open_celebrities=lambda: aws_gallery(settings),
+    )
+
+
+def embedded_gallery(data_dir: Path) -> CelebrityGallery:
+    """The celebrity gallery beside the embedded stores: data_dir/celebrities.sqlite3."""
+    from facebank.storage.celebrities import open_embedded_gallery
+
+    return open_embedded_gallery(data_dir)
+
+
+def aws_gallery(settings: Settings) -> CelebrityGallery:
+    """The stack's celebrity table (FACEBANK_CELEBRITY_TABLE)."""
+    from facebank.storage.celebrities import open_aws_gallery
+
+    if not settings.celebrity_table:
+        raise RuntimeError("no celebrity gallery configured for this function: FACEBANK_CELEBRITY_TABLE is not set")
+    return open_aws_gallery(settings.celebrity_table, region_name=settings.region)

@@ -36,18 +36,26 @@ class Access:
     images: bool = False
     models: bool = True  # loads the pack (detect/embed, or the pack's FaceModelVersion)
     heavy: bool = False  # decodes images or scores vectors: gets `memorySize`, others `lightMemorySize`
+    # Stored-video jobs (infra/video.py): the jobs table, S3 actions on the embeddings bucket's
+    # ``jobs/`` prefix (result pages, per-segment partials), and sqs:SendMessage on the video queue.
+    jobs: frozenset[str] = frozenset()
+    results: frozenset[str] = frozenset()
+    video_queue: bool = False
+    celebrities: frozenset[str] = frozenset()  # the celebrity gallery table (infra/celebrities.py)
 
     @property
     def storage(self) -> bool:
-        return bool(self.collections or self.faces or self.users or self.vectors)
+        return bool(self.collections or self.faces or self.users or self.vectors or self.jobs or self.results)
 
     @property
     def read_only(self) -> bool:
-        tables = self.collections | self.faces | self.users
-        return tables <= READ_ACTIONS and self.vectors <= {LIST, GET_OBJECT}
+        tables = self.collections | self.faces | self.users | self.jobs | self.celebrities
+        objects = self.vectors | self.results
+        return tables <= READ_ACTIONS and objects <= {LIST, GET_OBJECT} and not self.video_queue
 
     def tables(self) -> dict[str, frozenset[str]]:
-        return {t: a for t, a in (("collections", self.collections), ("faces", self.faces), ("users", self.users)) if a}
+        named = (("collections", self.collections), ("faces", self.faces), ("users", self.users), ("jobs", self.jobs))
+        return {t: a for t, a in (*named, ("celebrities", self.celebrities)) if a}
 
     def __or__(self, other: Access) -> Access:
         return Access(
@@ -58,6 +66,10 @@ class Access:
             self.images or other.images,
             self.models or other.models,
             self.heavy or other.heavy,
+            self.jobs | other.jobs,
+            self.results | other.results,
+            self.video_queue or other.video_queue,
+            self.celebrities | other.celebrities,
         )
 
 
@@ -116,6 +128,10 @@ OPERATION_ACCESS: dict[str, Access] = {
     "DisassociateFaces": _a(**_MEMBERSHIP),
     "SearchUsers": _a(**_SEARCH_USERS, heavy=True),
     "SearchUsersByImage": _a(**_SEARCH_USERS, images=True, heavy=True),
+    # celebrities: read the gallery (the generation item on every call, a Scan when it moved);
+    # the gallery is written only by `facebank celebrities import --aws`, with the operator's rights.
+    "RecognizeCelebrities": Access(celebrities=frozenset({GET, SCAN}), images=True, heavy=True),
+    "GetCelebrityInfo": Access(celebrities=frozenset({GET}), models=False),
 }
 
 # The S3-event ingest function runs IndexFaces and DeleteFaces through the registry (its ledger
@@ -150,3 +166,55 @@ def access_for(operation: str) -> Access:
             f"operation {operation} has no entry in infra/access.py OPERATION_ACCESS: decide which tables "
             "and bucket actions its function needs (least privilege) and add it"
         ) from None
+
+
+# --- stored-video jobs (issue 13; infra/video.py)
+# Start*: HeadObject on the caller's video (s3:GetObject on the allowed image buckets), the request
+# ledger (users table, scope "video-jobs"), the job item and the in-progress counter in one
+# transaction (Put + Update), then the plan message to the video queue; a job whose message cannot
+# be sent is finished FAILED (Update). StartFaceSearch also checks the collection. No model files:
+# Start* never decodes the video (the worker probes it), so no PyAV and no model layer.
+_START_VIDEO = {"users": _LEDGER, "jobs": {PUT, UPDATE}}
+_GET_VIDEO = {"jobs": {GET}, "results": {GET_OBJECT}}
+
+
+def _video(collections=(), users=(), jobs=(), results=(), *, images=False, video_queue=False) -> Access:
+    return Access(
+        collections=frozenset(collections),
+        users=frozenset(users),
+        jobs=frozenset(jobs),
+        results=frozenset(results),
+        images=images,
+        models=False,
+        video_queue=video_queue,
+    )
+
+
+OPERATION_ACCESS |= {
+    "StartFaceDetection": _video(**_START_VIDEO, images=True, video_queue=True),
+    "StartFaceSearch": _video(collections={GET}, **_START_VIDEO, images=True, video_queue=True),
+    "GetFaceDetection": _video(**_GET_VIDEO),
+    "GetFaceSearch": _video(**_GET_VIDEO),
+    # celebrity jobs: as StartFaceDetection / GetFaceDetection; the worker reads the gallery
+    "StartCelebrityRecognition": _video(**_START_VIDEO, images=True, video_queue=True),
+    "GetCelebrityRecognition": _video(**_GET_VIDEO),
+}
+
+# The video worker (facebank/aws/video.py): reads the video (ranged GETs on the allowed image
+# buckets), the job, writes per-segment partials and result pages under jobs/, marks segments
+# done / finishes the job (Update), searches the collection for StartFaceSearch (read-only, as
+# SearchFacesByImage: the collection must still exist, then its segments and faces' records), and
+# fans out segment and assemble messages on the video queue. Publishing the completion message
+# (sns:Publish on the configured topics) is granted in infra/video.py.
+VIDEO_WORKER_ACCESS = Access(
+    collections=frozenset({GET}),
+    faces=frozenset({BATCH_GET}),
+    vectors=frozenset({LIST, GET_OBJECT}),
+    images=True,
+    heavy=True,
+    jobs=frozenset({GET, UPDATE}),
+    results=frozenset({GET_OBJECT, PUT_OBJECT}),
+    video_queue=True,
+    # StartCelebrityRecognition: the gallery, read once per segment (generation GetItem, then a Scan)
+    celebrities=frozenset({GET, SCAN}),
+)

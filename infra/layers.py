@@ -1,4 +1,5 @@
-"""The two Lambda layers, built at synth time by ``layers/build.py`` through CDK's local bundling.
+"""The Lambda layers (models, dependencies, the video worker's dependencies), built at synth time
+by ``layers/build.py`` through CDK's local bundling.
 
 ``cdk synth`` / ``cdk deploy`` (and ``CDK_OUTDIR=DIR python app.py``) build what the stack needs,
 without Docker: the dependency layer is pip-installed from manylinux wheels, the model layer is
@@ -44,7 +45,7 @@ class LayerError(RuntimeError):
 class LayerBuild:
     """One ``layers/build.py`` run: what it builds, and the inputs that decide its output."""
 
-    kind: str  # build.py's command: "models" or "deps"
+    kind: str  # build.py's command: "models", "deps" or "video"
     variant: str  # the pack or the architecture, readable in the cache directory's name
     args: tuple[str, ...]  # build.py arguments besides --out
     inputs: tuple[Path, ...]  # files whose bytes decide the layer's bytes
@@ -76,6 +77,11 @@ def model_layer_build(pack_name: str, files: list[str]) -> LayerBuild:
 
 def deps_layer_build(architecture: str) -> LayerBuild:
     return LayerBuild("deps", architecture, ("--arch", architecture), (CONSTRAINTS, BUILD_SCRIPT))
+
+
+def video_layer_build(architecture: str) -> LayerBuild:
+    """The video worker's dependency layer (the deps layer's packages plus PyAV, pruned)."""
+    return LayerBuild("video", architecture, ("--arch", architecture), (CONSTRAINTS, BUILD_SCRIPT))
 
 
 def ensure_built(build: LayerBuild) -> Path:

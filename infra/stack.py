@@ -59,6 +59,7 @@ from infra.access import (
     access_for,
     ingest_access,
 )
+from infra.celebrities import celebrity_environment, celebrity_table
 from infra.layers import (
     LAYER_MARKER,
     LayerBuild,
@@ -69,6 +70,7 @@ from infra.layers import (
     model_layer_build,
 )
 from infra.nag import acknowledge_role, acknowledge_stack
+from infra.video import VideoJobs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -201,6 +203,11 @@ class Settings:
     throttle_rate: int = 50
     throttle_burst: int = 100
     api_cloudwatch_role: bool = True
+    # Stored-video jobs (infra/video.py)
+    notification_topics: list[str] | None = None  # SNS topic ARN patterns jobs may notify (default: own account)
+    max_video_jobs: int = 20  # concurrent IN_PROGRESS jobs (Rekognition's default quota)
+    video_segment_seconds: int = 120  # seconds of video per worker invocation
+    video_concurrency: int = 20  # most concurrent video workers (segments analysed in parallel)
 
     def validate(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -216,7 +223,7 @@ class Settings:
         }.items():
             if not 128 <= int(size) <= 10240:
                 raise ValueError(f"memory for {name} must be 128..10240 MB, not {size}")
-        known = set(OPERATIONS) | {"Ingest", "Compaction"}
+        known = set(OPERATIONS) | {"Ingest", "Compaction", "VideoWorker"}
         if unknown := sorted(set(self.memory) - known):
             raise ValueError(f"memory names unknown functions {unknown}; known: {sorted(known)}")
         if not 2 <= self.ingest_concurrency <= 1000:
@@ -225,6 +232,10 @@ class Settings:
             raise ValueError("compactionMinutes must be >= 20 (runs must not overlap; the timeout is 15 minutes)")
         if self.ingest_prefix and not re.fullmatch(r"[a-zA-Z0-9!_.*'()/-]+/", self.ingest_prefix):
             raise ValueError(f"ingestPrefix must be a key prefix ending in '/', not {self.ingest_prefix!r}")
+        if not 2 <= self.video_concurrency <= 1000:
+            raise ValueError(f"videoConcurrency must be 2..1000 (SQS event source), not {self.video_concurrency}")
+        if not 10 <= self.video_segment_seconds <= 600:
+            raise ValueError(f"videoSegmentSeconds must be 10..600, not {self.video_segment_seconds}")
 
 
 class FacebankStack(Stack):
@@ -236,6 +247,7 @@ class FacebankStack(Stack):
         settings: Settings | None = None,
         model_layer_dir: str | os.PathLike | None = None,
         deps_layer_dir: str | os.PathLike | None = None,
+        video_layer_dir: str | os.PathLike | None = None,
         use_placeholder_layers: bool = False,
         # Shorthands for the Settings fields most used directly (tests, scripts):
         pack: str | None = None,
@@ -270,12 +282,15 @@ class FacebankStack(Stack):
         self._layers(model_layer_dir, deps_layer_dir, use_placeholder_layers)
         self.code = lambda_.Code.from_asset(str(staged_code()))
         self._storage()
+        self.tables["celebrities"] = celebrity_table(self)
+        self.video = VideoJobs(self, "Video", topics=cfg.notification_topics)
         self._ingest_bucket_and_queue()
         self.roles: dict[str, iam.Role] = {}
         self.functions: dict[str, lambda_.Function] = {}
         self._operation_functions()
         self._ingest_function()
         self._compaction()
+        self.video.add_worker(video_layer_dir, use_placeholder_layers)
         self._api()
         self._outputs()
         acknowledge_stack(self)
@@ -551,6 +566,7 @@ class FacebankStack(Stack):
             role.add_to_policy(
                 iam.PolicyStatement(actions=["s3:GetObject", "s3:GetObjectVersion"], resources=image_resources)
             )
+        self.video.grant(role, access)
 
     def _function(
         self,
@@ -562,6 +578,7 @@ class FacebankStack(Stack):
         timeout: Duration,
         image_resources: list[str],
         extra_env: dict[str, str] | None = None,
+        layers: list[lambda_.ILayerVersion] | None = None,
     ) -> lambda_.Function:
         log_group = self._log_group(f"{name}Logs")
         # Own role, no managed policy: logs to its own group only, plus the table in access.py.
@@ -587,6 +604,8 @@ class FacebankStack(Stack):
                 "FACEBANK_TABLE_PREFIX": self.table_prefix,
                 "FACEBANK_ACCOUNT_ID": Aws.ACCOUNT_ID,
             }
+        env |= self.video.environment(access)
+        env |= celebrity_environment(self, access)
         fn = lambda_.Function(
             self,
             f"{name}Function",
@@ -595,7 +614,7 @@ class FacebankStack(Stack):
             architecture=self.arch,
             handler=handler,
             code=self.code,
-            layers=[self.deps_layer, self.model_layer] if access.models else [self.deps_layer],
+            layers=layers or ([self.deps_layer, self.model_layer] if access.models else [self.deps_layer]),
             memory_size=self._memory(name, access),
             timeout=timeout,
             tracing=lambda_.Tracing.ACTIVE,

@@ -3,6 +3,7 @@
 
     python layers/build.py models [--pack open] [--mirror DIR] --out layers/build/models
     python layers/build.py deps --arch arm64 --out layers/build/deps
+    python layers/build.py video --arch arm64 --out layers/build/video
 
 ``models``: fetches the pack's model files (sha256-verified, from upstream or ``--mirror``) into a
 temporary model cache and copies them to ``<out>/models/<manifest path>``; the layer is mounted at
@@ -11,6 +12,10 @@ temporary model cache and copies them to ``<out>/models/<manifest path>``; the l
 ``deps``: ``pip install --target <out>/python`` of the runtime dependencies as manylinux wheels for
 the Lambda Python 3.12 runtime and the chosen architecture, at the versions in constraints.txt
 (which also pins their dependencies). No Docker needed: only binary wheels are accepted.
+
+``video``: the same for the stored-video worker (facebank/aws/video.py), which also imports PyAV
+(``av``, FFmpeg inside its wheel): only what it imports, minus files nothing loads at run time
+(``VIDEO_PRUNE``), so the worker's code + this layer + the model layer fit Lambda's 250 MB.
 
 ``cdk synth`` runs these itself (infra/layers.py, cached under layers/build/); run them by hand only
 for a prebuilt layer (context ``modelLayerDir`` / ``depsLayerDir``). Each command prints the
@@ -41,6 +46,24 @@ DEPENDENCIES = ["numpy", "onnxruntime", "pillow", "regex", "aws-lambda-powertool
 # has; pulling a second copy into the layer would add ~25 MB and shadow the runtime's.
 NO_DEPS = ["aws-xray-sdk"]
 LIMIT = 250 * 1024 * 1024
+# The video worker's imports: the engine's (numpy, onnxruntime, Pillow), PyAV for decoding, and the
+# Lambda runtime's (Powertools, its Tracer's wrapt + X-Ray SDK; regex for facebank.validation,
+# which facebank.aws.runtime loads through the protocol).
+VIDEO_DEPENDENCIES = ["numpy", "onnxruntime", "pillow", "av", "regex", "aws-lambda-powertools", "wrapt"]
+# Files of those packages that nothing imports or loads at run time, removed from the video layer
+# (globs under python/). onnxruntime's libonnxruntime.so is its C API library for native callers:
+# the Python extension links the runtime statically and never loads it (checked: readelf NEEDED,
+# and inference without it). transformers/quantization/tools are offline model-editing tools.
+VIDEO_PRUNE = [
+    "onnxruntime/capi/libonnxruntime.so*",
+    "onnxruntime/transformers",
+    "onnxruntime/quantization",
+    "onnxruntime/tools",
+    "numpy/f2py",
+    "**/tests",
+    "**/*.pyi",
+    "bin",
+]
 
 
 def tree_size(path: Path) -> int:
@@ -102,8 +125,25 @@ def build_models(pack_name: str | None, mirror: str | None, out: Path) -> None:
     report(out)
 
 
-def build_deps(arch: str, out: Path) -> None:
-    reqs, no_deps = requirements(), requirements(NO_DEPS)
+def prune(root: Path, patterns: list[str]) -> int:
+    """Remove the files and directories matching the globs under root; returns the bytes removed."""
+    removed = 0
+    for pattern in patterns:
+        for path in sorted(root.glob(pattern), key=lambda p: len(p.parts)):
+            if not path.exists() and not path.is_symlink():
+                continue  # inside a directory removed before
+            if path.is_dir() and not path.is_symlink():
+                removed += tree_size(path)
+                shutil.rmtree(path)
+            else:
+                removed += path.lstat().st_size
+                path.unlink()
+    return removed
+
+
+def build_deps(arch: str, out: Path, kind: str = "deps") -> None:
+    names = VIDEO_DEPENDENCIES if kind == "video" else DEPENDENCIES
+    reqs, no_deps = requirements(names), requirements(NO_DEPS)
     _fresh(out)
     base = [
         sys.executable, "-m", "pip", "install",
@@ -122,10 +162,11 @@ def build_deps(arch: str, out: Path) -> None:
         if subprocess.run(cmd, check=False).returncode != 0:
             shutil.rmtree(out, ignore_errors=True)
             sys.exit("build.py: pip install failed (see above); the dependency layer was not built")
-    (out / MARKER).write_text(
-        json.dumps({"kind": "deps", "arch": arch, "python": PYTHON_VERSION, "requirements": reqs + no_deps}, indent=1)
-        + "\n"
-    )
+    marker: dict = {"kind": kind, "arch": arch, "python": PYTHON_VERSION, "requirements": reqs + no_deps}
+    if kind == "video":
+        marker["pruned"] = VIDEO_PRUNE
+        marker["pruned_bytes"] = prune(out / "python", VIDEO_PRUNE)
+    (out / MARKER).write_text(json.dumps(marker, indent=1) + "\n")
     report(out)
 
 
@@ -143,11 +184,14 @@ def main(argv: list[str] | None = None) -> None:
     d = sub.add_parser("deps", help="dependency layer: manylinux wheels for Lambda Python 3.12")
     d.add_argument("--arch", choices=sorted(PLATFORMS), default="arm64")
     d.add_argument("--out", type=Path, default=ROOT / "layers" / "build" / "deps")
+    v = sub.add_parser("video", help="video worker's dependency layer: the deps layer's plus PyAV, pruned")
+    v.add_argument("--arch", choices=sorted(PLATFORMS), default="arm64")
+    v.add_argument("--out", type=Path, default=ROOT / "layers" / "build" / "video")
     args = parser.parse_args(argv)
     if args.command == "models":
         build_models(args.pack, args.mirror, args.out.resolve())
     else:
-        build_deps(args.arch, args.out.resolve())
+        build_deps(args.arch, args.out.resolve(), kind=args.command)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ ACCOUNT = "000000000000"
 TABLE_PREFIX = "facebank-"
 VECTOR_BUCKET = "facebank-embeddings-test"
 INGEST_BUCKET = f"facebank-ingest-{ACCOUNT}-{REGION}"  # the stack's name for its ingest bucket
+VIDEO_QUEUE = "facebank-video"  # tests/test_aws_video.py's stand-in for the stack's video queue
 KEY_ID, SECRET = "AKIDFACEBANKTEST", "facebank-test-secret"
 
 TWO_PEOPLE = "groups/face_recognition_two_people.jpg"
@@ -102,12 +103,22 @@ def iam_pairs(service: str, operation: str, params: dict) -> set[tuple[str, str]
         }[operation]
         if bucket == VECTOR_BUCKET:
             keys = [o["Key"] for o in params["Delete"]["Objects"]] if operation == "DeleteObjects" else [params["Key"]]
+            if all(k.startswith("jobs/") for k in keys):  # video job results (infra/video.py)
+                return {(action, "jobs/*")}
             assert all(k.startswith("vectors/") for k in keys), keys
             return {(action, "vectors/*")}
         assert bucket == INGEST_BUCKET, bucket
         if params.get("VersionId"):
             return {(action, "ingest-objects"), ("s3:GetObjectVersion", "ingest-objects")}
         return {(action, "ingest-objects")}
+    if service == "sqs":  # the video queue (infra/video.py): job messages, and a failed one's backoff
+        queue = params["QueueUrl"].rsplit("/", 1)[-1]
+        assert queue == VIDEO_QUEUE, params["QueueUrl"]
+        action = {"SendMessage": "SendMessage", "SendMessageBatch": "SendMessage"}.get(operation, operation)
+        return {(f"sqs:{action}", "video-queue")}
+    if service == "sns" and operation == "Publish":  # the stack's default topics: its own account and region
+        assert params["TopicArn"].startswith(f"arn:aws:sns:{REGION}:{ACCOUNT}:"), params["TopicArn"]
+        return {("sns:Publish", "sns-topics")}
     raise AssertionError(f"unexpected AWS call {service}.{operation}")
 
 

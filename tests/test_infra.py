@@ -33,13 +33,18 @@ from infra.access import (  # noqa: E402
     INGEST_OPERATIONS,
     LEDGER_ACTIONS,
     OPERATION_ACCESS,
+    VIDEO_WORKER_ACCESS,
     access_for,
 )
 from infra.stack import FacebankStack, LayerError, Settings, check_size, snake  # noqa: E402
 
 XRAY = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}  # added by Tracing.ACTIVE
 LOGS = {"logs:CreateLogStream", "logs:PutLogEvents"}
-EXTRA_FUNCTIONS = {"Ingest": "functions.ingest.handler", "Compaction": "functions.compact.handler"}
+EXTRA_FUNCTIONS = {
+    "Ingest": "functions.ingest.handler",
+    "Compaction": "functions.compact.handler",
+    "VideoWorker": "functions.video_worker.handler",
+}
 VARIANT = {
     "architecture": "x86_64",
     "memorySize": "3008",
@@ -51,6 +56,8 @@ VARIANT = {
     "ingestPrefix": "faces/",
     "imageBuckets": "team-images,other-images",
     "stackName": "fb-test",
+    "facebank:notificationTopics": "arn:aws:sns:eu-west-1:111122223333:video-*,arn:aws:sns:eu-west-1:111122223333:ops",
+    "videoConcurrency": "50",
 }
 
 
@@ -126,10 +133,16 @@ def _resource_key(template: dict, resource) -> str:
         kind = template["Resources"][lid]["Type"]
         if kind == "AWS::S3::Bucket" and lid.startswith("EmbeddingsBucket"):
             return "vectors-bucket"
+        if kind == "AWS::SQS::Queue" and lid.startswith("Video"):
+            return "video-dlq" if lid.startswith("VideoDeadLetterQueue") else "video-queue"
         return {"AWS::Logs::LogGroup": "log", "AWS::SQS::Queue": "queue"}.get(kind, lid)
     text = json.dumps(resource)
     if "EmbeddingsBucket" in text and "/vectors/*" in text:
         return "vectors/*"
+    if "EmbeddingsBucket" in text and "/jobs/*" in text:
+        return "jobs/*"
+    if ":sns:" in text:
+        return "sns-topics"
     if "-ingest" in text or "my-photos" in text:
         return "ingest-objects"
     return text
@@ -159,6 +172,9 @@ def expected_grants(access, image_key: str | None = "ingest-objects") -> set[tup
         out |= {(f"dynamodb:{a}", f"table:{table}") for a in actions}
     for a in access.vectors:
         out.add(("s3:ListBucket", "vectors-bucket") if a == "ListBucket" else (f"s3:{a}", "vectors/*"))
+    out |= {(f"s3:{a}", "jobs/*") for a in access.results}
+    if access.video_queue:
+        out.add(("sqs:SendMessage", "video-queue"))
     if access.images and image_key:
         out |= {("s3:GetObject", image_key), ("s3:GetObjectVersion", image_key)}
     return out
@@ -179,10 +195,11 @@ def test_one_python312_arm64_function_per_operation(template):
         assert props["MemorySize"] == (2048 if access.heavy else 512)
         assert props["Timeout"] == 30
         assert props["TracingConfig"] == {"Mode": "Active"}
-        assert len(props["Layers"]) == 2
+        assert len(props["Layers"]) == (2 if access.models else 1)  # the video jobs' Start*/Get* need no models
         env = props["Environment"]["Variables"]
         assert env["ORT_DISABLE_TELEMETRY"] == "1"
-        assert env["FACEBANK_MODEL_DIR"] == "/opt/models"
+        assert ("FACEBANK_MODEL_DIR" in env) == access.models
+        assert access.models or env["FACEBANK_PACK"]
         assert env["POWERTOOLS_SERVICE_NAME"] == "facebank"
         assert ("FACEBANK_VECTOR_BUCKET" in env) == access.storage, operation
         if access.storage:
@@ -322,6 +339,7 @@ def test_image_buckets_context_scopes_image_reads(variant):
 
 
 def test_tables_match_the_dynamodb_adapter_and_are_protected(template):
+    from facebank.storage.celebrities import create_celebrity_table
     from facebank.storage.dynamodb import TableNames, create_tables
 
     class Recorder:
@@ -331,8 +349,12 @@ def test_tables_match_the_dynamodb_adapter_and_are_protected(template):
         def create_table(self, TableName, **kwargs):
             self.calls[TableName] = kwargs
 
+    from facebank.storage.dynamodb_jobs import create_jobs_table
+
     recorder = Recorder()
     create_tables(recorder, TableNames.with_prefix("facebank-"), wait=False)
+    create_celebrity_table(recorder, "facebank-celebrities", wait=False)
+    create_jobs_table(recorder, "facebank-jobs", wait=False)
     tables = {t["Properties"]["TableName"]: t for t in resources(template, "AWS::DynamoDB::Table").values()}
     assert set(tables) == set(recorder.calls) | {"facebank-ingest"}
     for name, table in tables.items():
@@ -389,7 +411,7 @@ def test_log_retention(template):
 
 
 def test_ingest_wiring_s3_to_sqs_with_dlq_to_lambda(template):
-    queues = resources(template, "AWS::SQS::Queue")
+    queues = {k: q for k, q in resources(template, "AWS::SQS::Queue").items() if k.startswith("Ingest")}
     [(queue_id, queue)] = [(k, q) for k, q in queues.items() if "RedrivePolicy" in q["Properties"]]
     [(dlq_id, dlq)] = [(k, q) for k, q in queues.items() if k != queue_id]
     redrive = {"deadLetterTargetArn": {"Fn::GetAtt": [dlq_id, "Arn"]}, "maxReceiveCount": 5}
@@ -419,7 +441,11 @@ def test_ingest_wiring_s3_to_sqs_with_dlq_to_lambda(template):
     assert allow["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
     assert policy_id in bucket["DependsOn"]
     # SQS -> Lambda with partial batch failures
-    [mapping] = resources(template, "AWS::Lambda::EventSourceMapping").values()
+    [mapping] = [
+        m
+        for m in resources(template, "AWS::Lambda::EventSourceMapping").values()
+        if m["Properties"]["FunctionName"] == {"Ref": ingest_id}
+    ]
     props = mapping["Properties"]
     assert props["EventSourceArn"] == {"Fn::GetAtt": [queue_id, "Arn"]}
     assert props["FunctionName"] == {"Ref": ingest_id}
@@ -428,7 +454,7 @@ def test_ingest_wiring_s3_to_sqs_with_dlq_to_lambda(template):
     ingest_env = {"FACEBANK_INGEST_TABLE", "FACEBANK_INGEST_BUCKET", "FACEBANK_INGEST_PREFIX", "FACEBANK_VECTOR_BUCKET"}
     assert ingest_env <= set(env)
     # failures surface: an alarm on the dead-letter queue
-    [alarm] = resources(template, "AWS::CloudWatch::Alarm").values()
+    [alarm] = [a for k, a in resources(template, "AWS::CloudWatch::Alarm").items() if k.startswith("Ingest")]
     assert alarm["Properties"]["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [dlq_id, "QueueName"]}}]
 
 
@@ -452,6 +478,104 @@ def test_compaction_is_scheduled_without_retries(template):
     assert target["RetryPolicy"]["MaximumRetryAttempts"] == 0
     [invoke] = resources(template, "AWS::Lambda::EventInvokeConfig").values()
     assert invoke["Properties"]["MaximumRetryAttempts"] == 0
+
+
+# --- stored-video jobs (infra/video.py)
+
+SQS_CONSUME = ("ChangeMessageVisibility", "DeleteMessage", "GetQueueAttributes", "GetQueueUrl", "ReceiveMessage")
+VIDEO_OPERATIONS = ("StartFaceDetection", "GetFaceDetection", "StartFaceSearch", "GetFaceSearch")
+
+
+def _video_queues(template: dict) -> tuple[str, dict, str, dict]:
+    queues = resources(template, "AWS::SQS::Queue")
+    [(queue_id, queue)] = [(k, q) for k, q in queues.items() if k.startswith("VideoQueue")]
+    [(dlq_id, dlq)] = [(k, q) for k, q in queues.items() if k.startswith("VideoDeadLetterQueue")]
+    return queue_id, queue, dlq_id, dlq
+
+
+def _mappings(template: dict, function_id: str) -> dict[str, dict]:
+    """Event source mappings of a function, by the logical id of their queue."""
+    return {
+        m["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]: m["Properties"]
+        for m in resources(template, "AWS::Lambda::EventSourceMapping").values()
+        if m["Properties"]["FunctionName"] == {"Ref": function_id}
+    }
+
+
+def test_video_worker_consumes_its_queue_and_dead_letters_one_message_at_a_time(template):
+    queue_id, queue, dlq_id, dlq = _video_queues(template)
+    worker_id, worker = function(template, EXTRA_FUNCTIONS["VideoWorker"])
+    props = worker["Properties"]
+    assert queue["Properties"]["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": [dlq_id, "Arn"]},
+        "maxReceiveCount": 3,
+    }
+    for q in (queue, dlq):  # a message in flight is never handed to a second worker
+        assert q["Properties"]["VisibilityTimeout"] >= 6 * props["Timeout"]
+        assert q["Properties"]["SqsManagedSseEnabled"] is True
+    mappings = _mappings(template, worker_id)
+    assert set(mappings) == {queue_id, dlq_id}
+    for mapping in mappings.values():
+        assert mapping["BatchSize"] == 1 and mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mappings[queue_id]["ScalingConfig"] == {"MaximumConcurrency": 20}
+    # One segment per invocation, so no job depends on one function's 15 minutes.
+    assert props["Timeout"] <= 300 and props["MemorySize"] == 2048
+    layers = sorted(ref["Ref"].rstrip("0123456789ABCDEF") for ref in props["Layers"])
+    assert layers == ["ModelLayer", "VideoLayer"]
+    env = props["Environment"]["Variables"]
+    assert env["FACEBANK_VIDEO_QUEUE_URL"] == {"Ref": queue_id}
+    assert env["FACEBANK_MODEL_DIR"] == "/opt/models" and "FACEBANK_VIDEO_SEGMENT_S" in env
+    [alarm] = [a for k, a in resources(template, "AWS::CloudWatch::Alarm").items() if k.startswith("Video")]
+    assert alarm["Properties"]["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [dlq_id, "QueueName"]}}]
+
+
+def test_video_worker_role_is_the_access_table_plus_its_queues_and_topics(template, variant):
+    consume = {(f"sqs:{a}", q) for a in SQS_CONSUME for q in ("video-queue", "video-dlq")}
+    expected = expected_grants(VIDEO_WORKER_ACCESS) | consume | {("sns:Publish", "sns-topics")}
+    assert grants(template, EXTRA_FUNCTIONS["VideoWorker"]) == expected
+
+    def publish_resources(t: dict) -> list:
+        _, worker = function(t, EXTRA_FUNCTIONS["VideoWorker"])
+        role = worker["Properties"]["Role"]["Fn::GetAtt"][0]
+        return [
+            s["Resource"]
+            for p in resources(t, "AWS::IAM::Policy").values()
+            if {"Ref": role} in p["Properties"]["Roles"]
+            for s in p["Properties"]["PolicyDocument"]["Statement"]
+            if s["Action"] == "sns:Publish"
+        ]
+
+    # Default: any topic of the stack's own account and region; the context narrows it.
+    own = {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":sns:", {"Ref": "AWS::Region"}, ":",
+                             {"Ref": "AWS::AccountId"}, ":*"]]}  # fmt: skip
+    assert publish_resources(template) == [own]
+    topics = VARIANT["facebank:notificationTopics"].split(",")
+    [published] = publish_resources(variant)
+    assert sorted(published) == sorted(topics)
+    _, worker = function(variant, EXTRA_FUNCTIONS["VideoWorker"])
+    assert worker["Properties"]["Environment"]["Variables"]["FACEBANK_NOTIFICATION_TOPICS"] == ",".join(topics)
+    [queue_id] = [k for k in resources(variant, "AWS::SQS::Queue") if k.startswith("VideoQueue")]
+    worker_id, _ = function(variant, EXTRA_FUNCTIONS["VideoWorker"])
+    assert _mappings(variant, worker_id)[queue_id]["ScalingConfig"] == {"MaximumConcurrency": 50}
+
+
+@pytest.mark.parametrize("operation", VIDEO_OPERATIONS)
+def test_video_operation_functions(template, variant, operation):
+    if operation not in OPERATIONS:
+        pytest.skip(f"{operation} is not registered")
+    _, fn = function(template, op_handler(operation))
+    env = fn["Properties"]["Environment"]["Variables"]
+    actions = {a for a, _ in grants(template, op_handler(operation))}
+    assert not any(a.startswith("sns:") for a in actions)  # only the worker publishes
+    if operation.startswith("Get"):
+        assert access_for(operation).read_only and "FACEBANK_VIDEO_QUEUE_URL" not in env
+        return
+    [queue_id] = [k for k in resources(template, "AWS::SQS::Queue") if k.startswith("VideoQueue")]
+    assert env["FACEBANK_VIDEO_QUEUE_URL"] == {"Ref": queue_id} and env["FACEBANK_MAX_VIDEO_JOBS"] == "20"
+    assert ":sns:" in json.dumps(env["FACEBANK_NOTIFICATION_TOPICS"])  # Start* refuses other topics
+    _, fn = function(variant, op_handler(operation))
+    topics = fn["Properties"]["Environment"]["Variables"]["FACEBANK_NOTIFICATION_TOPICS"]
+    assert topics == VARIANT["facebank:notificationTopics"]
 
 
 # --- context parameters
@@ -617,10 +741,10 @@ def test_synth_from_a_clean_state_builds_the_layers_once(tmp_path):
     cache = tmp_path / "layer-cache"
     first = _synth_app(tmp_path / "first", cache)
     assert first.returncode == 0, first.stderr[-5000:]
-    assert first.stderr.count("facebank: building the") == 2, first.stderr[-5000:]
+    assert first.stderr.count("facebank: building the") == 3, first.stderr[-5000:]
     template = json.loads((tmp_path / "first" / "Facebank.template.json").read_text())
     dirs = _layer_dirs(tmp_path / "first", template)
-    assert set(dirs) == {"ModelLayer", "DependencyLayer"}
+    assert set(dirs) == {"ModelLayer", "DependencyLayer", "VideoLayer"}
 
     deps = dirs["DependencyLayer"]
     assert json.loads((deps / "facebank-layer.json").read_text())["arch"] == "arm64"
@@ -634,6 +758,15 @@ def test_synth_from_a_clean_state_builds_the_layers_once(tmp_path):
     for name in default_pack.files:
         assert sha256_of(dirs["ModelLayer"] / "models" / name) == entries[name].sha256, name
     assert code_size() + tree_size(deps) + tree_size(dirs["ModelLayer"]) <= 250 * 2**20
+    # The video worker's layer: PyAV besides the engine's imports, pruned of what nothing loads.
+    video = dirs["VideoLayer"]
+    assert json.loads((video / "facebank-layer.json").read_text())["kind"] == "video"
+    for module in ("av", "numpy", "onnxruntime", "PIL", "regex", "aws_lambda_powertools", "aws_xray_sdk"):
+        assert (video / "python" / module).is_dir(), module
+    assert list((video / "python" / "av").rglob("*.so")) and list((video / "python" / "av.libs").glob("libavcodec*"))
+    assert not list((video / "python" / "onnxruntime" / "capi").glob("libonnxruntime.so*"))
+    assert not list((video / "python").glob("**/tests"))
+    assert code_size() + tree_size(video) + tree_size(dirs["ModelLayer"]) <= 250 * 2**20
     report = json.loads((tmp_path / "first" / "validation-report.json").read_text())
     assert [p["conclusion"] for p in report["pluginReports"]] == ["success"]
     assert_cfn_lint_clean(str(tmp_path / "first" / "Facebank.template.json"))
@@ -701,3 +834,22 @@ def test_cdk_synth_via_app_py_offline(tmp_path):
     assert len(resources(template, "AWS::Lambda::Function")) == len(OPERATIONS) + len(EXTRA_FUNCTIONS)
     report = json.loads((tmp_path / "validation-report.json").read_text())
     assert [p["conclusion"] for p in report["pluginReports"]] == ["success"]
+
+
+def test_celebrity_gallery_table_reaches_exactly_its_readers(template):
+    """The gallery table is named to the functions infra/access.py lets read it (the image and job
+    operations' functions and the video worker), and output for `facebank celebrities import --aws
+    --stack-outputs`."""
+    from infra.access import VIDEO_WORKER_ACCESS
+
+    handlers = {op_handler(op): access_for(op) for op in OPERATIONS} | {
+        EXTRA_FUNCTIONS["VideoWorker"]: VIDEO_WORKER_ACCESS
+    }
+    for handler, access in handlers.items():
+        env = function(template, handler)[1]["Properties"]["Environment"]["Variables"]
+        got = env.get("FACEBANK_CELEBRITY_TABLE")
+        assert (got is not None) == bool(access.celebrities), handler
+        if got is not None:
+            assert got["Ref"].startswith("CelebritiesTable"), got
+    assert {"CelebrityTableName", "ModelPack"} <= set(template["Outputs"])
+    assert not access_for("GetCelebrityInfo").models  # metadata only: no model layer, no model load

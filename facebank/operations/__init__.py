@@ -22,6 +22,7 @@ from facebank.storage import MetadataStore, RequestLedger, Storage
 if TYPE_CHECKING:
     from facebank.engine import FaceEngine
     from facebank.storage import UserVectorIndex, VectorIndex
+    from facebank.storage.celebrities import CelebrityGallery, CelebrityIndex
 
 Request = dict[str, Any]
 Response = dict[str, Any]
@@ -40,6 +41,10 @@ def operation(name: str) -> Callable[[Operation], Operation]:
 
 def _no_storage() -> Storage:
     raise RuntimeError("this Context has no storage (build it with facebank.wiring)")
+
+
+def _no_celebrities() -> CelebrityGallery:
+    raise RuntimeError("this Context has no celebrity gallery (build it with facebank.wiring)")
 
 
 def _no_video_runner(job_id: str) -> None:
@@ -66,6 +71,8 @@ class Context:
     settings: Settings = field(default_factory=Settings)
     open_storage: Callable[[], Storage] = field(default=_no_storage, repr=False)
     open_s3: Callable[[], Any] = field(default=_default_s3, repr=False)
+    open_celebrities: Callable[[], CelebrityGallery] = field(default=_no_celebrities, repr=False)
+
     # Hands a new video job to the runtime that analyses it (embedded: the server's worker pool,
     # facebank.video_runner; AWS: the video queue). Set by facebank.wiring.
     submit_video_job: Callable[[str], None] = field(default=_no_video_runner, repr=False)
@@ -142,9 +149,23 @@ class Context:
     def region(self) -> str:
         return self.settings.region
 
+    @property
+    def celebrities(self) -> CelebrityGallery:
+        """The celebrity gallery (facebank.storage.celebrities), opened on first use."""
+        return self._once("celebrities", self.open_celebrities)
+
+    @property
+    def celebrity_index(self) -> CelebrityIndex:
+        """The gallery of this pack as a matrix, cached for the life of this Context and reloaded
+        when another process changes the gallery."""
+        from facebank.storage.celebrities import CelebrityIndex
+
+        p = self.model_pack
+        return self._once("celebrity_index", lambda: CelebrityIndex(self.celebrities, p.name, p.face_model_version))
+
     def collection_arn(self, collection_id: str) -> str:
         return f"arn:aws:rekognition:{self.settings.region}:{self.settings.account_id}:collection/{collection_id}"
 
 
 # Importing the modules registers their operations.
-from facebank.operations import collections, faces, users, video  # noqa: E402, F401
+from facebank.operations import celebrities, collections, faces, users, video  # noqa: E402, F401

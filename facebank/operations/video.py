@@ -232,3 +232,9 @@ def get_face_detection(request: Request, ctx: Context) -> Response:
 @operation("GetFaceSearch")
 def get_face_search(request: Request, ctx: Context) -> Response:
     return _get(request, ctx, SEARCH, "Persons", request.get("SortBy", "TIMESTAMP"))
+
+
+# Public names of the Start/Get steps, for the other job APIs built on this framework
+# (facebank.operations.celebrities: StartCelebrityRecognition / GetCelebrityRecognition).
+start_job = _start
+get_job = _get

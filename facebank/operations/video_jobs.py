@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from facebank.operations import Context
+from facebank.operations.celebrities import CELEBRITY_JOBS, celebrity_frame_items, celebrity_orders
 from facebank.operations.collections import _cosine_floor, _matches  # SearchFacesByImage's own matching
 from facebank.operations.video import PAGE_ITEMS, SEARCH, page_name
 from facebank.operations.video_source import VideoUnreadable, describe, open_video
@@ -123,12 +124,17 @@ def analyse_segment(
     attributes = ["ALL"] if job.params.get("FaceAttributes") == "ALL" and not search else ["DEFAULT"]
     tracker = Tracker(link_rule(ctx, fps)) if search else None
     track_matches: dict[int, list[dict]] = {}  # each track's FaceMatches when its face was last embedded
+    # Celebrities: one gallery snapshot per segment (not one read per frame).
+    gallery = ctx.celebrity_index.current() if job.api == CELEBRITY_JOBS else None
     items: list[dict] = []
     with open_video(ctx.s3, job.video["S3Object"]) as source:
         for timestamp, rgb in sample_frames(source, fps, start_ms, end_ms):
             if should_stop is not None and should_stop():
                 raise JobInterrupted(job.job_id)
             faces = engine.detect(rgb, attributes=attributes)
+            if gallery is not None:
+                items += celebrity_frame_items(timestamp, rgb, faces, ctx, gallery)
+                continue
             if tracker is None:
                 items += [{"Timestamp": timestamp, "Face": face.detail()} for face in faces]
                 continue
@@ -198,6 +204,9 @@ def assemble(job: JobRecord, ctx: Context) -> int:
             "TIMESTAMP": sorted(items, key=lambda i: (i["Timestamp"], i["Person"]["Index"])),
             "INDEX": sorted(items, key=lambda i: (i["Person"]["Index"], i["Timestamp"])),
         }
+    elif job.api == CELEBRITY_JOBS:
+        items = [item for partial in partials for item in partial["items"]]
+        orders = celebrity_orders(items)
     else:
         items = [item for partial in partials for item in partial["items"]]
         orders = {"TIMESTAMP": sorted(items, key=_detection_order)}

@@ -160,12 +160,14 @@ def open_aws(
     table_prefix: str = "facebank-",
     s3_prefix: str = "vectors/",
     ingest_table: str | None = None,
+    results_prefix: str = "jobs/",
     dynamodb: Any = None,
     s3: Any = None,
     region_name: str | None = None,
 ) -> Storage:
     """DynamoDB tables <table_prefix>{collections,faces,users} and s3://bucket/<s3_prefix>; the
-    request ledger lives in the users table, the ingest ledger (if ingest_table) in its own.
+    request ledger lives in the users table, the ingest ledger (if ingest_table) in its own; video
+    jobs in <table_prefix>jobs, their results under s3://bucket/<results_prefix>.
 
     Pass boto3 clients (or resources) to control sessions/endpoints; otherwise default ones are
     made. Tables are not created here (that is the CDK stack's job; see dynamodb.create_tables).
@@ -174,7 +176,9 @@ def open_aws(
     from botocore.config import Config
 
     from facebank.storage.dynamodb import DynamoIngestLedger, DynamoMetadataStore, DynamoRequestLedger, TableNames
+    from facebank.storage.dynamodb_jobs import DynamoJobStore
     from facebank.storage.s3 import S3VectorStore
+    from facebank.storage.s3_jobs import S3JobResults
 
     # Standard retry mode backs off on throttling, which on-demand tables do under bursts.
     config = Config(retries={"mode": "standard", "max_attempts": 8})
@@ -186,4 +190,6 @@ def open_aws(
         vectors=S3VectorStore(s3, bucket, s3_prefix),
         ledger=DynamoRequestLedger(dynamodb, tables),
         ingest=DynamoIngestLedger(dynamodb, ingest_table) if ingest_table else None,
+        jobs=DynamoJobStore(dynamodb, f"{table_prefix}jobs"),
+        results=S3JobResults(s3, bucket, results_prefix),
     )

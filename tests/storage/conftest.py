@@ -111,10 +111,19 @@ def aws_stores(aws) -> Stores:
     """DynamoDB + S3 stores on fresh tables and a fresh key prefix."""
     from facebank.storage import open_aws
     from facebank.storage.dynamodb import TableNames, create_tables
+    from facebank.storage.dynamodb_jobs import create_jobs_table
 
     prefix = f"t{next(_test_ids)}-"
     create_tables(aws.dynamodb, TableNames.with_prefix(prefix))
-    storage = open_aws(bucket=aws.bucket, table_prefix=prefix, s3_prefix=prefix, dynamodb=aws.dynamodb, s3=aws.s3)
+    create_jobs_table(aws.dynamodb, f"{prefix}jobs")
+    storage = open_aws(
+        bucket=aws.bucket,
+        table_prefix=prefix,
+        s3_prefix=prefix,
+        results_prefix=f"{prefix}jobs/",
+        dynamodb=aws.dynamodb,
+        s3=aws.s3,
+    )
     return Stores.of("aws", storage)
 
 
