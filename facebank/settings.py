@@ -44,7 +44,7 @@ class Settings:
     segment_cache_mb: int = 4096  # FACEBANK_SEGMENT_CACHE_MB
     max_faces_per_collection: int = 20_000_000  # FACEBANK_MAX_FACES_PER_COLLECTION
     # Stored-video jobs (docs/video.md)
-    video_sample_fps: float = 5.0  # FACEBANK_VIDEO_SAMPLE_FPS: frames analysed per second of video
+    video_sample_fps: float = 4.0  # FACEBANK_VIDEO_SAMPLE_FPS: frames analysed per second of video (docs/video.md)
     video_workers: int = 1  # FACEBANK_VIDEO_WORKERS / --video-workers: jobs analysed at once by serve
     video_segment_s: int = 120  # FACEBANK_VIDEO_SEGMENT_S: seconds of video per analysis segment
     max_video_jobs: int = 20  # FACEBANK_MAX_VIDEO_JOBS: jobs IN_PROGRESS at once (Rekognition's quota)
@@ -94,7 +94,7 @@ class Settings:
             compact_min_age_s=float(number("FACEBANK_COMPACT_MIN_AGE_S", float, 300.0)),
             segment_cache_mb=int(number("FACEBANK_SEGMENT_CACHE_MB", int, 4096)),
             max_faces_per_collection=int(number("FACEBANK_MAX_FACES_PER_COLLECTION", int, 20_000_000)),
-            video_sample_fps=float(number("FACEBANK_VIDEO_SAMPLE_FPS", float, 5.0)),
+            video_sample_fps=float(number("FACEBANK_VIDEO_SAMPLE_FPS", float, 4.0)),
             video_workers=int(number("FACEBANK_VIDEO_WORKERS", int, 1)),
             video_segment_s=int(number("FACEBANK_VIDEO_SEGMENT_S", int, 120)),
             max_video_jobs=int(number("FACEBANK_MAX_VIDEO_JOBS", int, 20)),

@@ -88,7 +88,7 @@ def two_people_clip(people, s3) -> str:
 
 @pytest.fixture
 def ctx(model_env, aws, tmp_path) -> Context:
-    context = embedded_ctx(tmp_path / "data", video_segment_s=2)
+    context = embedded_ctx(tmp_path / "data", video_segment_s=2, video_sample_fps=5.0)  # samples every 200 ms
     context.submitted = []  # type: ignore[attr-defined]
     context.submit_video_job = context.submitted.append  # type: ignore[attr-defined]
     return context
@@ -471,7 +471,7 @@ def test_an_interrupted_job_resumes_after_a_restart(ctx, model_env, tmp_path, co
     job = ctx.storage.jobs.get_job(interrupted)
     assert job.status == "IN_PROGRESS" and job.segments_done == frozenset({0}) and job.segments_total == 3
 
-    restarted = embedded_ctx(tmp_path / "data", video_segment_s=2)  # as `facebank serve` starting again
+    restarted = embedded_ctx(tmp_path / "data", video_segment_s=2, video_sample_fps=5.0)  # serve starting again
     runner = VideoRunner(restarted, workers=1)
     restarted.submit_video_job = runner.submit
     assert runner.resume() == 1
