@@ -2,7 +2,7 @@
 """Stored-video jobs on the deployed stack: measured per-segment times -> wall time for an hour of
 720p video with N segments in parallel, and the cost per video minute next to Rekognition's.
 
-    python bench/video_aws.py [--seconds 60] [--segment-s 25] [--parallel 1,10,20,50,100] [--json FILE]
+    python bench/video_aws.py [--seconds 60] [--segment-s 14] [--parallel 1,10,20,50,100] [--json FILE]
 
 Measures (this machine, moto in this process, the real handlers):
 1. a 720p (1280x720) H.264 30 fps clip of --seconds, made from ../shared/videos'
@@ -17,7 +17,8 @@ Measures (this machine, moto in this process, the real handlers):
    engine, and loading the models (median of 3).
 
 Model (method in docs/cost.md):
-* per-segment billed seconds = measured compute x max(1, 1769 / memory MB) (Lambda's CPU share; one
+* per-segment billed seconds = measured compute (process CPU time, less moto's: other processes on
+  a shared machine inflate wall time, not CPU time) x max(1, 1769 / memory MB) (Lambda's CPU share; one
   core of this machine taken as one Graviton vCPU) + modelled AWS latency per request (cost.py's
   LATENCY_MS); fitted as fixed + per-second-of-video x segment length, so the deployment's segment
   length (--deploy-segment-s, default 120 s) can differ from the bench's;
@@ -94,7 +95,7 @@ def make_720p(seconds: int, source: str) -> bytes:
     return out.getvalue()
 
 
-def setup(meter: Meter) -> dict:
+def setup(meter: VideoMeter) -> dict:
     """moto in this process: tables (+ jobs), buckets, the video queue with its dead-letter queue,
     an SNS topic; the Lambda environment the stack gives the functions."""
     import boto3
@@ -141,20 +142,31 @@ def setup(meter: Meter) -> dict:
     return {"session": session, "sqs": sqs, "s3": s3, "queue": queue, "arn": arn, "topic": topic}
 
 
-def count_sqs_sns(meter: Meter) -> None:
-    """Meter counts DynamoDB and S3; SQS and SNS requests are counted here, on the same events."""
-    counted = meter.count
+class VideoMeter(Meter):
+    """cost.py's Meter (DynamoDB and S3 requests, time inside moto), plus SQS and SNS requests and
+    the process CPU time spent inside moto: compute is measured as process CPU time, which other
+    processes on this shared machine do not inflate (wall time they do), less moto's."""
 
-    def count(params, model, **kw):
-        service = model.service_model.service_name
-        if service in ("sqs", "sns"):
-            meter.requests[service] += 1
-        return counted(params=params, model=model, **kw)
+    def reset(self) -> None:
+        super().reset()
+        self.moto_cpu = 0.0
 
-    meter.count = count  # type: ignore[method-assign]
+    def count(self, params, model, **kw):
+        if model.service_model.service_name in ("sqs", "sns"):
+            self.requests[model.service_model.service_name] += 1
+        return super().count(params=params, model=model, **kw)
+
+    def start(self, context, **kw):
+        context["facebank_cpu0"] = time.process_time()
+        return super().start(context=context, **kw)
+
+    def after(self, http_response, parsed, model, context, **kw):
+        if "facebank_cpu0" in context:
+            self.moto_cpu += time.process_time() - context.pop("facebank_cpu0")
+        return super().after(http_response=http_response, parsed=parsed, model=model, context=context, **kw)
 
 
-def run_job(env: dict, meter: Meter, api: str, request: dict) -> list[dict]:
+def run_job(env: dict, meter: VideoMeter, api: str, request: dict) -> list[dict]:
     """Start a job through its API handler, then run the worker on each message until none is left.
     Returns one row per invocation: step, seconds of video, compute seconds, requests."""
     import importlib
@@ -163,9 +175,9 @@ def run_job(env: dict, meter: Meter, api: str, request: dict) -> list[dict]:
 
     worker = importlib.import_module("functions.video_worker").handler
     meter.reset()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     job_id = invoke(api, request)["JobId"]
-    rows = [_row("start", None, t0, meter)]
+    rows = [_row("start", None, t0, meter, cpu0)]
     while True:
         got = env["sqs"].receive_message(QueueUrl=env["queue"], AttributeNames=["All"]).get("Messages", [])
         if not got:
@@ -183,12 +195,12 @@ def run_job(env: dict, meter: Meter, api: str, request: dict) -> list[dict]:
             "awsRegion": REGION,
         }
         meter.reset()
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         result = worker({"Records": [record]}, LocalContext(function_name="facebank-VideoWorker"))
         if result["batchItemFailures"]:
             raise RuntimeError(f"worker failed on {body}")
         span = (body["end_ms"] - body["start_ms"]) / 1000 if body["type"] == "segment" else None
-        rows.append(_row(body["type"], span, t0, meter))
+        rows.append(_row(body["type"], span, t0, meter, cpu0))
         env["sqs"].delete_message(QueueUrl=env["queue"], ReceiptHandle=message["ReceiptHandle"])
     job = invoke(api.replace("Start", "Get"), {"JobId": job_id, "MaxResults": 1})
     if job["JobStatus"] != "SUCCEEDED":
@@ -204,13 +216,13 @@ def _items(env: dict, job_id: str) -> int:
     return shared_context().storage.jobs.get_job(job_id).result_count
 
 
-def _row(step: str, span: float | None, t0: float, meter: Meter) -> dict:
-    wall = time.perf_counter() - t0
+def _row(step: str, span: float | None, t0: float, meter: VideoMeter, cpu0: float) -> dict:
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     return {
         "step": step,
         "video_s": span,
-        "wall_s": wall,
-        "compute_s": wall - meter.moto_s,
+        "wall_s": wall - meter.moto_s,
+        "compute_s": cpu - meter.moto_cpu,
         "rru": meter.rru,
         "wru": meter.wru,
         "requests": dict(meter.requests),
@@ -246,8 +258,9 @@ def billed(row: dict, memory: int) -> float:
 
 
 def fit_segments(rows: list[dict], memory: int) -> tuple[float, float]:
-    """(fixed s, s per second of video) by least squares over the measured segments (one length:
-    fixed = the shortest segment's excess over the per-second rate of the longer ones)."""
+    """(fixed s, s per second of video): least squares over the measured segments, whose lengths
+    differ (the last one is shorter); the fixed part is what a segment costs whatever its length
+    (opening the video, decoding from the keyframe before its start)."""
     points = [(r["video_s"], billed(r, memory)) for r in rows if r["step"] == "segment"]
     xs = [x for x, _ in points]
     if len(set(xs)) < 2:
@@ -255,7 +268,9 @@ def fit_segments(rows: list[dict], memory: int) -> tuple[float, float]:
         return 0.0, rate
     mx, my = statistics.mean(xs), statistics.mean(y for _, y in points)
     slope = sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x in xs)
-    return max(0.0, my - slope * mx), slope
+    if my - slope * mx < 0:  # no fixed part to see: the least-squares line through the origin
+        return 0.0, sum(x * y for x, y in points) / sum(x * x for x in xs)
+    return my - slope * mx, slope
 
 
 def model(rows: list[dict], seconds: int, memory: int, deploy_segment_s: int, cold: float, parallel: list[int]):
@@ -325,21 +340,20 @@ def model(rows: list[dict], seconds: int, memory: int, deploy_segment_s: int, co
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=60, help="length of the 720p bench clip")
-    parser.add_argument("--segment-s", type=int, default=25, help="segment length of the bench jobs")
+    parser.add_argument("--segment-s", type=int, default=14, help="segment length of the bench jobs")
     parser.add_argument("--deploy-segment-s", type=int, default=120, help="segment length modelled (the default)")
     parser.add_argument("--memory", type=int, default=2048, help="the worker's memory (MB), as deployed")
     parser.add_argument("--parallel", default="1,10,20,50,100", help="parallel segment workers modelled")
     parser.add_argument("--source", choices=sorted(SOURCES), action="append", help="clip(s) to measure (default both)")
     parser.add_argument("--json", type=Path, help="also write the measurements here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     sources = args.source or ["people", "face"]
     parallel = [int(n) for n in args.parallel.split(",")]
 
-    meter = Meter()
-    count_sqs_sns(meter)
+    meter = VideoMeter()
     env = setup(meter)
     for source in sources:
         t0 = time.perf_counter()
@@ -388,8 +402,10 @@ def report(results: dict, args, parallel: list[int], load: float) -> None:
         rows, m = r["rows"], r["model"]
         segs = [x for x in rows if x["step"] == "segment"]
         per_s = [billed(x, args.memory) / x["video_s"] for x in segs]
+        wall = sum(x["wall_s"] for x in segs) / sum(x["video_s"] for x in segs)
         print(f"{name}: {len(segs)} segments measured; billed s per second of video "
-              f"{statistics.mean(per_s):.3f} (range {min(per_s):.3f}-{max(per_s):.3f}); "
+              f"{statistics.mean(per_s):.3f} (range {min(per_s):.3f}-{max(per_s):.3f}; CPU time; "
+              f"wall time here {wall:.3f}); "
               f"fit {m['fixed_s']:.2f} s + {m['s_per_video_s']:.3f} s/s; plan {m['plan_s']:.2f} s, "
               f"assemble (1 h) {m['assemble_s']:.2f} s, cold start {m['cold_s']:.2f} s; "
               f"{rows[-1].get('items', 0)} items")  # fmt: skip
