@@ -36,6 +36,7 @@ from common import load_engine, shared_dir
 
 from facebank.engine.tracker import Tracker
 from facebank.engine.video import probe, sample_frames
+from facebank.operations.video_jobs import EMBED_REFRESH_MS, REUSE_IOU, embed_and_track
 from facebank.settings import Settings
 
 EXPECTED_FACES = {  # MANIFEST.tsv content column: faces in every frame
@@ -71,8 +72,10 @@ def at_640x360(data: bytes) -> bytes:
     return out.getvalue()
 
 
-def stage_times(engine, data: bytes, fps: float) -> dict[str, float]:
-    """Seconds spent in each stage over the whole clip."""
+def stage_times(engine, data: bytes, fps: float, reuse: bool = True) -> dict[str, float]:
+    """Seconds spent in each stage over the whole clip; ``reuse``: faces that continue their track
+    beyond doubt are not embedded again within EMBED_REFRESH_MS (as video_jobs does), otherwise
+    every face of every sampled frame is embedded (the baseline)."""
     spent = dict.fromkeys(("decode", "detect", "embed", "track"), 0.0)
     tracker = Tracker()
     frames = sample_frames(io.BytesIO(data), fps)
@@ -86,12 +89,15 @@ def stage_times(engine, data: bytes, fps: float) -> dict[str, float]:
         t1 = time.perf_counter()
         faces = engine.detect(rgb)
         t2 = time.perf_counter()
-        embeddings = [engine.embed(rgb, face) for face in faces]
-        t3 = time.perf_counter()
         h, w = rgb.shape[:2]
-        tracker.update(timestamp, [(f.box[0] / w, f.box[1] / h, f.box[2] / w, f.box[3] / h) for f in faces], embeddings)
+        boxes = [(f.box[0] / w, f.box[1] / h, f.box[2] / w, f.box[3] / h) for f in faces]
+        certain = tracker.certain_continuations(timestamp, boxes, REUSE_IOU, EMBED_REFRESH_MS) if reuse else []
+        t3 = time.perf_counter()
+        embeddings = [None if certain and certain[i] is not None else engine.embed(rgb, f) for i, f in enumerate(faces)]
         t4 = time.perf_counter()
-        for name, seconds in zip(spent, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+        tracker.update(timestamp, boxes, embeddings)
+        t5 = time.perf_counter()
+        for name, seconds in zip(spent, (t1 - t0, t2 - t1, t4 - t3, (t3 - t2) + (t5 - t4)), strict=True):
             spent[name] += seconds
 
 
@@ -99,34 +105,41 @@ def analyse(engine, data: bytes, fps: float) -> int:
     """A whole face-search analysis of a clip (no collection): decode, detect, embed, track."""
     tracker = Tracker()
     for timestamp, rgb in sample_frames(io.BytesIO(data), fps):
-        faces = engine.detect(rgb)
-        h, w = rgb.shape[:2]
-        boxes = [(f.box[0] / w, f.box[1] / h, f.box[2] / w, f.box[3] / h) for f in faces]
-        tracker.update(timestamp, boxes, [engine.embed(rgb, f) for f in faces])
+        embed_and_track(engine, tracker, timestamp, rgb, engine.detect(rgb))
     return len(tracker.summaries())
 
 
 def speed_tables(engine, videos: dict[str, bytes], durations: dict[str, float], fps: float) -> None:
     print(f"\nSpeed per stage at {fps:g} fps, one thread (x real time = video seconds / wall seconds)")
     print(
-        f"{'clip':52} {'size':>9} {'decode':>8} {'detect':>8} {'embed':>8} {'track':>8} {'detection':>10} {'search':>8}"
+        f"{'clip':52} {'size':>9} {'decode':>8} {'detect':>8} {'embed':>8} {'track':>8} {'detection':>10} "
+        f"{'search':>8} {'search, every':>14}"
     )
-    print(f"{'':52} {'':9} {'':8} {'':8} {'':8} {'':8} {'job':>10} {'job':>8}")
+    print(f"{'':52} {'':9} {'':8} {'':8} {'':8} {'':8} {'job':>10} {'job':>8} {'face embedded':>14}")
     totals = dict.fromkeys(("decode", "detect", "embed", "track"), 0.0)
+    baseline_total = 0.0
     for name, data in videos.items():
         spent = stage_times(engine, data, fps)
+        baseline = sum(stage_times(engine, data, fps, reuse=False).values())
+        baseline_total += baseline
         info = probe(io.BytesIO(data))
         cells = [f"{durations[name] / s:7.1f}x" if s > 0 else "    inf" for s in spent.values()]
         detection = durations[name] / (spent["decode"] + spent["detect"])
         everything = durations[name] / sum(spent.values())
-        print(f"{name[:52]:52} {info.width:>4}x{info.height:<4} {' '.join(cells)} {detection:9.1f}x {everything:7.1f}x")
+        print(
+            f"{name[:52]:52} {info.width:>4}x{info.height:<4} {' '.join(cells)} {detection:9.1f}x {everything:7.1f}x "
+            f"{durations[name] / baseline:13.1f}x"
+        )
         for k in totals:
             totals[k] += spent[k]
     seconds = sum(durations.values())
     cells = [f"{seconds / s:7.1f}x" for s in totals.values()]
     detection = seconds / (totals["decode"] + totals["detect"])
     label = f"all clips ({seconds:.1f} s of video)"
-    print(f"{label:52} {'':9} {' '.join(cells)} {detection:9.1f}x {seconds / sum(totals.values()):7.1f}x")
+    print(
+        f"{label:52} {'':9} {' '.join(cells)} {detection:9.1f}x {seconds / sum(totals.values()):7.1f}x "
+        f"{seconds / baseline_total:13.1f}x"
+    )
 
     print(f"\nWhole analyses (decode + detect + embed + track) of every clip at {fps:g} fps, by worker threads")
     for workers in (1, 2):
@@ -215,7 +228,7 @@ def recall_table(engine, videos: dict[str, bytes], rates: list[float]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fps", type=float, default=None, help="sampling rate of the speed tables")
-    parser.add_argument("--rates", default="1,2,3,5", help="sampling rates of the recall table")
+    parser.add_argument("--rates", default="1,2,3,4,5", help="sampling rates of the recall table")
     parser.add_argument("--skip-recall", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from facebank import models
 from facebank.settings import Settings
+from facebank.storage.errors import StorageError
 
 
 def _fetch(settings: Settings, everything: bool = False) -> None:
@@ -106,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"facebank: {exc}", file=sys.stderr)
         return 2
     except models.ModelError as exc:
+        print(f"facebank: {exc}", file=sys.stderr)
+        return 2
+    except StorageError as exc:  # e.g. a data directory of another schema version (opened to resume video jobs)
         print(f"facebank: {exc}", file=sys.stderr)
         return 2
 

@@ -120,7 +120,14 @@ def test_importing_facebank_does_not_import_boto3():
 
 
 @pytest.mark.parametrize(
-    "handler", ["functions.list_collections", "functions.create_user", "functions.describe_collection"]
+    "handler",
+    [
+        "functions.list_collections",
+        "functions.create_user",
+        "functions.describe_collection",
+        "functions.start_face_search",
+        "functions.get_face_detection",
+    ],
 )
 def test_protocol_and_metadata_handlers_load_no_model_runtime(handler):
     loaded = _loaded_after(f"import facebank.protocol\nimport {handler}")

@@ -261,16 +261,10 @@ def test_pages_follow_tokens_bound_to_their_job_and_sort(ctx, collection, two_pe
     assert len(page["Faces"]) == 7 and page["Faces"] == everything[:7]
     assert "NextToken" not in call(ctx, "GetFaceDetection", JobId=detection, MaxResults=5000)
     token = page["NextToken"]
-    for bad_job, name, extra in (
-        (search, "GetFaceSearch", {}),  # another job's token
-        (detection, "GetFaceDetection", {}),  # fine: the control
-    ):
-        if bad_job == detection:
-            assert call(ctx, name, JobId=bad_job, NextToken=token, **extra)["Faces"] == everything[7:]
-            continue
-        with pytest.raises(ApiError) as wrong:
-            call(ctx, name, JobId=bad_job, NextToken=token, **extra)
-        assert wrong.value.code == "InvalidPaginationTokenException"
+    assert call(ctx, "GetFaceDetection", JobId=detection, NextToken=token)["Faces"] == everything[7:]
+    with pytest.raises(ApiError) as other_job:
+        call(ctx, "GetFaceSearch", JobId=search, NextToken=token)
+    assert other_job.value.code == "InvalidPaginationTokenException"
     by_time = call(ctx, "GetFaceSearch", JobId=search, MaxResults=2)
     with pytest.raises(ApiError) as other_sort:
         call(ctx, "GetFaceSearch", JobId=search, NextToken=by_time["NextToken"], SortBy="INDEX")
@@ -353,9 +347,9 @@ def test_a_file_that_is_not_a_video_fails_with_a_message(ctx, s3, people):
 
 
 def test_a_truncated_video_fails_with_a_message(ctx, s3, people):
+    # PyAV writes the MP4 index (moov) last, as most encoders do: an upload cut short has none.
     clip = make_clip([Shown(people[0][0], 40, 60, 0, 8000)], 8000)
-    message = _failed_message(ctx, s3, "cut.mp4", clip[: len(clip) // 2])
-    assert "truncated" in message or "not a video" in message or "could not be decoded" in message
+    assert "not a video that can be read" in _failed_message(ctx, s3, "cut.mp4", clip[: len(clip) // 2])
 
 
 def test_a_video_cut_after_its_index_fails_as_truncated(ctx, s3, people, tmp_path):

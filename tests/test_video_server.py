@@ -10,7 +10,8 @@ from pathlib import Path
 
 import boto3
 import pytest
-from support import SHARED, Server
+from support import FACES, SHARED, Server, require_faces
+from video_clips import Shown, make_clip
 from video_sample_flow import SampleVideoFlow
 
 from facebank.storage import open_embedded
@@ -153,3 +154,29 @@ def test_a_job_interrupted_by_a_stop_resumes_when_serve_starts_again(model_env, 
         second.stop()
     log = (data_dir.parent / f"server-{second.port}.log").read_text()
     assert f"resuming video job {job_id}" in log
+
+
+def test_face_search_finds_the_indexed_person_at_the_right_timestamps_and_nobody_else(video_server, s3_server, clips):
+    """A clip made from shared/faces photos: A shown 1-3 s on the left, B 2-4 s on the right; the
+    collection holds another photo of A (and none of B)."""
+    require_faces()
+    a, b = FACES / "dev/colin_powell", FACES / "dev/barack_obama"
+    clip = make_clip([Shown(a / "1.jpg", 40, 60, 1000, 3000), Shown(b / "1.jpg", 360, 60, 2000, 4000)], 5000)
+    moto("s3", s3_server).put_object(Bucket=BUCKET, Key="made/two-people.mp4", Body=clip)
+    client = video_server.client()
+    client.create_collection(CollectionId="video-search")
+    client.index_faces(
+        CollectionId="video-search", Image={"Bytes": (a / "2.jpg").read_bytes()}, ExternalImageId="a", MaxFaces=1
+    )
+    job_id = client.start_face_search(
+        Video={"S3Object": {"Bucket": BUCKET, "Name": "made/two-people.mp4"}}, CollectionId="video-search"
+    )["JobId"]
+    done = wait_done(client, client.get_face_search, job_id)
+    assert done["JobStatus"] == "SUCCEEDED"
+    persons = done["Persons"]
+    # Every sample at the default 4 fps: the first 10 fps frame at or after each 250 ms grid time.
+    samples = {-(-grid // 100) * 100 for grid in range(0, 5000, 250)}
+    assert {p["Timestamp"] for p in persons} == {t for t in samples if 1000 <= t < 3000}
+    assert all(p["Person"]["BoundingBox"]["Left"] < 0.5 for p in persons)  # A's place, never B's
+    assert len({p["Person"]["Index"] for p in persons}) == 1
+    assert all([m["Face"]["ExternalImageId"] for m in p["FaceMatches"]] == ["a"] for p in persons)

@@ -157,3 +157,19 @@ def test_summaries_survive_json():
     tracker.update(0, [box(0.1)], [person(1)])
     summary = tracker.summaries()[0]
     assert TrackSummary.from_json(summary.to_json()) == summary
+
+
+def test_certain_continuations_need_one_clear_overlap_and_a_fresh_embedding():
+    tracker = Tracker(RULE)
+    a, b = person(1), person(2)
+    tracker.update(0, [box(0.1), box(0.6)], [a, b])
+    # Both continue beyond doubt 250 ms later; a box between two tracks, or a new place, does not.
+    assert tracker.certain_continuations(250, [box(0.11), box(0.61)], 0.5, 1000) == [0, 1]
+    assert tracker.certain_continuations(250, [box(0.5)], 0.5, 1000) == [None]
+    tracker.update(250, [box(0.11), box(0.61)], [None, None])  # linked by overlap alone
+    assert [s.count for s in tracker.summaries()] == [2, 2]
+    assert tracker.certain_continuations(1250, [box(0.12)], 0.5, 1000) == [None]  # embedding 1.25 s old
+    close = Tracker(RULE)
+    close.update(0, [box(0.30), box(0.38)], [a, b])  # two tracks overlapping each other
+    assert close.certain_continuations(250, [box(0.30)], 0.5, 1000) == [None]
+    assert close.certain_continuations(250, [box(0.30), box(0.31)], 0.2, 1000) == [None, None]

@@ -79,6 +79,7 @@ class _Track:
     last_box: np.ndarray
     embedding_sum: np.ndarray | None
     count: int = 1
+    embedded_ms: int | None = None  # when the track last had an embedding measured
 
     def mean_embedding(self) -> np.ndarray | None:
         if self.embedding_sum is None:
@@ -182,7 +183,33 @@ class Tracker:
                     len(self._tracks), timestamp_ms, timestamp_ms, box, box, None if emb is None else emb.copy()
                 )
                 self._tracks.append(track)
+            if emb is not None:
+                track.embedded_ms = timestamp_ms
             out.append(track.index)
+        return out
+
+    def certain_continuations(self, timestamp_ms: int, boxes: list, min_iou: float, fresh_ms: int) -> list[int | None]:
+        """For each box, the live track it continues beyond doubt, or None: the pair overlap by
+        ``min_iou`` or more, neither overlaps anything else by the rule's ``min_iou``, and the track
+        had an embedding measured no more than ``fresh_ms`` ago. The caller may skip measuring an
+        embedding for such a box (update() then links it by overlap alone)."""
+        boxes_a = [np.asarray(b, dtype=np.float64) for b in boxes]
+        live = [t for t in self._tracks if 0 <= timestamp_ms - t.last_ms <= self.rule.max_gap_ms]
+        overlaps = np.array([[box_iou(t.last_box, b) for b in boxes_a] for t in live]).reshape(len(live), len(boxes_a))
+        out: list[int | None] = [None] * len(boxes_a)
+        for d_pos in range(len(boxes_a)):
+            candidates = np.flatnonzero(overlaps[:, d_pos] >= self.rule.min_iou)
+            if len(candidates) != 1:
+                continue
+            t_pos = int(candidates[0])
+            track = live[t_pos]
+            if (
+                overlaps[t_pos, d_pos] >= min_iou
+                and np.count_nonzero(overlaps[t_pos] >= self.rule.min_iou) == 1
+                and track.embedded_ms is not None
+                and timestamp_ms - track.embedded_ms <= fresh_ms
+            ):
+                out[d_pos] = track.index
         return out
 
     def summaries(self) -> list[TrackSummary]:

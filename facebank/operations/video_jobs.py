@@ -31,7 +31,7 @@ from facebank.operations.video_source import VideoUnreadable, describe, open_vid
 from facebank.storage import CollectionNotFound, JobRecord
 
 if TYPE_CHECKING:
-    from facebank.engine.tracker import LinkRule
+    from facebank.engine.tracker import LinkRule, Tracker
 
 log = logging.getLogger("facebank.video")
 
@@ -39,6 +39,12 @@ MAX_DURATION_MS = 6 * 3600 * 1000  # Rekognition Video's limit for a stored vide
 MAX_MATCHES_PER_FACE = 100  # FaceMatches of one sampled face (the collection's best, at the threshold)
 LINK_SIMILARITY = 1.0  # a detection overlapping a live track continues it unless it matches below this
 REID_SIMILARITY = 80.0  # "the same person" across a gap, or a segment boundary without overlap
+# A face that continues its track beyond doubt (overlap >= REUSE_IOU with the track's last box, no
+# other candidate) reuses the track's FaceMatches for up to EMBED_REFRESH_MS instead of being
+# embedded again: embedding is most of a search's cost (bench/video.py), and within a second the
+# same tracked face matches the same faces. A new or uncertain face is always embedded.
+REUSE_IOU = 0.5
+EMBED_REFRESH_MS = 1000
 INTERNAL_ERROR = "Internal error analysing the video"
 StopCheck = Callable[[], bool]
 
@@ -80,6 +86,11 @@ def plan(job: JobRecord, ctx: Context) -> list[tuple[int, int]]:
     Raises VideoDecodeError / VideoUnreadable / JobFailed (the job fails with their message)."""
     from facebank.engine.video import probe
 
+    if job.params.get("pack") not in (None, ctx.model_pack.name):  # e.g. resumed by a server on another pack
+        raise JobFailed(
+            f"The job was started with model pack '{job.params['pack']}' and this deployment runs "
+            f"'{ctx.model_pack.name}'; start the job again"
+        )
     _require_collection(job, ctx)
     with open_video(ctx.s3, job.video["S3Object"]) as source:
         info = probe(source)
@@ -111,6 +122,7 @@ def analyse_segment(
     search = job.api == SEARCH
     attributes = ["ALL"] if job.params.get("FaceAttributes") == "ALL" and not search else ["DEFAULT"]
     tracker = Tracker(link_rule(ctx, fps)) if search else None
+    track_matches: dict[int, list[dict]] = {}  # each track's FaceMatches when its face was last embedded
     items: list[dict] = []
     with open_video(ctx.s3, job.video["S3Object"]) as source:
         for timestamp, rgb in sample_frames(source, fps, start_ms, end_ms):
@@ -120,18 +132,29 @@ def analyse_segment(
             if tracker is None:
                 items += [{"Timestamp": timestamp, "Face": face.detail()} for face in faces]
                 continue
-            h, w = rgb.shape[:2]
-            embeddings = [engine.embed(rgb, face) for face in faces]
-            boxes = [(f.box[0] / w, f.box[1] / h, f.box[2] / w, f.box[3] / h) for f in faces]
-            indexes = tracker.update(timestamp, boxes, embeddings)
-            for face, embedding, index in zip(faces, embeddings, indexes, strict=True):
-                matches = _search(job, ctx, embedding)
+            for face, index, embedding in embed_and_track(engine, tracker, timestamp, rgb, faces):
+                if embedding is None and index in track_matches:
+                    matches = track_matches[index]
+                else:
+                    matches = _search(job, ctx, engine.embed(rgb, face) if embedding is None else embedding)
+                    track_matches[index] = matches
                 if matches:
                     person = {"Index": index, "BoundingBox": face.bounding_box(), "Face": face.detail()}
                     items.append({"Timestamp": timestamp, "Person": person, "FaceMatches": matches})
     partial = {"items": items, "tracks": [t.to_json() for t in tracker.summaries()] if tracker else []}
     ctx.storage.results.put(job.job_id, segment_name(segment), json.dumps(partial, separators=(",", ":")).encode())
     return ctx.storage.jobs.segment_done(job.job_id, segment)
+
+
+def embed_and_track(engine: Any, tracker: Tracker, timestamp: int, rgb: Any, faces: list) -> list[tuple[Any, int, Any]]:
+    """(face, track Index, embedding or None) for the faces of one sampled frame: faces that
+    continue their track beyond doubt are not embedded again within EMBED_REFRESH_MS (None)."""
+    h, w = rgb.shape[:2]
+    boxes = [(f.box[0] / w, f.box[1] / h, f.box[2] / w, f.box[3] / h) for f in faces]
+    certain = tracker.certain_continuations(timestamp, boxes, REUSE_IOU, EMBED_REFRESH_MS)
+    embeddings = [None if known is not None else engine.embed(rgb, f) for f, known in zip(faces, certain, strict=True)]
+    indexes = tracker.update(timestamp, boxes, embeddings)
+    return list(zip(faces, indexes, embeddings, strict=True))
 
 
 def _require_collection(job: JobRecord, ctx: Context) -> None:
@@ -233,11 +256,6 @@ def run_job(job_id: str, ctx: Context, should_stop: StopCheck | None = None) -> 
     if job is None or job.status != "IN_PROGRESS":
         return
     try:
-        if job.params.get("pack") not in (None, ctx.model_pack.name):
-            raise JobFailed(
-                f"The job was started with model pack '{job.params['pack']}' and this server runs "
-                f"'{ctx.model_pack.name}'; start the job again"
-            )
         segments = plan(job, ctx)
         done = (ctx.storage.jobs.get_job(job_id) or job).segments_done  # resumed: skip what is analysed
         for segment, (start, end) in enumerate(segments):
