@@ -167,13 +167,7 @@ class VideoWorker:
         return self.ctx.storage.jobs.get_job(job.job_id) or job
 
     def _plan(self, job: JobRecord, message: dict, video_jobs: Any) -> str:
-        pack = self.ctx.model_pack.name
-        if job.params.get("pack") not in (None, pack):  # a stack redeployed with another pack meanwhile
-            raise video_jobs.JobFailed(
-                f"The job was started with model pack '{job.params['pack']}' and this deployment runs '{pack}'; "
-                "start the job again"
-            )
-        segments = video_jobs.plan(job, self.ctx)
+        segments = video_jobs.plan(job, self.ctx)  # JobFailed for a job of another model pack, too
         self.queue.send(
             {"type": "segment", "job_id": job.job_id, "segment": k, "start_ms": start, "end_ms": end}
             for k, (start, end) in enumerate(segments)
