@@ -26,6 +26,7 @@ StatusMessage naming the step, and the completion message is published. No job s
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -71,7 +72,9 @@ class VideoQueue:
         pending = [json.dumps(m, separators=(",", ":"), sort_keys=True) for m in messages]
         for start in range(0, len(pending), SEND_BATCH):
             entries = {str(i): body for i, body in enumerate(pending[start : start + SEND_BATCH])}
-            for _ in range(SEND_ATTEMPTS):
+            for attempt in range(SEND_ATTEMPTS):
+                if attempt:
+                    time.sleep(0.05 * 2**attempt)  # SQS failed some entries on its side: back off briefly
                 response = self.sqs.send_message_batch(
                     QueueUrl=self.url, Entries=[{"Id": i, "MessageBody": b} for i, b in entries.items()]
                 )
