@@ -438,6 +438,9 @@ def test_a_segment_failing_three_times_ends_the_job_failed_from_the_dead_letter_
     assert (note["JobId"], note["Status"]) == (job_id, "FAILED")
     # The freed slot: the in-progress counter is back where it was.
     assert all(j.job_id != job_id for j in _jobs().active_jobs())
+    # Each failure asked SQS for a short backoff rather than the 30-minute visibility timeout.
+    delays = [c[3]["VisibilityTimeout"] for c in env.recorder.calls if c[2] == "ChangeMessageVisibility"]
+    assert delays == [30, 60, 120]
     assert "VideoWorker" in env.check_iam()
 
 
