@@ -231,6 +231,12 @@ def main() -> None:
     parser.add_argument("--rates", default="1,2,3,4,5", help="sampling rates of the recall table")
     parser.add_argument("--skip-recall", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument(
+        "--aws",
+        action="store_true",
+        help="then the AWS model (bench/video_aws.py with its defaults): an hour of 720p with N parallel "
+        "segments, cost per video minute against Rekognition's",
+    )
     args = parser.parse_args()
     fps = args.fps or Settings.from_env().video_sample_fps
     engine = load_engine()
@@ -246,6 +252,10 @@ def main() -> None:
         speed_tables(engine, videos, durations, fps)
     if not args.skip_recall:
         recall_table(engine, videos, [float(r) for r in args.rates.split(",")])
+    if args.aws:  # last: it starts moto in this process
+        import video_aws
+
+        video_aws.main([])
 
 
 def _warm(engine):

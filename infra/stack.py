@@ -232,10 +232,16 @@ class Settings:
             raise ValueError("compactionMinutes must be >= 20 (runs must not overlap; the timeout is 15 minutes)")
         if self.ingest_prefix and not re.fullmatch(r"[a-zA-Z0-9!_.*'()/-]+/", self.ingest_prefix):
             raise ValueError(f"ingestPrefix must be a key prefix ending in '/', not {self.ingest_prefix!r}")
+        self._validate_video()
+
+    def _validate_video(self) -> None:
         if not 2 <= self.video_concurrency <= 1000:
             raise ValueError(f"videoConcurrency must be 2..1000 (SQS event source), not {self.video_concurrency}")
         if not 10 <= self.video_segment_seconds <= 600:
             raise ValueError(f"videoSegmentSeconds must be 10..600, not {self.video_segment_seconds}")
+        for topic in self.notification_topics or []:
+            if not re.fullmatch(r"arn:[a-z-*]+:sns:[a-z0-9-*]+:[0-9*]+:[A-Za-z0-9_*?-]+", topic):
+                raise ValueError(f"facebank:notificationTopics must be SNS topic ARN patterns, not {topic!r}")
 
 
 class FacebankStack(Stack):

@@ -180,11 +180,11 @@ class VideoJobs(Construct):
             image_resources=stack._image_resources(),
             layers=[layer, stack.model_layer],
         )
-        policy = stack.roles["VideoWorker"]
-        policy.add_to_policy(iam.PolicyStatement(actions=["sns:Publish"], resources=self.topics))
+        role = stack.roles["VideoWorker"]
+        role.add_to_policy(iam.PolicyStatement(actions=["sns:Publish"], resources=self.topics))
         for topic in self.topics:
             acknowledge(
-                policy.node.find_child("DefaultPolicy"), f"IAM5[Resource::{render(stack.resolve(topic))}]", NAG_TOPICS
+                role.node.find_child("DefaultPolicy"), f"IAM5[Resource::{render(stack.resolve(topic))}]", NAG_TOPICS
             )
         concurrency = stack.settings.video_concurrency
         # One message per invocation: a segment is minutes of work, and a failure must retry only it.

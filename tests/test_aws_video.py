@@ -438,6 +438,9 @@ def test_a_segment_failing_three_times_ends_the_job_failed_from_the_dead_letter_
     assert (note["JobId"], note["Status"]) == (job_id, "FAILED")
     # The freed slot: the in-progress counter is back where it was.
     assert all(j.job_id != job_id for j in _jobs().active_jobs())
+    # Each failure asked SQS for a short backoff rather than the 30-minute visibility timeout.
+    delays = [c[3]["VisibilityTimeout"] for c in env.recorder.calls if c[2] == "ChangeMessageVisibility"]
+    assert delays == [30, 60, 120]
     assert "VideoWorker" in env.check_iam()
 
 
@@ -525,3 +528,51 @@ def _jobs() -> Any:
     from facebank.aws.runtime import shared_context
 
     return shared_context().storage.jobs
+
+
+class HandlerRekognition:
+    """The sample's ``rekognition_client`` on the AWS side: each call is its operation's Lambda
+    handler with an API Gateway event; Start* then lets the worker drain the video queue (the pump),
+    as the deployed event source would while the sample waits for its notification."""
+
+    def __init__(self, env: VideoAws):
+        self.env = env
+
+    def _call(self, operation: str, request: dict) -> dict:
+        status, body = self.env.api(operation, request)
+        assert status == 200, body
+        return body
+
+    def start_face_detection(self, **request: Any) -> dict:
+        body = self._call("StartFaceDetection", request)
+        self.env.pump(body["JobId"])
+        return body
+
+    def get_face_detection(self, **request: Any) -> dict:
+        return self._call("GetFaceDetection", request)
+
+
+def test_amazons_sample_flow_gets_real_face_detections_from_the_aws_handlers(video_aws):
+    """RekognitionVideo.do_face_detection (tests/video_sample_flow.py) with its own SNS topic, SQS
+    queue and IAM role, made by the sample's calls, on a real clip with two faces in every frame."""
+    from support import SHARED
+    from video_sample_flow import SampleVideoFlow
+
+    clip_path = SHARED / "videos" / "intel_head-pose-face-detection-female-and-male.mp4"
+    if not clip_path.is_file():
+        pytest.skip(f"{clip_path} not found (set FACEBANK_SHARED to the shared/ folder)")
+    env = video_aws
+    video = env.put_video(clip_path.name, clip_path.read_bytes())
+    flow = SampleVideoFlow(video, clip_path.name, HandlerRekognition(env))
+    session = env.session
+    flow.create_notification_channel(
+        "doc-example-video-rekognition", session.resource("iam"), session.resource("sns"), session.resource("sqs")
+    )
+    faces = flow.do_face_detection()
+    by_time: dict[int, int] = {}
+    for face in faces:
+        by_time[face.timestamp] = by_time.get(face.timestamp, 0) + 1
+        assert face.bounding_box and face.confidence > 50 and len(face.landmarks) == 5
+    assert len(by_time) >= 16 and set(by_time.values()) == {2}  # 4.5 s at 4 fps, two people throughout
+    assert [f.timestamp for f in faces] == sorted(f.timestamp for f in faces)
+    assert {"StartFaceDetection", "GetFaceDetection", "VideoWorker"} <= env.check_iam()

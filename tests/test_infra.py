@@ -606,6 +606,9 @@ def test_context_selects_architecture_memory_retention_removal(variant):
         ("memory", {"NoSuchOp": 512}, "memory names unknown functions"),
         ("compaction_minutes", 5, "compactionMinutes must be >= 20"),
         ("ingest_prefix", "faces", "ingestPrefix must be a key prefix ending in '/'"),
+        ("video_concurrency", 1, "videoConcurrency must be 2..1000"),
+        ("video_segment_seconds", 5, "videoSegmentSeconds must be 10..600"),
+        ("notification_topics", ["arn:aws:sqs:us-east-1:123456789012:q"], "SNS topic ARN patterns"),
     ],
 )
 def test_bad_settings_are_refused(field, value, message):

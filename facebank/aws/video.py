@@ -26,6 +26,7 @@ StatusMessage naming the step, and the completion message is published. No job s
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -71,7 +72,9 @@ class VideoQueue:
         pending = [json.dumps(m, separators=(",", ":"), sort_keys=True) for m in messages]
         for start in range(0, len(pending), SEND_BATCH):
             entries = {str(i): body for i, body in enumerate(pending[start : start + SEND_BATCH])}
-            for _ in range(SEND_ATTEMPTS):
+            for attempt in range(SEND_ATTEMPTS):
+                if attempt:
+                    time.sleep(0.05 * 2**attempt)  # SQS failed some entries on its side: back off briefly
                 response = self.sqs.send_message_batch(
                     QueueUrl=self.url, Entries=[{"Id": i, "MessageBody": b} for i, b in entries.items()]
                 )
@@ -167,13 +170,7 @@ class VideoWorker:
         return self.ctx.storage.jobs.get_job(job.job_id) or job
 
     def _plan(self, job: JobRecord, message: dict, video_jobs: Any) -> str:
-        pack = self.ctx.model_pack.name
-        if job.params.get("pack") not in (None, pack):  # a stack redeployed with another pack meanwhile
-            raise video_jobs.JobFailed(
-                f"The job was started with model pack '{job.params['pack']}' and this deployment runs '{pack}'; "
-                "start the job again"
-            )
-        segments = video_jobs.plan(job, self.ctx)
+        segments = video_jobs.plan(job, self.ctx)  # JobFailed for a job of another model pack, too
         self.queue.send(
             {"type": "segment", "job_id": job.job_id, "segment": k, "start_ms": start, "end_ms": end}
             for k, (start, end) in enumerate(segments)

@@ -239,3 +239,51 @@ def test_unprocessed_batch_deletes_are_retried_then_busy(aws_stores):
     assert real.get_collection("c1") is None  # deleting: invisible, and finished by the next delete
     assert real.delete_collection("c1") is False
     assert real.get_faces("c1", ["f-0000"]) == {}
+
+
+# --- video jobs (facebank/storage/dynamodb_jobs.py)
+
+
+def _job(job_id: str):
+    from facebank.storage import JobRecord
+
+    return JobRecord(job_id, "StartFaceDetection", "IN_PROGRESS", {"S3Object": {"Bucket": "b", "Name": "v"}}, {}, 1.0)
+
+
+def _active(jobs) -> int:
+    from facebank.storage.dynamodb_jobs import COUNTER_ID
+
+    item = jobs._db.get(jobs.table, {"job_id": {"S": COUNTER_ID}})
+    return int(item["active"]["N"]) if item else 0
+
+
+def test_job_transactions_retry_conflicts_then_give_up_busy_leaving_the_counter_exact(aws_stores):
+    from facebank.storage.dynamodb_jobs import DynamoJobStore
+
+    real = aws_stores.jobs
+    flaky = DynamoJobStore(ConflictingClient(real._db.client, failures=2), real.table)
+    flaky.create_job(_job("a" * 32), max_active=5)
+    assert _active(real) == 1 and real.get_job("a" * 32).status == "IN_PROGRESS"
+
+    hopeless = DynamoJobStore(ConflictingClient(real._db.client, 99), real.table, max_attempts=3)
+    with pytest.raises(StorageBusy):
+        hopeless.create_job(_job("b" * 32), max_active=5)
+    with pytest.raises(StorageBusy):
+        hopeless.finish_job("a" * 32, "SUCCEEDED", None, 0)
+    assert real.get_job("b" * 32) is None and _active(real) == 1  # nothing half-written
+    assert real.get_job("a" * 32).status == "IN_PROGRESS"
+
+    assert flaky.finish_job("a" * 32, "FAILED", "x", 0) is True
+    assert _active(real) == 0 and real.finish_job("a" * 32, "SUCCEEDED", None, 0) is False
+    assert _active(real) == 0  # a second finish frees nothing
+
+
+def test_the_counter_item_is_not_a_job(aws_stores):
+    from facebank.storage.dynamodb_jobs import COUNTER_ID
+
+    jobs = aws_stores.jobs
+    jobs.create_job(_job("c" * 32), max_active=5)
+    assert jobs.get_job(COUNTER_ID) is None
+    assert [j.job_id for j in jobs.active_jobs()] == ["c" * 32]
+    with pytest.raises(ValueError):
+        jobs.create_job(_job(COUNTER_ID), max_active=5)
