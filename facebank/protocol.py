@@ -64,6 +64,9 @@ STORAGE_ERRORS: dict[type[Exception], Callable[[Any], RekognitionError]] = {
     storage.InvalidPaginationToken: lambda e: InvalidPaginationTokenException("Invalid pagination token"),
     # Contention outlasted the store's own bounded retries; botocore retries ThrottlingException itself.
     storage.StorageBusy: lambda e: ThrottlingException("Too many concurrent writes; retry"),
+    # A shard of a sharded search could not answer after retries: no partial result, ever.
+    storage.ShardThrottled: lambda e: ThrottlingException("Search capacity exceeded; retry"),
+    storage.ShardFailed: lambda e: InternalServerError("A search shard failed; retry"),
 }
 
 

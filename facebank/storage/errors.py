@@ -88,3 +88,12 @@ class UnsupportedSchemaVersion(StorageError):
             "(there is no migration: start from a new data directory)"
         )
         self.version = version
+
+
+class ShardThrottled(StorageError):
+    """A shard's search was throttled (its function's concurrency) through every retry."""
+
+
+class ShardFailed(StorageError):
+    """A shard's search failed or answered nothing usable through every retry: the search fails
+    rather than answer from the other shards only."""
