@@ -43,6 +43,10 @@ class Settings:
     # Limits and caches
     segment_cache_mb: int = 4096  # FACEBANK_SEGMENT_CACHE_MB
     max_faces_per_collection: int = 20_000_000  # FACEBANK_MAX_FACES_PER_COLLECTION
+    # Sharded search (facebank/storage/shards.py, facebank/aws/shard_search.py)
+    shard_rows: int = 500_000  # FACEBANK_SHARD_ROWS: most rows per shard (compaction and rebalancing)
+    shard_function: str | None = None  # FACEBANK_SHARD_FUNCTION: fan out to it; None searches in-process
+    shard_concurrency: int = 32  # FACEBANK_SHARD_CONCURRENCY: shard invocations in flight per search
 
     @property
     def resolved_model_dir(self) -> Path:
@@ -86,4 +90,7 @@ class Settings:
             compact_min_age_s=float(number("FACEBANK_COMPACT_MIN_AGE_S", float, 300.0)),
             segment_cache_mb=int(number("FACEBANK_SEGMENT_CACHE_MB", int, 4096)),
             max_faces_per_collection=int(number("FACEBANK_MAX_FACES_PER_COLLECTION", int, 20_000_000)),
+            shard_rows=int(number("FACEBANK_SHARD_ROWS", int, 500_000)),
+            shard_function=text("FACEBANK_SHARD_FUNCTION"),
+            shard_concurrency=int(number("FACEBANK_SHARD_CONCURRENCY", int, 32)),
         )

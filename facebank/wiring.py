@@ -50,4 +50,16 @@ def aws_context(settings: Settings) -> Context:
             region_name=settings.region,
         )
 
-    return Context(settings, open_storage=open_storage, open_s3=lambda: s3_client(settings.s3_endpoint_url))
+    def open_searcher() -> Any:
+        if not settings.shard_function:
+            return None  # search the shards in this process
+        from facebank.aws.shard_search import LambdaShards
+
+        return LambdaShards.from_settings(settings)
+
+    return Context(
+        settings,
+        open_storage=open_storage,
+        open_s3=lambda: s3_client(settings.s3_endpoint_url),
+        open_searcher=open_searcher,
+    )

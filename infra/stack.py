@@ -69,6 +69,7 @@ from infra.layers import (
     model_layer_build,
 )
 from infra.nag import acknowledge_role, acknowledge_stack
+from infra.shards import SHARD_FUNCTION, add_sharded_search
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -216,7 +217,7 @@ class Settings:
         }.items():
             if not 128 <= int(size) <= 10240:
                 raise ValueError(f"memory for {name} must be 128..10240 MB, not {size}")
-        known = set(OPERATIONS) | {"Ingest", "Compaction"}
+        known = set(OPERATIONS) | {"Ingest", "Compaction", SHARD_FUNCTION}
         if unknown := sorted(set(self.memory) - known):
             raise ValueError(f"memory names unknown functions {unknown}; known: {sorted(known)}")
         if not 2 <= self.ingest_concurrency <= 1000:
@@ -273,9 +274,11 @@ class FacebankStack(Stack):
         self._ingest_bucket_and_queue()
         self.roles: dict[str, iam.Role] = {}
         self.functions: dict[str, lambda_.Function] = {}
+        self.function_access: dict[str, Access] = {}
         self._operation_functions()
         self._ingest_function()
         self._compaction()
+        add_sharded_search(self)  # infra/shards.py: the shard function, fan-out grants, cache bounds
         self._api()
         self._outputs()
         acknowledge_stack(self)
@@ -605,6 +608,7 @@ class FacebankStack(Stack):
         )
         self.roles[name] = role
         self.functions[name] = fn
+        self.function_access[name] = access
         vector_objects = access.vectors - {"ListBucket"}
         acknowledge_role(
             self,

@@ -39,7 +39,11 @@ from infra.stack import FacebankStack, LayerError, Settings, check_size, snake  
 
 XRAY = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}  # added by Tracing.ACTIVE
 LOGS = {"logs:CreateLogStream", "logs:PutLogEvents"}
-EXTRA_FUNCTIONS = {"Ingest": "functions.ingest.handler", "Compaction": "functions.compact.handler"}
+EXTRA_FUNCTIONS = {
+    "Ingest": "functions.ingest.handler",
+    "Compaction": "functions.compact.handler",
+    "ShardSearch": "functions.shard_search.handler",
+}
 VARIANT = {
     "architecture": "x86_64",
     "memorySize": "3008",
@@ -126,6 +130,8 @@ def _resource_key(template: dict, resource) -> str:
         kind = template["Resources"][lid]["Type"]
         if kind == "AWS::S3::Bucket" and lid.startswith("EmbeddingsBucket"):
             return "vectors-bucket"
+        if kind == "AWS::Lambda::Function" and lid.startswith("ShardSearchFunction"):
+            return "shard-function"
         return {"AWS::Logs::LogGroup": "log", "AWS::SQS::Queue": "queue"}.get(kind, lid)
     text = json.dumps(resource)
     if "EmbeddingsBucket" in text and "/vectors/*" in text:
@@ -161,6 +167,8 @@ def expected_grants(access, image_key: str | None = "ingest-objects") -> set[tup
         out.add(("s3:ListBucket", "vectors-bucket") if a == "ListBucket" else (f"s3:{a}", "vectors/*"))
     if access.images and image_key:
         out |= {("s3:GetObject", image_key), ("s3:GetObjectVersion", image_key)}
+    if access.shards:
+        out.add(("lambda:InvokeFunction", "shard-function"))
     return out
 
 
@@ -701,3 +709,49 @@ def test_cdk_synth_via_app_py_offline(tmp_path):
     assert len(resources(template, "AWS::Lambda::Function")) == len(OPERATIONS) + len(EXTRA_FUNCTIONS)
     report = json.loads((tmp_path / "validation-report.json").read_text())
     assert [p["conclusion"] for p in report["pluginReports"]] == ["success"]
+
+
+# --- sharded search (infra/shards.py)
+
+
+def test_shard_function_reads_segments_only_and_only_search_functions_invoke_it(template):
+    from infra.shards import SHARD_ACCESS
+
+    shard_id, shard = function(template, EXTRA_FUNCTIONS["ShardSearch"])
+    assert grants(template, EXTRA_FUNCTIONS["ShardSearch"]) == expected_grants(SHARD_ACCESS)
+    assert ("s3:GetObject", "vectors/*") in expected_grants(SHARD_ACCESS)
+    assert shard["Properties"]["MemorySize"] == 2048
+    assert shard["Properties"]["Timeout"] < 30  # inside the search functions' own timeout
+    invokers = set()
+    for policy in resources(template, "AWS::IAM::Policy").values():
+        for st in policy["Properties"]["PolicyDocument"]["Statement"]:
+            actions = [st["Action"]] if isinstance(st["Action"], str) else st["Action"]
+            if any(a.startswith("lambda:") for a in actions):
+                assert actions == ["lambda:InvokeFunction"]
+                assert st["Resource"] == {"Fn::GetAtt": [shard_id, "Arn"]}  # that function, no version wildcard
+                invokers |= {r["Ref"] for r in policy["Properties"]["Roles"]}
+    searches = {"SearchFaces", "SearchFacesByImage", "SearchUsers", "SearchUsersByImage"}
+    roles = {function(template, op_handler(op))[1]["Properties"]["Role"]["Fn::GetAtt"][0] for op in searches}
+    assert invokers == roles
+    for op in searches:
+        env = function(template, op_handler(op))[1]["Properties"]["Environment"]["Variables"]
+        assert env["FACEBANK_SHARD_FUNCTION"] == {"Ref": shard_id}
+
+
+def test_segment_cache_follows_each_functions_memory(template, variant):
+    from infra.shards import segment_cache_mb
+
+    checked = 0
+    for t in (template, variant):
+        for fn in resources(t, "AWS::Lambda::Function").values():
+            props = fn["Properties"]
+            env = props.get("Environment", {}).get("Variables", {})
+            if "FACEBANK_VECTOR_BUCKET" not in env:
+                assert "FACEBANK_SEGMENT_CACHE_MB" not in env
+                continue
+            cache, memory = int(env["FACEBANK_SEGMENT_CACHE_MB"]), int(props["MemorySize"])
+            models = "FACEBANK_MODEL_DIR" in env
+            assert cache == segment_cache_mb(memory, models=models, shard_rows=int(env["FACEBANK_SHARD_ROWS"]))
+            assert 64 <= cache < memory
+            checked += 1
+    assert checked > 20

@@ -119,9 +119,7 @@ class ShardAnswer:
     complete: bool = True  # False: the shard has more eligible rows than it answered
 
 
-def top_rows(
-    ids_at: Callable[[np.ndarray], list[str]], scores: np.ndarray, want: int, min_score: float
-) -> ShardAnswer:
+def top_rows(ids_at: Callable[[np.ndarray], list[str]], scores: np.ndarray, want: int, min_score: float) -> ShardAnswer:
     """The want best rows with score >= min_score, ordered by (score desc, id asc), exactly: every
     row tied with the last one kept is considered before the cut, so the answer does not depend on
     how rows are split between segments or shards. ids_at maps row positions to row ids (only the

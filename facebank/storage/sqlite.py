@@ -571,9 +571,11 @@ class SqliteMetadataStore:
     # --- shard maps
 
     def get_shard_map(self, collection_id: str, kind: str) -> tuple[str | None, int]:
-        row = self.database.connection().execute(
-            "SELECT body, version FROM shard_maps WHERE collection_id = ? AND kind = ?", (collection_id, kind)
-        ).fetchone()
+        row = (
+            self.database.connection()
+            .execute("SELECT body, version FROM shard_maps WHERE collection_id = ? AND kind = ?", (collection_id, kind))
+            .fetchone()
+        )
         return (row[0], int(row[1])) if row else (None, 0)
 
     def put_shard_map(self, collection_id: str, kind: str, body: str, version: int) -> bool:

@@ -1,0 +1,159 @@
+"""Sharded search on AWS: the shard-search function, and the fan-out the search functions call it with.
+
+A search function (SearchFaces, SearchFacesByImage, SearchUsers, SearchUsersByImage) plans the
+collection's shards (``SegmentIndex.shard_layout``: the stored shard map over the listed segments),
+invokes this function once per shard in parallel (``LambdaShards``, at most ``concurrency`` at a
+time), merges the exact per-shard answers (``facebank.storage.shards.merge``) and only then reads
+metadata, for the merged candidates. Each shard-search environment keeps the segments it was asked
+for in its own cache (bounded by the function's memory, set by the stack), so a warm search reads
+nothing from S3 and no environment ever holds more than what its shards hold.
+
+The event is internal (never from API Gateway; only the search functions' roles may invoke it):
+    {"collection_id", "kind": "faces" | "users", "segments": [names], "query": [floats],
+     "want": int, "min_score": float}
+and the answer {"rows": [ids], "scores": [floats], "complete": bool} (scores are float32 values,
+exact in JSON), or {"error": "SegmentNotFound"} when compaction removed a segment meanwhile (the
+caller plans again).
+
+Failure is never a partial result: an invocation that is throttled, fails, times out or answers
+garbage is retried; if it still does, the whole search fails (``ShardThrottled`` ->
+ThrottlingException, ``ShardFailed`` -> InternalServerError).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from facebank.aws.runtime import lambda_entry, logger, shared_context
+from facebank.settings import Settings
+from facebank.storage.errors import SegmentNotFound, ShardFailed, ShardThrottled
+from facebank.storage.shards import KINDS, ShardAnswer, ShardQuery
+
+THROTTLED = {"TooManyRequestsException", "ThrottlingException", "EC2ThrottledException"}
+ATTEMPTS = 3  # per shard, on top of botocore's own retries of throttling
+
+
+# --- the shard-search function
+
+
+@lambda_entry()
+def handler(event: dict, context: Any) -> dict:
+    import numpy as np
+
+    ctx = shared_context()
+    kind = event["kind"]
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    index = ctx.index if kind == "faces" else ctx.user_index
+    sq = ShardQuery(
+        collection_id=event["collection_id"],
+        kind=kind,
+        segments=tuple(event["segments"]),
+        query=np.asarray(event["query"], dtype=np.float32),
+        want=int(event["want"]),
+        min_score=float(event["min_score"]),
+    )
+    try:
+        answer = index.search_shard(sq)
+    except SegmentNotFound:
+        return {"error": "SegmentNotFound"}
+    return {"rows": answer.rows, "scores": answer.scores, "complete": answer.complete}
+
+
+# --- the fan-out, in the search functions
+
+Invoke = Callable[..., dict]  # lambda_client.invoke(FunctionName=..., Payload=...) -> its response
+
+
+class LambdaShards:
+    """``facebank.storage.shards.ShardSearcher`` over the shard-search function: one synchronous
+    invocation per shard, at most ``concurrency`` in flight."""
+
+    def __init__(self, invoke: Invoke, function_name: str, *, concurrency: int = 32, attempts: int = ATTEMPTS):
+        self.invoke = invoke
+        self.function_name = function_name
+        self.attempts = attempts
+        self.pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="shard")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LambdaShards:
+        import boto3
+        from botocore.config import Config
+
+        config = Config(
+            retries={"mode": "standard", "max_attempts": 4},  # backs off on TooManyRequestsException
+            max_pool_connections=max(10, settings.shard_concurrency),
+            read_timeout=60,
+        )
+        client = boto3.client("lambda", region_name=settings.region, config=config)
+        assert settings.shard_function
+        return cls(client.invoke, settings.shard_function, concurrency=settings.shard_concurrency)
+
+    def search(self, queries: list[ShardQuery]) -> list[ShardAnswer]:
+        if len(queries) == 1:
+            return [self._one(queries[0])]
+        # list() waits for every shard and re-raises the first failure: no partial answer.
+        return list(self.pool.map(self._one, queries))
+
+    def _one(self, sq: ShardQuery) -> ShardAnswer:
+        payload = json.dumps(
+            {
+                "collection_id": sq.collection_id,
+                "kind": sq.kind,
+                "segments": list(sq.segments),
+                "query": sq.query.tolist(),
+                "want": sq.want,
+                "min_score": sq.min_score,
+            }
+        ).encode()
+        throttled = False
+        for attempt in range(self.attempts):
+            if attempt:
+                time.sleep(random.uniform(0, min(1.0, 0.05 * 4**attempt)))
+            try:
+                response = self.invoke(
+                    FunctionName=self.function_name, InvocationType="RequestResponse", Payload=payload
+                )
+            except Exception as exc:  # noqa: BLE001 - every failure is retried, then named below
+                throttled = _error_code(exc) in THROTTLED
+                logger.warning("shard invocation failed", extra={"attempt": attempt, "throttled": throttled})
+                continue
+            answer = _answer(response)
+            if answer is not None:
+                return answer
+            throttled = False
+        segments = len(sq.segments)
+        if throttled:
+            raise ShardThrottled(f"shard of {segments} segments of {sq.collection_id!r} throttled")
+        raise ShardFailed(f"shard of {segments} segments of {sq.collection_id!r} gave no answer")
+
+
+def _error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+
+
+def _answer(response: dict) -> ShardAnswer | None:
+    """The shard's answer, None when the invocation failed (function error, bad payload);
+    raises SegmentNotFound when the shard says a segment is gone."""
+    body: Any = response.get("Payload")
+    raw: bytes = body.read() if hasattr(body, "read") else (body or b"")
+    if response.get("FunctionError"):
+        logger.warning("shard function error", extra={"error": raw[:500].decode(errors="replace")})
+        return None
+    try:
+        doc = json.loads(raw or b"null")
+        if isinstance(doc, dict) and doc.get("error") == "SegmentNotFound":
+            raise SegmentNotFound("a segment of the shard is gone")
+        rows, scores, complete = doc["rows"], doc["scores"], doc["complete"]
+        if not (isinstance(rows, list) and isinstance(scores, list) and len(rows) == len(scores)):
+            raise ValueError("rows and scores do not match")
+        return ShardAnswer([str(r) for r in rows], [float(s) for s in scores], bool(complete))
+    except (ValueError, KeyError, TypeError):
+        logger.warning("shard answer unusable", extra={"payload": raw[:200].decode(errors="replace")})
+        return None
