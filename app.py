@@ -19,6 +19,8 @@ Context (``-c key=value`` or cdk.json), with defaults:
   compactionMinutes (60)            segment compaction period
   throttleRate / throttleBurst (50 / 100)   API stage throttling, requests per second
   apiCloudWatchRole (true)          create API Gateway's account-level logging role
+  shardFunctions (40)               shard-search functions searches fan out to (docs/collections.md)
+  shardRows (500000)                most faces per shard: compaction and rebalancing keep shards this size
   modelLayerDir / depsLayerDir      prebuilt layer directories to deploy instead of building them at
                                     synth (`python layers/build.py models|deps --out DIR`); default unset
   skipLayerBuild (false)            true: tiny placeholder layers (tests, reviews; not deployable);
@@ -95,6 +97,8 @@ def settings(ctx) -> Settings:
         throttle_rate=int(get("throttleRate", 50)),
         throttle_burst=int(get("throttleBurst", 100)),
         api_cloudwatch_role=_flag(ctx("apiCloudWatchRole"), default=True),
+        shard_functions=int(get("shardFunctions", 40)),
+        shard_rows=int(get("shardRows", 500_000)),
     )
 
 

@@ -45,8 +45,9 @@ class Settings:
     max_faces_per_collection: int = 20_000_000  # FACEBANK_MAX_FACES_PER_COLLECTION
     # Sharded search (facebank/storage/shards.py, facebank/aws/shard_search.py)
     shard_rows: int = 500_000  # FACEBANK_SHARD_ROWS: most rows per shard (compaction and rebalancing)
-    shard_function: str | None = None  # FACEBANK_SHARD_FUNCTION: fan out to it; None searches in-process
-    shard_concurrency: int = 32  # FACEBANK_SHARD_CONCURRENCY: shard invocations in flight per search
+    shard_function: str | None = None  # FACEBANK_SHARD_FUNCTION: shard functions' name prefix; None: in-process
+    shard_slots: int = 1  # FACEBANK_SHARD_SLOTS: shard functions <prefix>0 .. <prefix><slots - 1>
+    shard_concurrency: int = 64  # FACEBANK_SHARD_CONCURRENCY: shard invocations in flight per search
 
     @property
     def resolved_model_dir(self) -> Path:
@@ -92,5 +93,6 @@ class Settings:
             max_faces_per_collection=int(number("FACEBANK_MAX_FACES_PER_COLLECTION", int, 20_000_000)),
             shard_rows=int(number("FACEBANK_SHARD_ROWS", int, 500_000)),
             shard_function=text("FACEBANK_SHARD_FUNCTION"),
-            shard_concurrency=int(number("FACEBANK_SHARD_CONCURRENCY", int, 32)),
+            shard_slots=int(number("FACEBANK_SHARD_SLOTS", int, 1)),
+            shard_concurrency=int(number("FACEBANK_SHARD_CONCURRENCY", int, 64)),
         )

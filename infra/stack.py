@@ -202,6 +202,8 @@ class Settings:
     throttle_rate: int = 50
     throttle_burst: int = 100
     api_cloudwatch_role: bool = True
+    shard_functions: int = 40  # shard-search functions (infra/shards.py): 20M faces / shard_rows
+    shard_rows: int = 500_000  # most rows per shard (FACEBANK_SHARD_ROWS)
 
     def validate(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -224,6 +226,10 @@ class Settings:
             raise ValueError(f"ingestConcurrency must be 2..1000 (SQS event source), not {self.ingest_concurrency}")
         if self.compaction_minutes < 20:
             raise ValueError("compactionMinutes must be >= 20 (runs must not overlap; the timeout is 15 minutes)")
+        if not 1 <= self.shard_functions <= 200:
+            raise ValueError(f"shardFunctions must be 1..200, not {self.shard_functions}")
+        if not 10_000 <= self.shard_rows <= 5_000_000:
+            raise ValueError(f"shardRows must be 10000..5000000, not {self.shard_rows}")
         if self.ingest_prefix and not re.fullmatch(r"[a-zA-Z0-9!_.*'()/-]+/", self.ingest_prefix):
             raise ValueError(f"ingestPrefix must be a key prefix ending in '/', not {self.ingest_prefix!r}")
 
@@ -275,6 +281,7 @@ class FacebankStack(Stack):
         self.roles: dict[str, iam.Role] = {}
         self.functions: dict[str, lambda_.Function] = {}
         self.function_access: dict[str, Access] = {}
+        self.function_memory: dict[str, int] = {}
         self._operation_functions()
         self._ingest_function()
         self._compaction()
@@ -565,6 +572,8 @@ class FacebankStack(Stack):
         timeout: Duration,
         image_resources: list[str],
         extra_env: dict[str, str] | None = None,
+        memory_key: str | None = None,  # the `memory` entry that sizes it, if not its name
+        function_name: str | None = None,
     ) -> lambda_.Function:
         log_group = self._log_group(f"{name}Logs")
         # Own role, no managed policy: logs to its own group only, plus the table in access.py.
@@ -599,7 +608,8 @@ class FacebankStack(Stack):
             handler=handler,
             code=self.code,
             layers=[self.deps_layer, self.model_layer] if access.models else [self.deps_layer],
-            memory_size=self._memory(name, access),
+            memory_size=self._memory(memory_key or name, access),
+            function_name=function_name,
             timeout=timeout,
             tracing=lambda_.Tracing.ACTIVE,
             log_group=log_group,
@@ -609,6 +619,7 @@ class FacebankStack(Stack):
         self.roles[name] = role
         self.functions[name] = fn
         self.function_access[name] = access
+        self.function_memory[name] = self._memory(memory_key or name, access)
         vector_objects = access.vectors - {"ListBucket"}
         acknowledge_role(
             self,

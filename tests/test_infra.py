@@ -39,11 +39,8 @@ from infra.stack import FacebankStack, LayerError, Settings, check_size, snake  
 
 XRAY = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}  # added by Tracing.ACTIVE
 LOGS = {"logs:CreateLogStream", "logs:PutLogEvents"}
-EXTRA_FUNCTIONS = {
-    "Ingest": "functions.ingest.handler",
-    "Compaction": "functions.compact.handler",
-    "ShardSearch": "functions.shard_search.handler",
-}
+EXTRA_FUNCTIONS = {"Ingest": "functions.ingest.handler", "Compaction": "functions.compact.handler"}
+SHARD_FUNCTIONS = 40  # infra/shards.py, shardFunctions' default: 20M faces in shards of 500K
 VARIANT = {
     "architecture": "x86_64",
     "memorySize": "3008",
@@ -130,7 +127,7 @@ def _resource_key(template: dict, resource) -> str:
         kind = template["Resources"][lid]["Type"]
         if kind == "AWS::S3::Bucket" and lid.startswith("EmbeddingsBucket"):
             return "vectors-bucket"
-        if kind == "AWS::Lambda::Function" and lid.startswith("ShardSearchFunction"):
+        if kind == "AWS::Lambda::Function" and lid.startswith("ShardSearch"):
             return "shard-function"
         return {"AWS::Logs::LogGroup": "log", "AWS::SQS::Queue": "queue"}.get(kind, lid)
     text = json.dumps(resource)
@@ -177,7 +174,8 @@ def expected_grants(access, image_key: str | None = "ingest-objects") -> set[tup
 
 def test_one_python312_arm64_function_per_operation(template):
     handlers = sorted(f["Properties"]["Handler"] for f in resources(template, "AWS::Lambda::Function").values())
-    assert handlers == sorted([op_handler(op) for op in OPERATIONS] + list(EXTRA_FUNCTIONS.values()))
+    shards = ["functions.shard_search.handler"] * SHARD_FUNCTIONS
+    assert handlers == sorted([op_handler(op) for op in OPERATIONS] + list(EXTRA_FUNCTIONS.values()) + shards)
     for operation in OPERATIONS:
         _, fn = function(template, op_handler(operation))
         props = fn["Properties"]
@@ -387,7 +385,8 @@ def test_buckets_private_encrypted_tls_only_logged(template):
 
 def test_log_retention(template):
     groups = resources(template, "AWS::Logs::LogGroup")
-    assert len(groups) == len(OPERATIONS) + len(EXTRA_FUNCTIONS) + 1  # one per function + API access logs
+    # one per function (the shard functions too) + API access logs
+    assert len(groups) == len(OPERATIONS) + len(EXTRA_FUNCTIONS) + SHARD_FUNCTIONS + 1
     assert {g["Properties"]["RetentionInDays"] for g in groups.values()} == {30}
     for fn in resources(template, "AWS::Lambda::Function").values():
         assert "LoggingConfig" in fn["Properties"]
@@ -714,28 +713,50 @@ def test_cdk_synth_via_app_py_offline(tmp_path):
 # --- sharded search (infra/shards.py)
 
 
-def test_shard_function_reads_segments_only_and_only_search_functions_invoke_it(template):
+def _role_grants(template: dict, role: str) -> set[tuple[str, str]]:
+    out = set()
+    for policy in resources(template, "AWS::IAM::Policy").values():
+        if {"Ref": role} in policy["Properties"]["Roles"]:
+            for st in policy["Properties"]["PolicyDocument"]["Statement"]:
+                actions = [st["Action"]] if isinstance(st["Action"], str) else st["Action"]
+                res = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+                out |= {(a, _resource_key(template, r)) for a in actions for r in res}
+    return out
+
+
+def test_shard_functions_read_segments_only_and_only_search_functions_invoke_them(template):
+    from infra.access import Access
     from infra.shards import SHARD_ACCESS
 
-    shard_id, shard = function(template, EXTRA_FUNCTIONS["ShardSearch"])
-    assert grants(template, EXTRA_FUNCTIONS["ShardSearch"]) == expected_grants(SHARD_ACCESS)
-    assert ("s3:GetObject", "vectors/*") in expected_grants(SHARD_ACCESS)
-    assert shard["Properties"]["MemorySize"] == 2048
-    assert shard["Properties"]["Timeout"] < 30  # inside the search functions' own timeout
+    shard_fns = {
+        lid: fn
+        for lid, fn in resources(template, "AWS::Lambda::Function").items()
+        if fn["Properties"]["Handler"] == "functions.shard_search.handler"
+    }
+    assert len(shard_fns) == SHARD_FUNCTIONS
+    names = sorted(fn["Properties"]["FunctionName"] for fn in shard_fns.values())
+    assert names == sorted(f"facebank-ShardSearch{n}" for n in range(SHARD_FUNCTIONS))
+    for fn in shard_fns.values():
+        assert _role_grants(template, fn["Properties"]["Role"]["Fn::GetAtt"][0]) == expected_grants(SHARD_ACCESS)
+        assert fn["Properties"]["MemorySize"] == 2048 and fn["Properties"]["Timeout"] < 30
+    assert SHARD_ACCESS.vectors == {"GetObject"} and not SHARD_ACCESS.tables()
     invokers = set()
     for policy in resources(template, "AWS::IAM::Policy").values():
         for st in policy["Properties"]["PolicyDocument"]["Statement"]:
             actions = [st["Action"]] if isinstance(st["Action"], str) else st["Action"]
             if any(a.startswith("lambda:") for a in actions):
                 assert actions == ["lambda:InvokeFunction"]
-                assert st["Resource"] == {"Fn::GetAtt": [shard_id, "Arn"]}  # that function, no version wildcard
+                # Exactly the shard functions' ARNs: no wildcard, no other function, no versions.
+                assert sorted(r["Fn::GetAtt"][0] for r in st["Resource"]) == sorted(shard_fns)
                 invokers |= {r["Ref"] for r in policy["Properties"]["Roles"]}
-    searches = {"SearchFaces", "SearchFacesByImage", "SearchUsers", "SearchUsersByImage"}
-    roles = {function(template, op_handler(op))[1]["Properties"]["Role"]["Fn::GetAtt"][0] for op in searches}
-    assert invokers == roles
+    searches = sorted(op for op, access in OPERATION_ACCESS.items() if access.shards)
+    assert searches == ["SearchFaces", "SearchFacesByImage", "SearchUsers", "SearchUsersByImage"]
+    assert invokers == {function(template, op_handler(op))[1]["Properties"]["Role"]["Fn::GetAtt"][0] for op in searches}
     for op in searches:
         env = function(template, op_handler(op))[1]["Properties"]["Environment"]["Variables"]
-        assert env["FACEBANK_SHARD_FUNCTION"] == {"Ref": shard_id}
+        assert env["FACEBANK_SHARD_FUNCTION"] == "facebank-ShardSearch" and env["FACEBANK_SHARD_SLOTS"] == "40"
+    assert Access().shards is False
+    assert len(template["Resources"]) < 500  # CloudFormation's limit per stack
 
 
 def test_segment_cache_follows_each_functions_memory(template, variant):

@@ -27,7 +27,8 @@ from facebank.validation import service_model
 REGION = "us-east-1"
 BUCKET = "facebank-shards-test"
 PREFIX = "fbshard-"
-SHARD_FUNCTION = "facebank-ShardSearch"
+SHARD_PREFIX = "facebank-ShardSearch"
+SLOTS = 3
 SHARD_ROWS = 40
 DIM = 128
 
@@ -79,15 +80,16 @@ class LambdaRoute:
         from facebank.aws.runtime import LocalContext
         from functions.shard_search import handler
 
-        assert params["url_path"].split("/")[3] == SHARD_FUNCTION  # /2015-03-31/functions/<name>/invocations
+        function = params["url_path"].split("/")[3]  # /2015-03-31/functions/<name>/invocations
+        assert function in {f"{SHARD_PREFIX}{n}" for n in range(SLOTS)}, function
         event = json.loads(params["body"])
         with self.lock:
-            self.calls.append(event)
+            self.calls.append(event | {"function": function})
             n = sum(1 for c in self.calls if c["segments"] == event["segments"])
         if self.fault and (answer := self.fault(event, n)) is not None:
             return _Http(answer[0]), answer[1]
         try:
-            result, error = handler(event, LocalContext(function_name=SHARD_FUNCTION)), None
+            result, error = handler(event, LocalContext(function_name=function)), None
         except Exception as exc:  # noqa: BLE001 - what Lambda reports as an unhandled function error
             result, error = {"errorMessage": str(exc), "errorType": type(exc).__name__}, "Unhandled"
         parsed = {"StatusCode": 200, "Payload": io.BytesIO(json.dumps(result).encode())}
@@ -110,7 +112,8 @@ def env():
             "AWS_REGION": REGION,
             "FACEBANK_VECTOR_BUCKET": BUCKET,
             "FACEBANK_TABLE_PREFIX": PREFIX,
-            "FACEBANK_SHARD_FUNCTION": SHARD_FUNCTION,
+            "FACEBANK_SHARD_FUNCTION": SHARD_PREFIX,
+            "FACEBANK_SHARD_SLOTS": str(SLOTS),
             "FACEBANK_SHARD_ROWS": str(SHARD_ROWS),
             "FACEBANK_SHARD_CONCURRENCY": "4",
             "POWERTOOLS_METRICS_NAMESPACE": "facebank-test",
@@ -139,6 +142,7 @@ class Collection:
     vectors: np.ndarray  # unit rows, as stored
     live: list[int]  # rows of faces still in the collection
     users: dict[str, list[str]]  # user id -> its faces
+    sent_to: dict[tuple, set[str]] = field(default_factory=dict)  # shard's segments -> functions invoked
 
 
 def build_collection(ctx, route: LambdaRoute) -> Collection:
@@ -211,9 +215,14 @@ def test_search_faces_over_shards_equals_the_unsharded_search(env, probe):
     assert [m["Face"]["FaceId"] for m in out["FaceMatches"]] == exact(
         live_ids, env.vectors[env.live], query, 25, face_id
     )
-    # One invocation per shard of the collection, each with its own segments.
+    # One invocation per shard of the collection, each with its own segments, and each shard
+    # always sent to the same shard function (whose environments keep it warm).
     shards = env.ctx.index.shard_layout(env.cid)
-    assert sorted(tuple(c["segments"]) for c in env.route.calls) == sorted(tuple(s) for s in shards)
+    assert sorted(tuple(c["segments"]) for c in env.route.calls) == sorted(tuple(s) for _, s in shards)
+    for c in env.route.calls:
+        env.sent_to.setdefault(tuple(c["segments"]), set()).add(c["function"])
+    assert all(len(functions) == 1 for functions in env.sent_to.values())
+    assert len({f for functions in env.sent_to.values() for f in functions}) == SLOTS  # spread over all
 
 
 def test_search_users_over_shards_equals_the_unsharded_search(env):
@@ -236,7 +245,7 @@ def _search(env) -> tuple[int, dict]:
 
 
 def _first_shard(env) -> list[str]:
-    return env.ctx.index.shard_layout(env.cid)[0]
+    return env.ctx.index.shard_layout(env.cid)[0][1]
 
 
 def test_a_throttled_shard_is_retried_then_fails_the_search_with_throttling(env):

@@ -2,14 +2,16 @@
 
 A search function (SearchFaces, SearchFacesByImage, SearchUsers, SearchUsersByImage) plans the
 collection's shards (``SegmentIndex.shard_layout``: the stored shard map over the listed segments),
-invokes this function once per shard in parallel (``LambdaShards``, at most ``concurrency`` at a
-time), merges the exact per-shard answers (``facebank.storage.shards.merge``) and only then reads
-metadata, for the merged candidates. Each shard-search environment keeps the segments it was asked
-for in its own cache (bounded by the function's memory, set by the stack), so a warm search reads
-nothing from S3 and no environment ever holds more than what its shards hold.
+invokes a shard function once per shard in parallel (``LambdaShards``, at most ``concurrency`` at
+a time), merges the exact per-shard answers (``facebank.storage.shards.merge``) and only then reads
+metadata, for the merged candidates. The stack deploys ``slots`` identical shard functions and
+shard n of a collection always goes to the same one (``LambdaShards.function_for``): Lambda sends
+an invocation to any environment of a function, so that is what keeps a shard's segments warm in
+the environments that answer for it, each cache bounded by its function's memory (set by the
+stack). No environment ever holds more than the shards it is sent.
 
 The event is internal (never from API Gateway; only the search functions' roles may invoke it):
-    {"collection_id", "kind": "faces" | "users", "segments": [names], "query": [floats],
+    {"collection_id", "kind": "faces" | "users", "shard": n, "segments": [names], "query": [floats],
      "want": int, "min_score": float}
 and the answer {"rows": [ids], "scores": [floats], "complete": bool} (scores are float32 values,
 exact in JSON), or {"error": "SegmentNotFound"} when compaction removed a segment meanwhile (the
@@ -25,6 +27,7 @@ from __future__ import annotations
 import json
 import random
 import time
+import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -53,6 +56,7 @@ def handler(event: dict, context: Any) -> dict:
     sq = ShardQuery(
         collection_id=event["collection_id"],
         kind=kind,
+        shard=int(event.get("shard", 0)),
         segments=tuple(event["segments"]),
         query=np.asarray(event["query"], dtype=np.float32),
         want=int(event["want"]),
@@ -74,9 +78,12 @@ class LambdaShards:
     """``facebank.storage.shards.ShardSearcher`` over the shard-search function: one synchronous
     invocation per shard, at most ``concurrency`` in flight."""
 
-    def __init__(self, invoke: Invoke, function_name: str, *, concurrency: int = 32, attempts: int = ATTEMPTS):
+    def __init__(
+        self, invoke: Invoke, function_prefix: str, *, slots: int = 1, concurrency: int = 64, attempts: int = ATTEMPTS
+    ):
         self.invoke = invoke
-        self.function_name = function_name
+        self.function_prefix = function_prefix
+        self.slots = max(1, slots)
         self.attempts = attempts
         self.pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="shard")
 
@@ -92,7 +99,20 @@ class LambdaShards:
         )
         client = boto3.client("lambda", region_name=settings.region, config=config)
         assert settings.shard_function
-        return cls(client.invoke, settings.shard_function, concurrency=settings.shard_concurrency)
+        return cls(
+            client.invoke,
+            settings.shard_function,
+            slots=settings.shard_slots,
+            concurrency=settings.shard_concurrency,
+        )
+
+    def function_for(self, sq: ShardQuery) -> str:
+        """The shard function that answers this shard: the same one for the same shard of the same
+        collection every time, so its environments keep that shard's segments warm (Lambda routes
+        an invocation to any environment of a function, so affinity must come from the name).
+        Collections start at different slots, so their shards spread over all functions."""
+        start = zlib.crc32(f"{sq.kind}/{sq.collection_id}".encode())
+        return f"{self.function_prefix}{(start + sq.shard) % self.slots}"
 
     def search(self, queries: list[ShardQuery]) -> list[ShardAnswer]:
         if len(queries) == 1:
@@ -105,20 +125,20 @@ class LambdaShards:
             {
                 "collection_id": sq.collection_id,
                 "kind": sq.kind,
+                "shard": sq.shard,
                 "segments": list(sq.segments),
                 "query": sq.query.tolist(),
                 "want": sq.want,
                 "min_score": sq.min_score,
             }
         ).encode()
+        function = self.function_for(sq)
         throttled = False
         for attempt in range(self.attempts):
             if attempt:
                 time.sleep(random.uniform(0, min(1.0, 0.05 * 4**attempt)))
             try:
-                response = self.invoke(
-                    FunctionName=self.function_name, InvocationType="RequestResponse", Payload=payload
-                )
+                response = self.invoke(FunctionName=function, InvocationType="RequestResponse", Payload=payload)
             except Exception as exc:  # noqa: BLE001 - every failure is retried, then named below
                 throttled = _error_code(exc) in THROTTLED
                 logger.warning("shard invocation failed", extra={"attempt": attempt, "throttled": throttled})

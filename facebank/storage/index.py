@@ -229,7 +229,7 @@ class SegmentIndex(Generic[R]):
 
     # --- shards (facebank/storage/shards.py)
 
-    def shard_layout(self, collection_id: str) -> list[list[str]]:
+    def shard_layout(self, collection_id: str) -> list[tuple[int, list[str]]]:
         """The shards a search of the collection covers now: the stored map over the listed segments."""
         listed = self.vectors.list_segments(collection_id)
         self.cache.retain(collection_id, set(listed))
@@ -242,8 +242,8 @@ class SegmentIndex(Generic[R]):
         # are then in a newer segment that a fresh listing shows, so plan again.
         for _ in range(5):
             queries = [
-                ShardQuery(collection_id, self.kind, tuple(segs), q, want, min_score)
-                for segs in self.shard_layout(collection_id)
+                ShardQuery(collection_id, self.kind, shard, tuple(segs), q, want, min_score)
+                for shard, segs in self.shard_layout(collection_id)
             ]
             try:
                 if self.searcher is None:

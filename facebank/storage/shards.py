@@ -56,16 +56,19 @@ class ShardMap:
         return {name for shard in self.shards for name in shard}
 
 
-def layout(stored: ShardMap, listed: Sequence[str], tail_segments: int = TAIL_SEGMENTS) -> list[list[str]]:
-    """The shards a search covers: each stored shard restricted to the segments that exist now
-    (compaction may have removed some), then the listed segments no shard holds, in tail shards of
-    at most tail_segments. Every listed segment is in exactly one of them."""
+def layout(stored: ShardMap, listed: Sequence[str], tail_segments: int = TAIL_SEGMENTS) -> list[tuple[int, list[str]]]:
+    """The shards a search covers, as (shard number, segments): each stored shard restricted to
+    the segments that exist now (compaction may have removed some), then the listed segments no
+    shard holds, in tail shards of at most tail_segments, numbered after the stored ones. Every
+    listed segment is in exactly one of them. The numbers are stable while the map is: the AWS
+    fan-out sends shard n to the same function every time, whose environments keep it warm."""
     present = set(listed)
-    out = [[n for n in shard if n in present] for shard in stored.shards]
-    out = [s for s in out if s]
+    out = [(i, [n for n in shard if n in present]) for i, shard in enumerate(stored.shards)]
+    out = [(i, s) for i, s in out if s]
     assigned = stored.assigned()
     tail = [n for n in listed if n not in assigned]
-    out += [tail[i : i + tail_segments] for i in range(0, len(tail), tail_segments)]
+    first = len(stored.shards)
+    out += [(first + j, tail[i : i + tail_segments]) for j, i in enumerate(range(0, len(tail), tail_segments))]
     return out
 
 
@@ -153,6 +156,7 @@ class ShardQuery:
 
     collection_id: str
     kind: str  # "faces" or "users"
+    shard: int  # its number in the collection's layout (see layout)
     segments: tuple[str, ...]
     query: np.ndarray  # float32 [d], L2-normalised
     want: int

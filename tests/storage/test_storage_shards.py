@@ -58,7 +58,8 @@ def test_compaction_assigns_shards_and_search_over_them_is_exact(stores, cid):
     all_ids += [r.face_id for r in late]
     vectors = np.concatenate([vectors, late_vecs])
     plan = index.shard_layout(cid)
-    assert len(plan) == 4 and sorted(n for s in plan for n in s) == sorted(stores.vecs.list_segments(cid))
+    assert [n for n, _ in plan] == [0, 1, 2, 3]
+    assert sorted(name for _, s in plan for name in s) == sorted(stores.vecs.list_segments(cid))
     # Deleted faces never come back, whichever shard holds them.
     gone = set(all_ids[::7])
     stores.meta.delete_faces(cid, sorted(gone))
@@ -71,7 +72,7 @@ def test_compaction_assigns_shards_and_search_over_them_is_exact(stores, cid):
         assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-6)
     # And the same as one shard of everything (the unsharded index: no map stored).
     unsharded = _index(stores, shard_rows=10**9)
-    unsharded.shard_layout = lambda c: [stores.vecs.list_segments(c)]  # type: ignore[method-assign]
+    unsharded.shard_layout = lambda c: [(0, stores.vecs.list_segments(c))]  # type: ignore[method-assign]
     q = unit_vectors(1, seed=7)[0]
     assert unsharded.search(cid, q, 40) == index.search(cid, q, 40)
 
@@ -82,7 +83,11 @@ def test_rebalance_keeps_shards_and_fills_first_fit():
     # "b" vanished (compacted away); "d" fits beside "a"; "e" is larger than a shard: its own.
     assert planned.shards == (("a", "d"), ("c", "f"), ("e",))
     assert planned.rows == (100, 60, 200)
-    assert layout(planned, ["a", "c", "d", "e", "f", "g"], tail_segments=1) == [["a", "d"], ["c", "f"], ["e"], ["g"]]
+    listed = ["a", "c", "d", "e", "f", "g", "h"]
+    expected = [(0, ["a", "d"]), (1, ["c", "f"]), (2, ["e"]), (3, ["g"]), (4, ["h"])]
+    assert layout(planned, listed, tail_segments=1) == expected
+    # A shard whose segments are all gone keeps the others' numbers (and so their functions).
+    assert layout(planned, ["c", "e"]) == [(1, ["c"]), (2, ["e"])]
 
 
 def test_top_rows_and_merge_are_exact_with_ties():
