@@ -70,8 +70,15 @@ def _normalise(m: np.ndarray) -> np.ndarray:
     return m / np.where(norms == 0, 1, norms)
 
 
-def _make_segment(ids: list[str], vectors: np.ndarray) -> _Segment:
-    return _Segment(np.array(ids, dtype=str), _normalise(vectors))
+def _make_segment(ids: list[str], vectors: np.ndarray, *, owned: bool = False) -> _Segment:
+    """owned: vectors is a fresh float32 array nobody else holds (a decoded segment), normalised
+    in place: loading a shard-sized segment then holds one copy of it, not two, and skips a pass."""
+    if not (owned and vectors.dtype == np.float32 and vectors.flags.writeable and vectors.ndim == 2):
+        return _Segment(np.array(ids, dtype=str), _normalise(vectors))
+    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))  # no temporary of the matrix's size
+    norms[norms == 0] = 1
+    vectors /= norms[:, None]
+    return _Segment(np.array(ids, dtype=str), vectors)
 
 
 class _LruCache:
@@ -169,7 +176,7 @@ class SegmentIndex(Generic[R]):
     def _load(self, collection_id: str, name: str) -> _Segment:
         seg = self.cache.get((collection_id, name))
         if seg is None:
-            seg = _make_segment(*self.vectors.read_segment(collection_id, name))
+            seg = _make_segment(*self.vectors.read_segment(collection_id, name), owned=True)
             self.cache.put((collection_id, name), seg)
         return seg
 
