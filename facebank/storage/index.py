@@ -64,10 +64,17 @@ class _Scored:
         return [str(self.segs[w].ids[r - self.starts[w]]) for w, r in zip(which.tolist(), rows.tolist(), strict=True)]
 
 
+def _norms(m: np.ndarray) -> np.ndarray:
+    """Row norms (keepdims), 0 replaced by 1, computed one way everywhere: a segment normalised
+    where it was written and where it was loaded must hold the same floats, bit for bit."""
+    norms = np.sqrt(np.einsum("...i,...i->...", m, m))[..., None]  # no temporary of the matrix's size
+    norms[norms == 0] = 1
+    return norms
+
+
 def _normalise(m: np.ndarray) -> np.ndarray:
     m = np.asarray(m, dtype=np.float32)
-    norms = np.linalg.norm(m, axis=-1, keepdims=True)
-    return m / np.where(norms == 0, 1, norms)
+    return m / _norms(m)
 
 
 def _make_segment(ids: list[str], vectors: np.ndarray, *, owned: bool = False) -> _Segment:
@@ -75,9 +82,7 @@ def _make_segment(ids: list[str], vectors: np.ndarray, *, owned: bool = False) -
     in place: loading a shard-sized segment then holds one copy of it, not two, and skips a pass."""
     if not (owned and vectors.dtype == np.float32 and vectors.flags.writeable and vectors.ndim == 2):
         return _Segment(np.array(ids, dtype=str), _normalise(vectors))
-    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))  # no temporary of the matrix's size
-    norms[norms == 0] = 1
-    vectors /= norms[:, None]
+    vectors /= _norms(vectors)
     return _Segment(np.array(ids, dtype=str), vectors)
 
 
