@@ -76,14 +76,18 @@ def plan_shards(stored: ShardMap, row_counts: dict[str, int], max_rows: int) -> 
     """A new assignment for the segments in row_counts (name -> rows; all that exist): shards keep
     the segments they had (so warm shard functions keep their caches), vanished ones are dropped,
     and unassigned ones go first-fit into the shard with room, else into a new shard. A segment of
-    more than max_rows rows (an older, larger compaction) is a shard of its own."""
+    more than max_rows rows (an older, larger compaction) is a shard of its own; a shard of several
+    segments over max_rows (max_rows was lowered) is dissolved and its segments assigned again."""
     shards: list[list[str]] = []
     rows: list[int] = []
     for shard in stored.shards:
         kept = [n for n in shard if n in row_counts]
+        total = sum(row_counts[n] for n in kept)
+        if len(kept) > 1 and total > max_rows:
+            continue  # over a lowered max_rows: its segments are assigned again below
         if kept:
             shards.append(kept)
-            rows.append(sum(row_counts[n] for n in kept))
+            rows.append(total)
     assigned = {n for s in shards for n in s}
     for name in sorted(n for n in row_counts if n not in assigned):  # names sort in creation order
         n_rows = row_counts[name]

@@ -86,6 +86,9 @@ def test_rebalance_keeps_shards_and_fills_first_fit():
     listed = ["a", "c", "d", "e", "f", "g", "h"]
     expected = [(0, ["a", "d"]), (1, ["c", "f"]), (2, ["e"]), (3, ["g"]), (4, ["h"])]
     assert layout(planned, listed, tail_segments=1) == expected
+    # Lowering max_rows dissolves the shards now too large; a single large segment stays whole.
+    smaller = plan_shards(planned, {"a": 60, "c": 50, "d": 40, "e": 200, "f": 10}, max_rows=50)
+    assert smaller.shards == (("e",), ("a",), ("c",), ("d", "f"))
     # A shard whose segments are all gone keeps the others' numbers (and so their functions).
     assert layout(planned, ["c", "e"]) == [(1, ["c"]), (2, ["e"])]
 
