@@ -218,7 +218,12 @@ def test_search_faces_over_shards_equals_the_unsharded_search(env, probe):
     # One invocation per shard of the collection, each with its own segments, and each shard
     # always sent to the same shard function (whose environments keep it warm).
     shards = env.ctx.index.shard_layout(env.cid)
-    assert sorted(tuple(c["segments"]) for c in env.route.calls) == sorted(tuple(s) for _, s in shards)
+    searches = [c for c in env.route.calls if "fetch" not in c]
+    assert sorted(tuple(c["segments"]) for c in searches) == sorted(tuple(s) for _, s in shards)
+    # The searched face's vector came from the shards too (its segment was compacted away since it
+    # was indexed, so from all of them): the search function itself read no segment.
+    fetches = [c for c in env.route.calls if "fetch" in c]
+    assert fetches and all(c["fetch"] == [face_id] for c in fetches)
     for c in env.route.calls:
         env.sent_to.setdefault(tuple(c["segments"]), set()).add(c["function"])
     assert all(len(functions) == 1 for functions in env.sent_to.values())
@@ -237,7 +242,10 @@ def test_search_users_over_shards_equals_the_unsharded_search(env):
     assert status == 200, out
     expected = exact(user_ids, np.stack(means), means[7], 12, "user07")  # the user itself is left out
     assert [m["User"]["UserId"] for m in out["UserMatches"]] == expected
-    assert {c["kind"] for c in env.route.calls} == {"users"} and len(env.route.calls) >= 2
+    searches = [c for c in env.route.calls if "fetch" not in c]
+    assert {c["kind"] for c in searches} == {"users"} and len(searches) >= 2
+    # The user's vector is built from its faces' vectors, fetched from the face shards.
+    assert {c["kind"] for c in env.route.calls if "fetch" in c} == {"faces"}
 
 
 def _search(env) -> tuple[int, dict]:
@@ -258,7 +266,8 @@ def test_a_throttled_shard_is_retried_then_fails_the_search_with_throttling(env)
     finally:
         env.route.fault = None
     assert status == 400 and out["__type"] == "ThrottlingException", out
-    assert sum(1 for c in env.route.calls if c["segments"] == victim) == ATTEMPTS
+    assert sum(1 for c in env.route.calls if c["segments"] == victim and "fetch" not in c) in (0, ATTEMPTS)
+    assert sum(1 for c in env.route.calls if c["segments"] == victim) >= ATTEMPTS
 
 
 def test_a_failing_shard_fails_the_search_never_a_partial_answer(env):
@@ -289,7 +298,7 @@ def test_a_shard_that_fails_once_is_retried_and_the_answer_is_whole(env):
     finally:
         env.route.fault = None
     assert got == expected and got[0] == 200
-    assert sum(1 for c in env.route.calls if c["segments"] == victim) == 2
+    assert sum(1 for c in env.route.calls if c["segments"] == victim) >= 2
 
 
 def test_a_segment_compacted_away_mid_search_is_planned_again(env):

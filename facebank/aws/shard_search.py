@@ -30,12 +30,12 @@ import time
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from facebank.aws.runtime import lambda_entry, logger, shared_context
 from facebank.settings import Settings
 from facebank.storage.errors import SegmentNotFound, ShardFailed, ShardThrottled
-from facebank.storage.shards import KINDS, ShardAnswer, ShardQuery
+from facebank.storage.shards import KINDS, ShardAnswer, ShardFetch, ShardQuery
 
 THROTTLED = {"TooManyRequestsException", "ThrottlingException", "EC2ThrottledException"}
 ATTEMPTS = 3  # per shard, on top of botocore's own retries of throttling
@@ -58,11 +58,14 @@ def handler(event: dict, context: Any) -> dict:
         kind=kind,
         shard=int(event.get("shard", 0)),
         segments=tuple(event["segments"]),
-        query=np.asarray(event["query"], dtype=np.float32),
-        want=int(event["want"]),
-        min_score=float(event["min_score"]),
+        query=np.asarray(event.get("query", []), dtype=np.float32),
+        want=int(event.get("want", 0)),
+        min_score=float(event.get("min_score", -1.0)),
     )
     try:
+        if "fetch" in event:  # stored vectors of some rows, not a search
+            sf = ShardFetch(sq.collection_id, kind, sq.shard, sq.segments, tuple(event["fetch"]))
+            return {"vectors": {row: v.tolist() for row, v in index.fetch_shard(sf).items()}}
         answer = index.search_shard(sq)
     except SegmentNotFound:
         return {"error": "SegmentNotFound"}
@@ -72,6 +75,7 @@ def handler(event: dict, context: Any) -> dict:
 # --- the fan-out, in the search functions
 
 Invoke = Callable[..., dict]  # lambda_client.invoke(FunctionName=..., Payload=...) -> its response
+T = TypeVar("T")
 
 
 class LambdaShards:
@@ -106,13 +110,13 @@ class LambdaShards:
             concurrency=settings.shard_concurrency,
         )
 
-    def function_for(self, sq: ShardQuery) -> str:
+    def function_for(self, collection_id: str, kind: str, shard: int) -> str:
         """The shard function that answers this shard: the same one for the same shard of the same
         collection every time, so its environments keep that shard's segments warm (Lambda routes
         an invocation to any environment of a function, so affinity must come from the name).
         Collections start at different slots, so their shards spread over all functions."""
-        start = zlib.crc32(f"{sq.kind}/{sq.collection_id}".encode())
-        return f"{self.function_prefix}{(start + sq.shard) % self.slots}"
+        start = zlib.crc32(f"{kind}/{collection_id}".encode())
+        return f"{self.function_prefix}{(start + shard) % self.slots}"
 
     def search(self, queries: list[ShardQuery]) -> list[ShardAnswer]:
         if len(queries) == 1:
@@ -120,19 +124,36 @@ class LambdaShards:
         # list() waits for every shard and re-raises the first failure: no partial answer.
         return list(self.pool.map(self._one, queries))
 
+    def fetch(self, requests: list[ShardFetch]) -> dict[str, Any]:
+        import numpy as np
+
+        def one(sf: ShardFetch) -> dict[str, Any]:
+            event = {"collection_id": sf.collection_id, "kind": sf.kind, "shard": sf.shard,
+                     "segments": list(sf.segments), "fetch": list(sf.rows)}  # fmt: skip
+            found = self._invoke(sf.collection_id, sf.kind, sf.shard, event, _vectors)
+            return {row: np.asarray(v, dtype=np.float32) for row, v in found.items()}
+
+        out: dict[str, Any] = {}
+        for found in self.pool.map(one, requests):
+            for row, v in found.items():
+                out.setdefault(row, v)
+        return out
+
     def _one(self, sq: ShardQuery) -> ShardAnswer:
-        payload = json.dumps(
-            {
-                "collection_id": sq.collection_id,
-                "kind": sq.kind,
-                "shard": sq.shard,
-                "segments": list(sq.segments),
-                "query": sq.query.tolist(),
-                "want": sq.want,
-                "min_score": sq.min_score,
-            }
-        ).encode()
-        function = self.function_for(sq)
+        event = {
+            "collection_id": sq.collection_id,
+            "kind": sq.kind,
+            "shard": sq.shard,
+            "segments": list(sq.segments),
+            "query": sq.query.tolist(),
+            "want": sq.want,
+            "min_score": sq.min_score,
+        }
+        return self._invoke(sq.collection_id, sq.kind, sq.shard, event, _answer)
+
+    def _invoke(self, collection_id: str, kind: str, shard: int, event: dict, parse: Callable[[dict], T | None]) -> T:
+        payload = json.dumps(event).encode()
+        function = self.function_for(collection_id, kind, shard)
         throttled = False
         for attempt in range(self.attempts):
             if attempt:
@@ -143,14 +164,13 @@ class LambdaShards:
                 throttled = _error_code(exc) in THROTTLED
                 logger.warning("shard invocation failed", extra={"attempt": attempt, "throttled": throttled})
                 continue
-            answer = _answer(response)
+            answer = parse(response)
             if answer is not None:
                 return answer
             throttled = False
-        segments = len(sq.segments)
         if throttled:
-            raise ShardThrottled(f"shard of {segments} segments of {sq.collection_id!r} throttled")
-        raise ShardFailed(f"shard of {segments} segments of {sq.collection_id!r} gave no answer")
+            raise ShardThrottled(f"shard {shard} of {collection_id!r} throttled")
+        raise ShardFailed(f"shard {shard} of {collection_id!r} gave no answer")
 
 
 def _error_code(exc: Exception) -> str:
@@ -158,8 +178,8 @@ def _error_code(exc: Exception) -> str:
     return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
 
 
-def _answer(response: dict) -> ShardAnswer | None:
-    """The shard's answer, None when the invocation failed (function error, bad payload);
+def _payload(response: dict) -> Any:
+    """The function's JSON answer; None when the invocation failed (function error, not JSON);
     raises SegmentNotFound when the shard says a segment is gone."""
     body: Any = response.get("Payload")
     raw: bytes = body.read() if hasattr(body, "read") else (body or b"")
@@ -168,12 +188,31 @@ def _answer(response: dict) -> ShardAnswer | None:
         return None
     try:
         doc = json.loads(raw or b"null")
-        if isinstance(doc, dict) and doc.get("error") == "SegmentNotFound":
-            raise SegmentNotFound("a segment of the shard is gone")
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and doc.get("error") == "SegmentNotFound":
+        raise SegmentNotFound("a segment of the shard is gone")
+    if not isinstance(doc, dict):
+        logger.warning("shard answer unusable", extra={"payload": raw[:200].decode(errors="replace")})
+        return None
+    return doc
+
+
+def _answer(response: dict) -> ShardAnswer | None:
+    doc = _payload(response)
+    try:
         rows, scores, complete = doc["rows"], doc["scores"], doc["complete"]
         if not (isinstance(rows, list) and isinstance(scores, list) and len(rows) == len(scores)):
             raise ValueError("rows and scores do not match")
         return ShardAnswer([str(r) for r in rows], [float(s) for s in scores], bool(complete))
     except (ValueError, KeyError, TypeError):
-        logger.warning("shard answer unusable", extra={"payload": raw[:200].decode(errors="replace")})
+        logger.warning("shard answer unusable", extra={"keys": sorted(doc) if isinstance(doc, dict) else None})
         return None
+
+
+def _vectors(response: dict) -> dict[str, list[float]] | None:
+    doc = _payload(response)
+    found = doc.get("vectors") if isinstance(doc, dict) else None
+    if not isinstance(found, dict) or not all(isinstance(v, list) for v in found.values()):
+        return None
+    return found

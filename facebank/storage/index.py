@@ -25,7 +25,14 @@ import numpy as np
 from facebank.storage import segments, shards
 from facebank.storage.errors import CollectionNotFound, FaceNotFound, SegmentNotFound, StorageBusy
 from facebank.storage.ports import FaceRecord, MetadataStore, VectorStore
-from facebank.storage.shards import DEFAULT_SHARD_ROWS, ShardAnswer, ShardMap, ShardQuery, ShardSearcher
+from facebank.storage.shards import (
+    DEFAULT_SHARD_ROWS,
+    ShardAnswer,
+    ShardFetch,
+    ShardMap,
+    ShardQuery,
+    ShardSearcher,
+)
 
 DEFAULT_CACHE_MB = 4096  # the face index's segment cache (facebank.settings: segment_cache_mb)
 
@@ -282,6 +289,17 @@ class SegmentIndex(Generic[R]):
         # query would cost more than the matmul.
         return shards.top_rows(scored.at, scores, sq.want, sq.min_score)
 
+    def fetch_shard(self, sf: ShardFetch) -> dict[str, np.ndarray]:
+        """Stored (normalised) vectors of sf.rows found in sf.segments, loaded in this process.
+        Raises SegmentNotFound when one of the segments is gone."""
+        wanted = np.array(sf.rows, dtype=str)
+        out: dict[str, np.ndarray] = {}
+        for name in sf.segments:
+            seg = self._load(sf.collection_id, name)
+            for r in np.flatnonzero(np.isin(seg.ids, wanted)).tolist():
+                out.setdefault(str(seg.ids[r]), seg.vectors[r].copy())
+        return out
+
     def rebalance(self, collection_id: str, *, attempts: int = 5) -> ShardMap:
         """Assign the collection's segments to shards (shards.plan_shards) and store the map; the
         only writer of shard maps besides the first compaction. Returns the map stored."""
@@ -440,6 +458,8 @@ class VectorIndex(SegmentIndex[FaceRecord]):
     def vectors_of(self, collection_id: str, faces: list[FaceRecord]) -> dict[str, np.ndarray]:
         """Stored (normalised) vectors of the given faces by face id; faces without one are left
         out. Looks in each face's own segment first, then (compacted away) in all of them."""
+        if self.searcher is not None:
+            return self._vectors_from_shards(collection_id, faces)
         out: dict[str, np.ndarray] = {}
         missing = []
         for rec in faces:
@@ -457,6 +477,30 @@ class VectorIndex(SegmentIndex[FaceRecord]):
                     if face_id not in out and (row := self._find(seg, face_id)) is not None:
                         out[face_id] = row
         return out
+
+    def _vectors_from_shards(self, collection_id: str, faces: list[FaceRecord]) -> dict[str, np.ndarray]:
+        """vectors_of through the shard searcher: each face's own segment from the shard holding
+        it, then the faces not found there (segment compacted away) from every shard."""
+        for _ in range(5):
+            plan = self.shard_layout(collection_id)
+            where = {name: shard for shard, segs in plan for name in segs}
+            asks: dict[tuple[int, str], list[str]] = {}
+            for rec in faces:
+                if rec.segment in where:
+                    asks.setdefault((where[rec.segment], rec.segment), []).append(rec.face_id)
+            try:
+                out = self.searcher.fetch(  # type: ignore[union-attr] # set: checked by the caller
+                    [ShardFetch(collection_id, self.kind, n, (seg,), tuple(ids)) for (n, seg), ids in asks.items()]
+                )
+                missing = tuple(rec.face_id for rec in faces if rec.face_id not in out)
+                if missing:
+                    out |= self.searcher.fetch(  # type: ignore[union-attr]
+                        [ShardFetch(collection_id, self.kind, n, tuple(segs), missing) for n, segs in plan]
+                    )
+            except SegmentNotFound:
+                continue  # compaction replaced a segment meanwhile: plan again
+            return out
+        raise SegmentNotFound(f"segments of {collection_id!r} keep disappearing")
 
     @staticmethod
     def _find(seg: _Segment, face_id: str) -> np.ndarray | None:

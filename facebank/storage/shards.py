@@ -167,9 +167,25 @@ class ShardQuery:
     min_score: float
 
 
+@dataclass(frozen=True)
+class ShardFetch:
+    """Stored vectors of some rows, from the shard that holds their segments (a search by FaceId
+    needs the face's vector: the shard has it warm, the search function would read a whole segment)."""
+
+    collection_id: str
+    kind: str
+    shard: int
+    segments: tuple[str, ...]
+    rows: tuple[str, ...]
+
+
 class ShardSearcher(Protocol):
     """Answers many shard queries (one per shard of a search), exactly; raises SegmentNotFound when
     a segment of a shard is gone (the caller plans again), ShardThrottled / ShardFailed when a
     shard's answer could not be had after retries."""
 
     def search(self, queries: list[ShardQuery]) -> list[ShardAnswer]: ...
+
+    def fetch(self, requests: list[ShardFetch]) -> dict[str, np.ndarray]:
+        """The stored vectors of the requested rows found in their segments (others left out)."""
+        ...
