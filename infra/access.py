@@ -117,8 +117,10 @@ OPERATION_ACCESS: dict[str, Access] = {
     # ClientRequestToken idempotency) in one transaction.
     "DeleteUser": _a(collections={GET, UPDATE}, users=_LEDGER, faces={UPDATE}),
     "ListUsers": _a(collections={GET}, users={QUERY}),
-    "AssociateFaces": _a(**_MEMBERSHIP),
-    "DisassociateFaces": _a(**_MEMBERSHIP),
+    # They read the user's faces' vectors from the shard functions (a light function must not load
+    # a shard-sized segment itself).
+    "AssociateFaces": _a(**_MEMBERSHIP, shards=True),
+    "DisassociateFaces": _a(**_MEMBERSHIP, shards=True),
     "SearchUsers": _a(**_SEARCH_USERS, heavy=True, shards=True),
     "SearchUsersByImage": _a(**_SEARCH_USERS, images=True, heavy=True, shards=True),
 }

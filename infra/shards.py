@@ -5,11 +5,11 @@ and every function's segment cache sized from its own memory.
 each answer the shards sent to them: shard n of a collection always goes to the same function
 (``facebank.aws.shard_search.LambdaShards.function_for``), because Lambda hands an invocation to
 any environment of a function and only the name gives affinity, which is what keeps a shard warm.
-The search functions (``Access.shards`` in infra/access.py) get the name prefix and the count in
-``FACEBANK_SHARD_FUNCTION`` / ``FACEBANK_SHARD_SLOTS`` and may invoke those functions and nothing
-else (``lambda:InvokeFunction`` on their ARNs, no wildcard). A shard function has no table and no
-model: it reads the segment objects it is told (``vectors/``, GetObject only; it never lists). Its
-memory is the ``memory`` entry ``ShardSearch`` (default ``memorySize``).
+The search functions and Associate/DisassociateFaces (``Access.shards`` in infra/access.py) get
+the name prefix and the count in ``FACEBANK_SHARD_FUNCTION`` / ``FACEBANK_SHARD_SLOTS`` and may
+invoke those functions and nothing else (``lambda:InvokeFunction`` on their ARNs, no wildcard).
+A shard function has no table and no model: it reads the segment objects it is told (``vectors/``,
+GetObject only; it never lists). Its memory is the ``memory`` entry ``ShardSearch`` (default ``memorySize``).
 
 ``FACEBANK_SEGMENT_CACHE_MB`` follows each function's memory (``segment_cache_mb``): the cache must
 never push a function past its memory, and should hold what the function keeps warm.

@@ -705,7 +705,8 @@ def test_cdk_synth_via_app_py_offline(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     template = json.loads((tmp_path / "Facebank.template.json").read_text())
-    assert len(resources(template, "AWS::Lambda::Function")) == len(OPERATIONS) + len(EXTRA_FUNCTIONS)
+    functions = len(OPERATIONS) + len(EXTRA_FUNCTIONS) + SHARD_FUNCTIONS
+    assert len(resources(template, "AWS::Lambda::Function")) == functions
     report = json.loads((tmp_path / "validation-report.json").read_text())
     assert [p["conclusion"] for p in report["pluginReports"]] == ["success"]
 
@@ -750,7 +751,9 @@ def test_shard_functions_read_segments_only_and_only_search_functions_invoke_the
                 assert sorted(r["Fn::GetAtt"][0] for r in st["Resource"]) == sorted(shard_fns)
                 invokers |= {r["Ref"] for r in policy["Properties"]["Roles"]}
     searches = sorted(op for op, access in OPERATION_ACCESS.items() if access.shards)
-    assert searches == ["SearchFaces", "SearchFacesByImage", "SearchUsers", "SearchUsersByImage"]
+    # The searches, and the membership changes that rebuild a user's vector from its faces'.
+    assert searches == ["AssociateFaces", "DisassociateFaces", "SearchFaces", "SearchFacesByImage", "SearchUsers",
+                        "SearchUsersByImage"]  # fmt: skip
     assert invokers == {function(template, op_handler(op))[1]["Properties"]["Role"]["Fn::GetAtt"][0] for op in searches}
     for op in searches:
         env = function(template, op_handler(op))[1]["Properties"]["Environment"]["Variables"]
