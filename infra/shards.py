@@ -36,18 +36,19 @@ SHARD_TIMEOUT = Duration.seconds(20)  # inside the search functions' 30 s
 # Powertools; the models and onnxruntime's arena where it loads them.
 RUNTIME_MB = 256
 MODELS_MB = 512
-ROW_BYTES = 4 * 128 + 4 * 36  # a cached row: 128 float32 + its id (numpy unicode, 36 characters)
+ID_BYTES = 4 * 36  # a cached row's face id: numpy unicode, 36 characters
 
 
-def shard_mb(shard_rows: int) -> int:
-    return -(-shard_rows * ROW_BYTES // (1 << 20))
+def shard_mb(shard_rows: int, dimension: int = 128) -> int:
+    """A cached shard's size: float32 vectors of the pack's dimension plus ids."""
+    return -(-shard_rows * (4 * dimension + ID_BYTES) // (1 << 20))
 
 
-def segment_cache_mb(memory_mb: int, *, models: bool, shard_rows: int) -> int:
+def segment_cache_mb(memory_mb: int, *, models: bool, shard_rows: int, dimension: int = 128) -> int:
     """The segment cache bound for a function of memory_mb: what is left after the runtime (and
     models), minus room to load one more shard-sized segment (reading one briefly holds the
     object's bytes and the decoded copy beside the cache: about twice its size)."""
-    reserve = RUNTIME_MB + (MODELS_MB if models else 0) + 2 * shard_mb(shard_rows)
+    reserve = RUNTIME_MB + (MODELS_MB if models else 0) + 2 * shard_mb(shard_rows, dimension)
     return max(64, memory_mb - reserve)
 
 
@@ -85,7 +86,8 @@ def add_sharded_search(stack: FacebankStack) -> list[lambda_.Function]:
         access = stack.function_access[name]
         if not access.storage:
             continue
-        cache = segment_cache_mb(stack.function_memory[name], models=access.models, shard_rows=cfg.shard_rows)
+        memory, dimension = stack.function_memory[name], stack.model_pack.dimension
+        cache = segment_cache_mb(memory, models=access.models, shard_rows=cfg.shard_rows, dimension=dimension)
         function.add_environment("FACEBANK_SHARD_ROWS", str(cfg.shard_rows))
         function.add_environment("FACEBANK_SEGMENT_CACHE_MB", str(cache))
     return shard_functions

@@ -13,7 +13,7 @@ top ``want`` is a subset of the union of the shards' top ``want``, so ``merge`` 
 exactly the top ``want`` of one unsharded search over all segments, in the same order.
 
 Both runtimes use this module: ``facebank serve`` searches the shards one after the other in its
-own process (``LocalShards``); on AWS one shard-search function invocation per shard answers in
+own process (a ``SegmentIndex`` without a searcher); on AWS one shard-search function invocation per shard answers in
 parallel (``facebank/aws/shard_search.py``) and the search function merges.
 """
 
