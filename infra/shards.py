@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 
 SHARD_FUNCTION = "ShardSearch"  # the `memory` key, and the functions' name stem
 SHARD_ACCESS = Access(vectors=frozenset({GET_OBJECT}), models=False, heavy=True)
-SHARD_TIMEOUT = Duration.seconds(20)  # inside the search functions' 30 s
+# A warm shard answers in tens of ms, a cold one loads ~300 MB first; the fan-out's read timeout
+# (facebank/aws/shard_search.py) is just above this, so a retry still fits in API Gateway's 29 s.
+SHARD_TIMEOUT = Duration.seconds(10)
 
 # What a function holds besides its segment cache (MB): the Python runtime with numpy, boto3 and
 # Powertools; the models and onnxruntime's arena where it loads them.

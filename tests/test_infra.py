@@ -739,7 +739,12 @@ def test_shard_functions_read_segments_only_and_only_search_functions_invoke_the
     assert names == sorted(f"facebank-ShardSearch{n}" for n in range(SHARD_FUNCTIONS))
     for fn in shard_fns.values():
         assert _role_grants(template, fn["Properties"]["Role"]["Fn::GetAtt"][0]) == expected_grants(SHARD_ACCESS)
-        assert fn["Properties"]["MemorySize"] == 2048 and fn["Properties"]["Timeout"] < 30
+        # A timed-out shard is retried once within API Gateway's 29 s (facebank/aws/shard_search.py).
+        from facebank.aws.shard_search import READ_TIMEOUT_S, RETRY_BUDGET_S
+
+        timeout = fn["Properties"]["Timeout"]
+        assert fn["Properties"]["MemorySize"] == 2048 and timeout < READ_TIMEOUT_S
+        assert RETRY_BUDGET_S + READ_TIMEOUT_S < 29
     assert SHARD_ACCESS.vectors == {"GetObject"} and not SHARD_ACCESS.tables()
     invokers = set()
     for policy in resources(template, "AWS::IAM::Policy").values():

@@ -38,7 +38,9 @@ from facebank.storage.errors import SegmentNotFound, ShardFailed, ShardThrottled
 from facebank.storage.shards import KINDS, ShardAnswer, ShardFetch, ShardQuery
 
 THROTTLED = {"TooManyRequestsException", "ThrottlingException", "EC2ThrottledException"}
-ATTEMPTS = 3  # per shard, on top of botocore's own retries of throttling
+ATTEMPTS = 3  # per shard (botocore's own retries are off: this loop is the only one)
+RETRY_BUDGET_S = 15.0  # no new attempt after this long: the answer must beat API Gateway's 29 s
+READ_TIMEOUT_S = 11.0  # the shard functions' timeout is 10 s (infra/shards.py)
 
 
 # --- the shard-search function
@@ -96,13 +98,15 @@ class LambdaShards:
         import boto3
         from botocore.config import Config
 
+        if not settings.shard_function:
+            raise ValueError("FACEBANK_SHARD_FUNCTION is not set: there is no shard function to fan out to")
         config = Config(
-            retries={"mode": "standard", "max_attempts": 4},  # backs off on TooManyRequestsException
+            retries={"mode": "standard", "total_max_attempts": 1},
             max_pool_connections=max(10, settings.shard_concurrency),
-            read_timeout=60,
+            connect_timeout=2,
+            read_timeout=READ_TIMEOUT_S,
         )
         client = boto3.client("lambda", region_name=settings.region, config=config)
-        assert settings.shard_function
         return cls(
             client.invoke,
             settings.shard_function,
@@ -155,9 +159,12 @@ class LambdaShards:
         payload = json.dumps(event).encode()
         function = self.function_for(collection_id, kind, shard)
         throttled = False
+        started = time.monotonic()
         for attempt in range(self.attempts):
             if attempt:
-                time.sleep(random.uniform(0, min(1.0, 0.05 * 4**attempt)))
+                if time.monotonic() - started > RETRY_BUDGET_S:
+                    break
+                time.sleep(random.uniform(0.05, min(1.0, 0.1 * 4**attempt)))  # jittered: throttling eases
             try:
                 response = self.invoke(FunctionName=function, InvocationType="RequestResponse", Payload=payload)
             except Exception as exc:  # noqa: BLE001 - every failure is retried, then named below
