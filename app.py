@@ -27,6 +27,8 @@ Context (``-c key=value`` or cdk.json), with defaults:
   maxVideoJobs (20)                 concurrent IN_PROGRESS video jobs (LimitExceededException above)
   videoSegmentSeconds (120)         seconds of video one worker invocation analyses
   videoConcurrency (20)             most video workers at once (segments analysed in parallel)
+  shardFunctions (40)               shard-search functions searches fan out to (docs/collections.md)
+  shardRows (500000)                most faces per shard: compaction and rebalancing keep shards this size
   skipLayerBuild (false)            true: tiny placeholder layers (tests, reviews; not deployable);
                                     also FACEBANK_SKIP_LAYER_BUILD=1
   nag (true)                        run cdk-nag's AwsSolutions checks at synth (if cdk-nag is
@@ -105,6 +107,8 @@ def settings(ctx) -> Settings:
         max_video_jobs=int(get("maxVideoJobs", 20)),
         video_segment_seconds=int(get("videoSegmentSeconds", 120)),
         video_concurrency=int(get("videoConcurrency", 20)),
+        shard_functions=int(get("shardFunctions", 40)),
+        shard_rows=int(get("shardRows", 500_000)),
     )
 
 

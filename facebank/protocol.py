@@ -68,6 +68,9 @@ STORAGE_ERRORS: dict[type[Exception], Callable[[Any], RekognitionError]] = {
     storage.JobLimit: lambda e: LimitExceededException(
         f"{e.max_active} video jobs are in progress, the limit of this deployment; start more when one finishes"
     ),
+    # A shard of a sharded search could not answer after retries: no partial result, ever.
+    storage.ShardThrottled: lambda e: ThrottlingException("Search capacity exceeded; retry"),
+    storage.ShardFailed: lambda e: InternalServerError("A search shard failed; retry"),
 }
 
 

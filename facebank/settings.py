@@ -53,6 +53,11 @@ class Settings:
     sns_endpoint_url: str | None = None  # FACEBANK_SNS_ENDPOINT_URL / --sns-endpoint-url; None: boto3's own
     video_queue_url: str | None = None  # FACEBANK_VIDEO_QUEUE_URL (AWS: the video worker's queue)
     notification_topics: tuple[str, ...] = ()  # FACEBANK_NOTIFICATION_TOPICS: ARN patterns; empty: any
+    # Sharded search (facebank/storage/shards.py, facebank/aws/shard_search.py)
+    shard_rows: int = 500_000  # FACEBANK_SHARD_ROWS: most rows per shard (compaction and rebalancing)
+    shard_function: str | None = None  # FACEBANK_SHARD_FUNCTION: shard functions' name prefix; None: in-process
+    shard_slots: int = 1  # FACEBANK_SHARD_SLOTS: shard functions <prefix>0 .. <prefix><slots - 1>
+    shard_concurrency: int = 64  # FACEBANK_SHARD_CONCURRENCY: shard invocations in flight per search
 
     @property
     def resolved_model_dir(self) -> Path:
@@ -106,4 +111,8 @@ class Settings:
             notification_topics=tuple(
                 t.strip() for t in env.get("FACEBANK_NOTIFICATION_TOPICS", "").split(",") if t.strip()
             ),
+            shard_rows=int(number("FACEBANK_SHARD_ROWS", int, 500_000)),
+            shard_function=text("FACEBANK_SHARD_FUNCTION"),
+            shard_slots=int(number("FACEBANK_SHARD_SLOTS", int, 1)),
+            shard_concurrency=int(number("FACEBANK_SHARD_CONCURRENCY", int, 64)),
         )

@@ -93,6 +93,13 @@ def aws_context(settings: Settings) -> Context:
 
         submit(settings, job_id)
 
+    def open_searcher() -> Any:
+        if not settings.shard_function:
+            return None  # search the shards in this process
+        from facebank.aws.shard_search import LambdaShards
+
+        return LambdaShards.from_settings(settings)
+
     return Context(
         settings,
         open_storage=open_storage,
@@ -100,6 +107,7 @@ def aws_context(settings: Settings) -> Context:
         open_sns=lambda: sns_client(settings.sns_endpoint_url, settings.region),
         submit_video_job=submit_video_job,
         open_celebrities=lambda: aws_gallery(settings),
+        open_searcher=open_searcher,
     )
 
 

@@ -42,6 +42,7 @@ class Access:
     results: frozenset[str] = frozenset()
     video_queue: bool = False
     celebrities: frozenset[str] = frozenset()  # the celebrity gallery table (infra/celebrities.py)
+    shards: bool = False  # fans out to the shard-search function: lambda:InvokeFunction on it (infra/shards.py)
 
     @property
     def storage(self) -> bool:
@@ -70,16 +71,20 @@ class Access:
             self.results | other.results,
             self.video_queue or other.video_queue,
             self.celebrities | other.celebrities,
+            self.shards or other.shards,
         )
 
 
-def _a(collections=(), faces=(), users=(), vectors=(), *, images=False, heavy=False) -> Access:
-    return Access(frozenset(collections), frozenset(faces), frozenset(users), frozenset(vectors), images, True, heavy)
+def _a(collections=(), faces=(), users=(), vectors=(), *, images=False, heavy=False, shards=False) -> Access:
+    sets = (frozenset(collections), frozenset(faces), frozenset(users), frozenset(vectors))
+    return Access(*sets, images, True, heavy, shards)
 
 
 # Deleting a collection (and re-creating one whose delete was interrupted) purges its faces and users.
 _PURGE = {"faces": {QUERY, BATCH_WRITE}, "users": {QUERY, BATCH_WRITE}, "vectors": {LIST, DELETE_OBJECT}}
-_SEARCH = {"collections": {GET}, "faces": {BATCH_GET}, "vectors": {LIST, GET_OBJECT}}
+# Searches read the collection's shard map (a users-table item, facebank/storage/shards.py), list
+# the segments, fan out to the shard function, then read the merged candidates' metadata.
+_SEARCH = {"collections": {GET}, "faces": {BATCH_GET}, "users": {GET}, "vectors": {LIST, GET_OBJECT}}
 # User search reads the user's faces' vectors (face segments) and the user-vector segments
 # (vectors/<collection>/users/), then the hits' users. Searches never write: the user index's
 # opportunistic compaction is denied here (logged, search unaffected); the scheduled compaction
@@ -116,18 +121,20 @@ OPERATION_ACCESS: dict[str, Access] = {
     "ListFaces": _a(collections={GET}, faces={QUERY, BATCH_GET}, users={GET}),
     "DeleteFaces": _a(collections={GET, UPDATE}, faces={DELETE, BATCH_GET}),
     # search: read-only
-    "SearchFaces": _a(**_SEARCH, heavy=True),
-    "SearchFacesByImage": _a(**_SEARCH, images=True, heavy=True),
+    "SearchFaces": _a(**_SEARCH, heavy=True, shards=True),
+    "SearchFacesByImage": _a(**_SEARCH, images=True, heavy=True, shards=True),
     # users
     "CreateUser": _a(collections={GET, UPDATE}, users=_LEDGER),
     # DeleteUser detaches the user's faces, then deletes the user and writes its tombstone (for
     # ClientRequestToken idempotency) in one transaction.
     "DeleteUser": _a(collections={GET, UPDATE}, users=_LEDGER, faces={UPDATE}),
     "ListUsers": _a(collections={GET}, users={QUERY}),
-    "AssociateFaces": _a(**_MEMBERSHIP),
-    "DisassociateFaces": _a(**_MEMBERSHIP),
-    "SearchUsers": _a(**_SEARCH_USERS, heavy=True),
-    "SearchUsersByImage": _a(**_SEARCH_USERS, images=True, heavy=True),
+    # They read the user's faces' vectors from the shard functions (a light function must not load
+    # a shard-sized segment itself).
+    "AssociateFaces": _a(**_MEMBERSHIP, shards=True),
+    "DisassociateFaces": _a(**_MEMBERSHIP, shards=True),
+    "SearchUsers": _a(**_SEARCH_USERS, heavy=True, shards=True),
+    "SearchUsersByImage": _a(**_SEARCH_USERS, images=True, heavy=True, shards=True),
     # celebrities: read the gallery (the generation item on every call, a Scan when it moved);
     # the gallery is written only by `facebank celebrities import --aws`, with the operator's rights.
     "RecognizeCelebrities": Access(celebrities=frozenset({GET, SCAN}), images=True, heavy=True),
@@ -139,12 +146,13 @@ OPERATION_ACCESS: dict[str, Access] = {
 INGEST_OPERATIONS = ("IndexFaces", "DeleteFaces")
 LEDGER_ACTIONS = frozenset({GET, PUT})
 
-# Compaction lists collections, checks which faces (and users' current vectors) still exist, and
-# rewrites face and user-vector segments.
+# Compaction lists collections, checks which faces (and users' current vectors) still exist,
+# rewrites face and user-vector segments, and re-assigns segments to shards (the shard maps are
+# users-table items: read, then a conditional put).
 COMPACTION_ACCESS = Access(
     collections=frozenset({SCAN}),
     faces=frozenset({BATCH_GET}),
-    users=frozenset({BATCH_GET}),
+    users=frozenset({BATCH_GET, GET, PUT}),
     vectors=frozenset({LIST, GET_OBJECT, PUT_OBJECT, DELETE_OBJECT}),
     models=False,
     heavy=True,

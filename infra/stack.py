@@ -70,6 +70,7 @@ from infra.layers import (
     model_layer_build,
 )
 from infra.nag import acknowledge_role, acknowledge_stack
+from infra.shards import SHARD_FUNCTION, add_sharded_search
 from infra.video import VideoJobs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -208,6 +209,8 @@ class Settings:
     max_video_jobs: int = 20  # concurrent IN_PROGRESS jobs (Rekognition's default quota)
     video_segment_seconds: int = 120  # seconds of video per worker invocation
     video_concurrency: int = 20  # most concurrent video workers (segments analysed in parallel)
+    shard_functions: int = 40  # shard-search functions (infra/shards.py): 20M faces / shard_rows
+    shard_rows: int = 500_000  # most rows per shard (FACEBANK_SHARD_ROWS)
 
     def validate(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -223,13 +226,17 @@ class Settings:
         }.items():
             if not 128 <= int(size) <= 10240:
                 raise ValueError(f"memory for {name} must be 128..10240 MB, not {size}")
-        known = set(OPERATIONS) | {"Ingest", "Compaction", "VideoWorker"}
+        known = set(OPERATIONS) | {"Ingest", "Compaction", "VideoWorker", SHARD_FUNCTION}
         if unknown := sorted(set(self.memory) - known):
             raise ValueError(f"memory names unknown functions {unknown}; known: {sorted(known)}")
         if not 2 <= self.ingest_concurrency <= 1000:
             raise ValueError(f"ingestConcurrency must be 2..1000 (SQS event source), not {self.ingest_concurrency}")
         if self.compaction_minutes < 20:
             raise ValueError("compactionMinutes must be >= 20 (runs must not overlap; the timeout is 15 minutes)")
+        if not 1 <= self.shard_functions <= 200:
+            raise ValueError(f"shardFunctions must be 1..200, not {self.shard_functions}")
+        if not 10_000 <= self.shard_rows <= 5_000_000:
+            raise ValueError(f"shardRows must be 10000..5000000, not {self.shard_rows}")
         if self.ingest_prefix and not re.fullmatch(r"[a-zA-Z0-9!_.*'()/-]+/", self.ingest_prefix):
             raise ValueError(f"ingestPrefix must be a key prefix ending in '/', not {self.ingest_prefix!r}")
         self._validate_video()
@@ -293,10 +300,13 @@ class FacebankStack(Stack):
         self._ingest_bucket_and_queue()
         self.roles: dict[str, iam.Role] = {}
         self.functions: dict[str, lambda_.Function] = {}
+        self.function_access: dict[str, Access] = {}
+        self.function_memory: dict[str, int] = {}
         self._operation_functions()
         self._ingest_function()
         self._compaction()
         self.video.add_worker(video_layer_dir, use_placeholder_layers)
+        add_sharded_search(self)  # infra/shards.py: the shard function, fan-out grants, cache bounds
         self._api()
         self._outputs()
         acknowledge_stack(self)
@@ -585,6 +595,8 @@ class FacebankStack(Stack):
         image_resources: list[str],
         extra_env: dict[str, str] | None = None,
         layers: list[lambda_.ILayerVersion] | None = None,
+        memory_key: str | None = None,  # the `memory` entry that sizes it, if not its name
+        function_name: str | None = None,
     ) -> lambda_.Function:
         log_group = self._log_group(f"{name}Logs")
         # Own role, no managed policy: logs to its own group only, plus the table in access.py.
@@ -621,7 +633,8 @@ class FacebankStack(Stack):
             handler=handler,
             code=self.code,
             layers=layers or ([self.deps_layer, self.model_layer] if access.models else [self.deps_layer]),
-            memory_size=self._memory(name, access),
+            memory_size=self._memory(memory_key or name, access),
+            function_name=function_name,
             timeout=timeout,
             tracing=lambda_.Tracing.ACTIVE,
             log_group=log_group,
@@ -630,6 +643,8 @@ class FacebankStack(Stack):
         )
         self.roles[name] = role
         self.functions[name] = fn
+        self.function_access[name] = access
+        self.function_memory[name] = self._memory(memory_key or name, access)
         vector_objects = access.vectors - {"ListBucket"}
         acknowledge_role(
             self,

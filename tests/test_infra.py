@@ -45,6 +45,7 @@ EXTRA_FUNCTIONS = {
     "Compaction": "functions.compact.handler",
     "VideoWorker": "functions.video_worker.handler",
 }
+SHARD_FUNCTIONS = 40  # infra/shards.py, shardFunctions' default: 20M faces in shards of 500K
 VARIANT = {
     "architecture": "x86_64",
     "memorySize": "3008",
@@ -135,6 +136,8 @@ def _resource_key(template: dict, resource) -> str:
             return "vectors-bucket"
         if kind == "AWS::SQS::Queue" and lid.startswith("Video"):
             return "video-dlq" if lid.startswith("VideoDeadLetterQueue") else "video-queue"
+        if kind == "AWS::Lambda::Function" and lid.startswith("ShardSearch"):
+            return "shard-function"
         return {"AWS::Logs::LogGroup": "log", "AWS::SQS::Queue": "queue"}.get(kind, lid)
     text = json.dumps(resource)
     if "EmbeddingsBucket" in text and "/vectors/*" in text:
@@ -177,6 +180,8 @@ def expected_grants(access, image_key: str | None = "ingest-objects") -> set[tup
         out.add(("sqs:SendMessage", "video-queue"))
     if access.images and image_key:
         out |= {("s3:GetObject", image_key), ("s3:GetObjectVersion", image_key)}
+    if access.shards:
+        out.add(("lambda:InvokeFunction", "shard-function"))
     return out
 
 
@@ -185,7 +190,8 @@ def expected_grants(access, image_key: str | None = "ingest-objects") -> set[tup
 
 def test_one_python312_arm64_function_per_operation(template):
     handlers = sorted(f["Properties"]["Handler"] for f in resources(template, "AWS::Lambda::Function").values())
-    assert handlers == sorted([op_handler(op) for op in OPERATIONS] + list(EXTRA_FUNCTIONS.values()))
+    shards = ["functions.shard_search.handler"] * SHARD_FUNCTIONS
+    assert handlers == sorted([op_handler(op) for op in OPERATIONS] + list(EXTRA_FUNCTIONS.values()) + shards)
     for operation in OPERATIONS:
         _, fn = function(template, op_handler(operation))
         props = fn["Properties"]
@@ -401,7 +407,8 @@ def test_buckets_private_encrypted_tls_only_logged(template):
 
 def test_log_retention(template):
     groups = resources(template, "AWS::Logs::LogGroup")
-    assert len(groups) == len(OPERATIONS) + len(EXTRA_FUNCTIONS) + 1  # one per function + API access logs
+    # one per function (the shard functions too) + API access logs
+    assert len(groups) == len(OPERATIONS) + len(EXTRA_FUNCTIONS) + SHARD_FUNCTIONS + 1
     assert {g["Properties"]["RetentionInDays"] for g in groups.values()} == {30}
     for fn in resources(template, "AWS::Lambda::Function").values():
         assert "LoggingConfig" in fn["Properties"]
@@ -834,7 +841,8 @@ def test_cdk_synth_via_app_py_offline(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     template = json.loads((tmp_path / "Facebank.template.json").read_text())
-    assert len(resources(template, "AWS::Lambda::Function")) == len(OPERATIONS) + len(EXTRA_FUNCTIONS)
+    functions = len(OPERATIONS) + len(EXTRA_FUNCTIONS) + SHARD_FUNCTIONS
+    assert len(resources(template, "AWS::Lambda::Function")) == functions
     report = json.loads((tmp_path / "validation-report.json").read_text())
     assert [p["conclusion"] for p in report["pluginReports"]] == ["success"]
 
@@ -856,3 +864,79 @@ def test_celebrity_gallery_table_reaches_exactly_its_readers(template):
             assert got["Ref"].startswith("CelebritiesTable"), got
     assert {"CelebrityTableName", "ModelPack"} <= set(template["Outputs"])
     assert not access_for("GetCelebrityInfo").models  # metadata only: no model layer, no model load
+
+
+# --- sharded search (infra/shards.py)
+
+
+def _role_grants(template: dict, role: str) -> set[tuple[str, str]]:
+    out = set()
+    for policy in resources(template, "AWS::IAM::Policy").values():
+        if {"Ref": role} in policy["Properties"]["Roles"]:
+            for st in policy["Properties"]["PolicyDocument"]["Statement"]:
+                actions = [st["Action"]] if isinstance(st["Action"], str) else st["Action"]
+                res = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+                out |= {(a, _resource_key(template, r)) for a in actions for r in res}
+    return out
+
+
+def test_shard_functions_read_segments_only_and_only_search_functions_invoke_them(template):
+    from infra.access import Access
+    from infra.shards import SHARD_ACCESS
+
+    shard_fns = {
+        lid: fn
+        for lid, fn in resources(template, "AWS::Lambda::Function").items()
+        if fn["Properties"]["Handler"] == "functions.shard_search.handler"
+    }
+    assert len(shard_fns) == SHARD_FUNCTIONS
+    names = sorted(fn["Properties"]["FunctionName"] for fn in shard_fns.values())
+    assert names == sorted(f"facebank-ShardSearch{n}" for n in range(SHARD_FUNCTIONS))
+    for fn in shard_fns.values():
+        assert _role_grants(template, fn["Properties"]["Role"]["Fn::GetAtt"][0]) == expected_grants(SHARD_ACCESS)
+        # A timed-out shard is retried once within API Gateway's 29 s (facebank/aws/shard_search.py).
+        from facebank.aws.shard_search import READ_TIMEOUT_S, RETRY_BUDGET_S
+
+        timeout = fn["Properties"]["Timeout"]
+        assert fn["Properties"]["MemorySize"] == 2048 and timeout < READ_TIMEOUT_S
+        assert RETRY_BUDGET_S + READ_TIMEOUT_S < 29
+    assert SHARD_ACCESS.vectors == {"GetObject"} and not SHARD_ACCESS.tables()
+    invokers = set()
+    for policy in resources(template, "AWS::IAM::Policy").values():
+        for st in policy["Properties"]["PolicyDocument"]["Statement"]:
+            actions = [st["Action"]] if isinstance(st["Action"], str) else st["Action"]
+            if any(a.startswith("lambda:") for a in actions):
+                assert actions == ["lambda:InvokeFunction"]
+                # Exactly the shard functions' ARNs: no wildcard, no other function, no versions.
+                assert sorted(r["Fn::GetAtt"][0] for r in st["Resource"]) == sorted(shard_fns)
+                invokers |= {r["Ref"] for r in policy["Properties"]["Roles"]}
+    searches = sorted(op for op, access in OPERATION_ACCESS.items() if access.shards)
+    # The searches, and the membership changes that rebuild a user's vector from its faces'.
+    assert searches == ["AssociateFaces", "DisassociateFaces", "SearchFaces", "SearchFacesByImage", "SearchUsers",
+                        "SearchUsersByImage"]  # fmt: skip
+    assert invokers == {function(template, op_handler(op))[1]["Properties"]["Role"]["Fn::GetAtt"][0] for op in searches}
+    for op in searches:
+        env = function(template, op_handler(op))[1]["Properties"]["Environment"]["Variables"]
+        assert env["FACEBANK_SHARD_FUNCTION"] == "facebank-ShardSearch" and env["FACEBANK_SHARD_SLOTS"] == "40"
+    assert Access().shards is False
+    assert len(template["Resources"]) < 500  # CloudFormation's limit per stack
+
+
+def test_segment_cache_follows_each_functions_memory(template, variant):
+    from infra.shards import segment_cache_mb
+
+    checked = 0
+    for t in (template, variant):
+        for fn in resources(t, "AWS::Lambda::Function").values():
+            props = fn["Properties"]
+            env = props.get("Environment", {}).get("Variables", {})
+            if "FACEBANK_VECTOR_BUCKET" not in env:
+                assert "FACEBANK_SEGMENT_CACHE_MB" not in env
+                continue
+            cache, memory = int(env["FACEBANK_SEGMENT_CACHE_MB"]), int(props["MemorySize"])
+            models = "FACEBANK_MODEL_DIR" in env
+            rows = int(env["FACEBANK_SHARD_ROWS"])
+            assert cache == segment_cache_mb(memory, models=models, shard_rows=rows, dimension=128)  # the open pack
+            assert 64 <= cache < memory
+            checked += 1
+    assert checked > 20

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from facebank.engine import FaceEngine
     from facebank.storage import UserVectorIndex, VectorIndex
     from facebank.storage.celebrities import CelebrityGallery, CelebrityIndex
+    from facebank.storage.shards import ShardSearcher
 
 Request = dict[str, Any]
 Response = dict[str, Any]
@@ -77,6 +78,8 @@ class Context:
     # facebank.video_runner; AWS: the video queue). Set by facebank.wiring.
     submit_video_job: Callable[[str], None] = field(default=_no_video_runner, repr=False)
     open_sns: Callable[[], Any] = field(default=_default_sns, repr=False)
+    # Who searches a collection's shards: None is this process (facebank/storage/shards.py).
+    open_searcher: Callable[[], ShardSearcher | None] = field(default=lambda: None, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _opened: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -105,7 +108,11 @@ class Context:
         return self._once(
             "index",
             lambda: VectorIndex(
-                self.storage.vectors, self.storage.metadata, cache_bytes=self.settings.segment_cache_mb << 20
+                self.storage.vectors,
+                self.storage.metadata,
+                cache_bytes=self.settings.segment_cache_mb << 20,
+                shard_rows=self.settings.shard_rows,
+                searcher=self._once("searcher", self.open_searcher),
             ),
         )
 
@@ -114,7 +121,7 @@ class Context:
         """The user-vector index beside the face index (its segment cache lives as long as this Context)."""
         from facebank.storage.users import UserVectorIndex
 
-        return self._once("user_index", lambda: UserVectorIndex(self.index))
+        return self._once("user_index", lambda: UserVectorIndex(self.index, searcher=self.index.searcher))
 
     @property
     def metadata(self) -> MetadataStore:

@@ -19,6 +19,8 @@ CDK stack declares the same). All tables on-demand (PAY_PER_REQUEST), no seconda
       expires (N, the table's TTL attribute). "~" sorts after every character a UserId may
       contain, so these sit after all users of the collection and list_users stops before them;
       the collection's purge removes them with its users.
+      Shard maps (facebank/storage/shards.py) too: user_id "~shards~faces" / "~shards~users"
+      with body (S, the JSON document) and ver (N).
   <ingest table>        HASH object_key (S)   (DynamoIngestLedger)
       sequencer, collection_id, external_image_id (S); face_ids (SS, absent when empty);
       updated (N); expires (N, the table's TTL attribute, removal tombstones only).
@@ -66,6 +68,7 @@ _CCF_ERROR = "ConditionalCheckFailedException"  # the same, as a single-item wri
 _NOT_A_USER = "~"  # prefix of the users table's other items, sorting after every UserId
 _TOMBSTONE = "~deleted~"  # user_id prefix of deleted-user tombstones
 _LEDGER = "~request~"  # user_id prefix of request-ledger entries
+_SHARDS = "~shards~"  # user_id prefix of shard maps (facebank/storage/shards.py)
 LEDGER_TTL_SECONDS = 24 * 3600
 DEFAULT_MAX_ATTEMPTS = 10
 
@@ -825,6 +828,26 @@ class DynamoMetadataStore:
                 raise UserNotFound(user_id)
             return False
         return True
+
+    # --- shard maps: users-table items "~shards~<kind>" (after every user; purged with them)
+
+    def get_shard_map(self, collection_id: str, kind: str) -> tuple[str | None, int]:
+        item = self._db.get(self.tables.users, _user_key(collection_id, _SHARDS + kind))
+        if item is None:
+            return None, 0
+        return item["body"]["S"], int(item["ver"]["N"])
+
+    def put_shard_map(self, collection_id: str, kind: str, body: str, version: int) -> bool:
+        if version == 0:
+            condition, values = "attribute_not_exists(user_id)", {}
+        else:
+            condition, values = "ver = :v", {":v": {"N": str(version)}}
+        item = _user_key(collection_id, _SHARDS + kind) | {"body": _s(body), "ver": {"N": str(version + 1)}}
+        kw: dict[str, Any] = {"ExpressionAttributeValues": values} if values else {}
+        written = self._db.write(
+            "put_item", TableName=self.tables.users, Item=item, ConditionExpression=condition, **kw
+        )
+        return written is not None
 
 
 class DynamoRequestLedger:

@@ -109,3 +109,12 @@ class ResultNotFound(StorageError):
         super().__init__(f"job {job_id!r} has no result {name!r}")
         self.job_id = job_id
         self.name = name
+
+
+class ShardThrottled(StorageError):
+    """A shard's search was throttled (its function's concurrency) through every retry."""
+
+
+class ShardFailed(StorageError):
+    """A shard's search failed or answered nothing usable through every retry: the search fails
+    rather than answer from the other shards only."""

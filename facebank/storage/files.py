@@ -111,10 +111,10 @@ class FileVectorStore:
 
     def read_segment(self, collection_id: str, name: str) -> tuple[list[str], np.ndarray]:
         try:
-            data = self._path(collection_id, name).read_bytes()
+            with open(self._path(collection_id, name), "rb") as f:
+                return segments.read(f)
         except FileNotFoundError:
             raise SegmentNotFound(f"segment {name!r} not found") from None
-        return segments.decode(data)
 
     def delete_segment(self, collection_id: str, name: str) -> None:
         self._path(collection_id, name).unlink(missing_ok=True)

@@ -22,9 +22,17 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from facebank.storage import segments
-from facebank.storage.errors import CollectionNotFound, FaceNotFound, SegmentNotFound
+from facebank.storage import segments, shards
+from facebank.storage.errors import CollectionNotFound, FaceNotFound, SegmentNotFound, StorageBusy
 from facebank.storage.ports import FaceRecord, MetadataStore, VectorStore
+from facebank.storage.shards import (
+    DEFAULT_SHARD_ROWS,
+    ShardAnswer,
+    ShardFetch,
+    ShardMap,
+    ShardQuery,
+    ShardSearcher,
+)
 
 DEFAULT_CACHE_MB = 4096  # the face index's segment cache (facebank.settings: segment_cache_mb)
 
@@ -63,14 +71,26 @@ class _Scored:
         return [str(self.segs[w].ids[r - self.starts[w]]) for w, r in zip(which.tolist(), rows.tolist(), strict=True)]
 
 
+def _norms(m: np.ndarray) -> np.ndarray:
+    """Row norms (keepdims), 0 replaced by 1, computed one way everywhere: a segment normalised
+    where it was written and where it was loaded must hold the same floats, bit for bit."""
+    norms = np.sqrt(np.einsum("...i,...i->...", m, m))[..., None]  # no temporary of the matrix's size
+    norms[norms == 0] = 1
+    return norms
+
+
 def _normalise(m: np.ndarray) -> np.ndarray:
     m = np.asarray(m, dtype=np.float32)
-    norms = np.linalg.norm(m, axis=-1, keepdims=True)
-    return m / np.where(norms == 0, 1, norms)
+    return m / _norms(m)
 
 
-def _make_segment(ids: list[str], vectors: np.ndarray) -> _Segment:
-    return _Segment(np.array(ids, dtype=str), _normalise(vectors))
+def _make_segment(ids: list[str], vectors: np.ndarray, *, owned: bool = False) -> _Segment:
+    """owned: vectors is a fresh float32 array nobody else holds (a decoded segment), normalised
+    in place: loading a shard-sized segment then holds one copy of it, not two, and skips a pass."""
+    if not (owned and vectors.dtype == np.float32 and vectors.flags.writeable and vectors.ndim == 2):
+        return _Segment(np.array(ids, dtype=str), _normalise(vectors))
+    vectors /= _norms(vectors)
+    return _Segment(np.array(ids, dtype=str), vectors)
 
 
 class _LruCache:
@@ -132,12 +152,20 @@ class SegmentIndex(Generic[R]):
         cache_bytes: int,
         overfetch: float = 1.5,
         clock: Callable[[], float] = time.time,
+        shard_rows: int = DEFAULT_SHARD_ROWS,
+        searcher: ShardSearcher | None = None,
     ):
         self.vectors = vector_store
         self.metadata = metadata_store
         self.cache = _LruCache(cache_bytes)
         self.overfetch = max(1.0, overfetch)
         self._clock = clock
+        self.shard_rows = shard_rows
+        # Who searches the shards: None is this process, one shard after the other (embedded,
+        # and the shard-search function itself); on AWS, one shard function invocation each.
+        self.searcher = searcher
+
+    kind = "faces"  # which segments: the shard map's and the shard function's name for them
 
     # --- what subclasses say
 
@@ -160,7 +188,7 @@ class SegmentIndex(Generic[R]):
     def _load(self, collection_id: str, name: str) -> _Segment:
         seg = self.cache.get((collection_id, name))
         if seg is None:
-            seg = _make_segment(*self.vectors.read_segment(collection_id, name))
+            seg = _make_segment(*self.vectors.read_segment(collection_id, name), owned=True)
             self.cache.put((collection_id, name), seg)
         return seg
 
@@ -197,16 +225,13 @@ class SegmentIndex(Generic[R]):
         if k <= 0:
             return []
         q = _normalise(np.asarray(query, dtype=np.float32).reshape(-1))
-        ids, scores = self._score(collection_id, q)
-        eligible = np.flatnonzero(scores >= min_score)
         # Over-fetch a little (dead rows are usually few), keep only rows metadata still calls
         # live, and widen while dead ones crowd out the top k and candidates are left.
         want = max(k + 8, int(k * self.overfetch))
         known: dict[str, R | None] = {}
-        while True:  # ends: want grows 4x a round until top is all of eligible
-            top = eligible[np.argpartition(-scores[eligible], want - 1)[:want]] if len(eligible) > want else eligible
-            pairs = zip(ids.at(top), scores[top].tolist(), strict=True)
-            ranked = sorted(pairs, key=lambda p: (-p[1], p[0]))  # ties: by id, deterministic
+        while True:  # ends: want grows 4x a round until the top is all eligible rows
+            top = self._top(collection_id, q, want, min_score)
+            ranked = list(zip(top.rows, top.scores, strict=True))  # score desc, ties by id: deterministic
             unknown = list({r for r, _ in ranked if r not in known and self._key(r) != exclude})
             live = self._live_all(collection_id, unknown)
             known.update((r, live.get(r)) for r in unknown)
@@ -217,21 +242,77 @@ class SegmentIndex(Generic[R]):
                 if rec is not None and key != exclude and key not in seen:
                     seen.add(key)
                     out.append((rec, score))
-            if len(out) >= k or len(top) == len(eligible):
+            if len(out) >= k or top.complete:
                 return out[:k]
             want *= 4
 
-    def _score(self, collection_id: str, q: np.ndarray) -> tuple[_Scored, np.ndarray]:
-        """(ids by row, cosines) over every segment: one matmul per cached segment. Ids are only
-        gathered for the rows that make the top k: concatenating a million ids per query would
-        cost more than the matmul."""
-        segs = [s for _, s in self._segments(collection_id)]
+    # --- shards (facebank/storage/shards.py)
+
+    def shard_layout(self, collection_id: str) -> list[tuple[int, list[str]]]:
+        """The shards a search of the collection covers now: the stored map over the listed segments."""
+        listed = self.vectors.list_segments(collection_id)
+        self.cache.retain(collection_id, set(listed))
+        body, version = self.metadata.get_shard_map(collection_id, self.kind)
+        return shards.layout(ShardMap.decode(body, version), listed)
+
+    def _top(self, collection_id: str, q: np.ndarray, want: int, min_score: float) -> ShardAnswer:
+        """The exact top `want` rows over every shard: each shard searched exactly, answers merged."""
+        # A segment can vanish between list and read when compaction replaces it; its vectors
+        # are then in a newer segment that a fresh listing shows, so plan again.
+        for _ in range(5):
+            queries = [
+                ShardQuery(collection_id, self.kind, shard, tuple(segs), q, want, min_score)
+                for shard, segs in self.shard_layout(collection_id)
+            ]
+            try:
+                if self.searcher is None:
+                    answers = [self.search_shard(sq) for sq in queries]
+                else:
+                    answers = self.searcher.search(queries)
+            except SegmentNotFound:
+                continue
+            return shards.merge(answers, want)
+        raise SegmentNotFound(f"segments of {collection_id!r} keep disappearing")
+
+    def search_shard(self, sq: ShardQuery) -> ShardAnswer:
+        """One shard searched exactly in this process: one matmul per (cached) segment. Raises
+        SegmentNotFound when one of its segments is gone."""
+        segs = [self._load(sq.collection_id, name) for name in sq.segments]
         if not segs:
-            return _Scored([]), np.array([], dtype=np.float32)
+            return ShardAnswer()
         dims = {s.vectors.shape[1] for s in segs}
-        if dims != {q.shape[0]}:
-            raise ValueError(f"query has {q.shape[0]} dimensions, segments have {sorted(dims)}")
-        return _Scored(segs), np.concatenate([s.vectors @ q for s in segs])
+        if dims != {sq.query.shape[0]}:
+            raise ValueError(f"query has {sq.query.shape[0]} dimensions, segments have {sorted(dims)}")
+        scored = _Scored(segs)
+        scores = np.concatenate([s.vectors @ sq.query for s in segs])
+        # Ids are only gathered for the rows that make the top: concatenating a million ids per
+        # query would cost more than the matmul.
+        return shards.top_rows(scored.at, scores, sq.want, sq.min_score)
+
+    def fetch_shard(self, sf: ShardFetch) -> dict[str, np.ndarray]:
+        """Stored (normalised) vectors of sf.rows found in sf.segments, loaded in this process.
+        Raises SegmentNotFound when one of the segments is gone."""
+        wanted = np.array(sf.rows, dtype=str)
+        out: dict[str, np.ndarray] = {}
+        for name in sf.segments:
+            seg = self._load(sf.collection_id, name)
+            for r in np.flatnonzero(np.isin(seg.ids, wanted)).tolist():
+                out.setdefault(str(seg.ids[r]), seg.vectors[r].copy())
+        return out
+
+    def rebalance(self, collection_id: str, *, attempts: int = 5) -> ShardMap:
+        """Assign the collection's segments to shards (shards.plan_shards) and store the map; the
+        only writer of shard maps besides the first compaction. Returns the map stored."""
+        for _ in range(attempts):
+            body, version = self.metadata.get_shard_map(collection_id, self.kind)
+            stored = ShardMap.decode(body, version)
+            rows = {name: len(seg.ids) for name, seg in self._segments(collection_id)}
+            planned = shards.plan_shards(stored, rows, self.shard_rows)
+            if planned.shards == stored.shards:
+                return stored
+            if self.metadata.put_shard_map(collection_id, self.kind, planned.encode(), version):
+                return ShardMap(planned.shards, planned.rows, version + 1)
+        raise StorageBusy(f"the shard map of {collection_id!r} kept changing")
 
     # --- maintenance
 
@@ -254,8 +335,23 @@ class SegmentIndex(Generic[R]):
                 continue
             if full or len(seg.ids) < small_segment_rows:
                 chosen.append((name, seg))
-        if not chosen:
-            return CompactionResult(None, [], 0, 0)
+        # Merged segments stay within one shard's rows, so a shard never has to be split.
+        by_name = dict(chosen)
+        groups = shards.group_for_compaction(((n, len(s.ids)) for n, s in chosen), self.shard_rows)
+        written, removed, kept, dropped = None, [], 0, 0
+        for group in groups:
+            result = self._merge(collection_id, [(n, by_name[n]) for n in group])
+            written = result.written or written
+            removed += result.removed
+            kept += result.kept
+            dropped += result.dropped
+        if removed:
+            self.cache.retain(collection_id, set(self.vectors.list_segments(collection_id)))
+        # Compaction is what changes the set of segments for good: assign them to shards now.
+        self.rebalance(collection_id)
+        return CompactionResult(written, removed, kept, dropped)
+
+    def _merge(self, collection_id: str, chosen: list[tuple[str, _Segment]]) -> CompactionResult:
         ids = np.concatenate([s.ids for _, s in chosen])
         vecs = np.concatenate([s.vectors for _, s in chosen])
         unique_ids, first_rows = np.unique(ids, return_index=True)
@@ -270,7 +366,6 @@ class SegmentIndex(Generic[R]):
         written = self._write(collection_id, ids[keep].tolist(), vecs[keep]) if len(keep) else None
         for name, _ in chosen:
             self.vectors.delete_segment(collection_id, name)
-        self.cache.retain(collection_id, set(self.vectors.list_segments(collection_id)))
         return CompactionResult(written, [n for n, _ in chosen], len(keep), dropped)
 
 
@@ -285,8 +380,18 @@ class VectorIndex(SegmentIndex[FaceRecord]):
         cache_bytes: int = DEFAULT_CACHE_MB << 20,
         overfetch: float = 1.5,
         clock: Callable[[], float] = time.time,
+        shard_rows: int = DEFAULT_SHARD_ROWS,
+        searcher: ShardSearcher | None = None,
     ):
-        super().__init__(vector_store, metadata_store, cache_bytes=cache_bytes, overfetch=overfetch, clock=clock)
+        super().__init__(
+            vector_store,
+            metadata_store,
+            cache_bytes=cache_bytes,
+            overfetch=overfetch,
+            clock=clock,
+            shard_rows=shard_rows,
+            searcher=searcher,
+        )
 
     def _live(self, collection_id: str, rows: list[str]) -> dict[str, FaceRecord]:
         return self.metadata.get_faces(collection_id, rows)
@@ -353,6 +458,8 @@ class VectorIndex(SegmentIndex[FaceRecord]):
     def vectors_of(self, collection_id: str, faces: list[FaceRecord]) -> dict[str, np.ndarray]:
         """Stored (normalised) vectors of the given faces by face id; faces without one are left
         out. Looks in each face's own segment first, then (compacted away) in all of them."""
+        if self.searcher is not None:
+            return self._vectors_from_shards(collection_id, faces)
         out: dict[str, np.ndarray] = {}
         missing = []
         for rec in faces:
@@ -370,6 +477,30 @@ class VectorIndex(SegmentIndex[FaceRecord]):
                     if face_id not in out and (row := self._find(seg, face_id)) is not None:
                         out[face_id] = row
         return out
+
+    def _vectors_from_shards(self, collection_id: str, faces: list[FaceRecord]) -> dict[str, np.ndarray]:
+        """vectors_of through the shard searcher: each face's own segment from the shard holding
+        it, then the faces not found there (segment compacted away) from every shard."""
+        for _ in range(5):
+            plan = self.shard_layout(collection_id)
+            where = {name: shard for shard, segs in plan for name in segs}
+            asks: dict[tuple[int, str], list[str]] = {}
+            for rec in faces:
+                if rec.segment in where:
+                    asks.setdefault((where[rec.segment], rec.segment), []).append(rec.face_id)
+            try:
+                out = self.searcher.fetch(  # type: ignore[union-attr] # set: checked by the caller
+                    [ShardFetch(collection_id, self.kind, n, (seg,), tuple(ids)) for (n, seg), ids in asks.items()]
+                )
+                missing = tuple(rec.face_id for rec in faces if rec.face_id not in out)
+                if missing:
+                    out |= self.searcher.fetch(  # type: ignore[union-attr]
+                        [ShardFetch(collection_id, self.kind, n, tuple(segs), missing) for n, segs in plan]
+                    )
+            except SegmentNotFound:
+                continue  # compaction replaced a segment meanwhile: plan again
+            return out
+        raise SegmentNotFound(f"segments of {collection_id!r} keep disappearing")
 
     @staticmethod
     def _find(seg: _Segment, face_id: str) -> np.ndarray | None:

@@ -170,6 +170,15 @@ class MetadataStore(Protocol):
         Raises UserNotFound.
         """
 
+    # --- shard maps (facebank/storage/shards.py)
+    def get_shard_map(self, collection_id: str, kind: str) -> tuple[str | None, int]:
+        """The stored shard map of the collection's `kind` segments ("faces" or "users") as
+        (JSON document, version); (None, 0) when none is stored."""
+
+    def put_shard_map(self, collection_id: str, kind: str, body: str, version: int) -> bool:
+        """Store body as version + 1 if the stored version is still `version` (0: none stored);
+        False, and nothing written, otherwise. delete_collection removes the maps with the rest."""
+
 
 @runtime_checkable
 class RequestLedger(Protocol):

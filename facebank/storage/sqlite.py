@@ -88,6 +88,18 @@ CREATE TABLE request_ledger (
 CREATE INDEX request_ledger_by_age ON request_ledger (collection_id, created);
 """
 
+# Tables added within schema version 3: created if missing on every open, so databases written
+# before them open unchanged (an older facebank ignores them).
+_ADDED = """
+CREATE TABLE IF NOT EXISTS shard_maps (
+    collection_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (collection_id, kind)
+) WITHOUT ROWID
+"""
+
 _USER_COLS = "user_id, status, client_request_token, created, version, vector_id"
 
 _FACE_COLS = (
@@ -170,6 +182,7 @@ class SqliteDatabase:
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION:
                 raise UnsupportedSchemaVersion(self.path, version, SCHEMA_VERSION)
+            db.execute(_ADDED)
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection, for single statements (each is its own transaction)."""
@@ -283,6 +296,7 @@ class SqliteMetadataStore:
             db.execute("DELETE FROM users WHERE collection_id = ?", (collection_id,))
             db.execute("DELETE FROM user_tombstones WHERE collection_id = ?", (collection_id,))
             db.execute("DELETE FROM request_ledger WHERE collection_id = ?", (collection_id,))
+            db.execute("DELETE FROM shard_maps WHERE collection_id = ?", (collection_id,))
             return True
 
     def update_tags(self, collection_id: str, put: dict[str, str], remove: list[str]) -> dict[str, str]:
@@ -551,6 +565,29 @@ class SqliteMetadataStore:
             db.execute(
                 "UPDATE users SET vector_id = ?, status = ? WHERE collection_id = ? AND user_id = ?",
                 (vector_id, "ACTIVE" if has_faces else "CREATED", collection_id, user_id),
+            )
+            return True
+
+    # --- shard maps
+
+    def get_shard_map(self, collection_id: str, kind: str) -> tuple[str | None, int]:
+        row = (
+            self.database.connection()
+            .execute("SELECT body, version FROM shard_maps WHERE collection_id = ? AND kind = ?", (collection_id, kind))
+            .fetchone()
+        )
+        return (row[0], int(row[1])) if row else (None, 0)
+
+    def put_shard_map(self, collection_id: str, kind: str, body: str, version: int) -> bool:
+        with self.database.write() as db:
+            row = db.execute(
+                "SELECT version FROM shard_maps WHERE collection_id = ? AND kind = ?", (collection_id, kind)
+            ).fetchone()
+            if (int(row[0]) if row else 0) != version:
+                return False
+            db.execute(
+                "INSERT OR REPLACE INTO shard_maps (collection_id, kind, version, body) VALUES (?, ?, ?, ?)",
+                (collection_id, kind, version + 1, body),
             )
             return True
 

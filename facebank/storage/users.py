@@ -54,6 +54,7 @@ from facebank.storage.errors import (
 )
 from facebank.storage.index import SegmentIndex, VectorIndex
 from facebank.storage.ports import UserRecord, VectorStore
+from facebank.storage.shards import ShardSearcher
 
 log = logging.getLogger("facebank.storage.users")
 
@@ -77,6 +78,8 @@ def mean_vector(vectors: np.ndarray) -> np.ndarray:
 class UserVectorIndex(SegmentIndex[UserRecord]):
     """Users: a row is ``<user_id>/<vector_id>``, live while it is its user's current vector."""
 
+    kind = "users"
+
     def __init__(
         self,
         faces: VectorIndex,
@@ -87,6 +90,7 @@ class UserVectorIndex(SegmentIndex[UserRecord]):
         auto_compact_segments: int | None = 256,  # None: only compact() when called
         compact_min_age_s: float = 300.0,
         clock: Callable[[], float] = time.time,
+        searcher: ShardSearcher | None = None,
     ):
         super().__init__(
             store if store is not None else faces.vectors.user_vectors(),
@@ -94,6 +98,8 @@ class UserVectorIndex(SegmentIndex[UserRecord]):
             cache_bytes=cache_bytes,
             overfetch=overfetch,
             clock=clock,
+            shard_rows=faces.shard_rows,
+            searcher=searcher,
         )
         self.faces = faces
         self.auto_compact_segments = auto_compact_segments

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from storage_helpers import unit_vectors
@@ -88,6 +90,11 @@ def test_bad_segment_contents(stores):
 def test_codec_detects_corruption():
     data = segments.encode(["a", "b"], unit_vectors(2, 1, dim=4))
     assert segments.decode(data)[0] == ["a", "b"]
-    for bad in (data[:-1], b"junk" + data[4:], data[:-4] + b"\x00\x00\x80\x7f", b""):
+    ids, vectors = segments.read(io.BytesIO(data))  # the file store's reader: the same format
+    assert ids == ["a", "b"] and np.array_equal(vectors, segments.decode(data)[1])
+    assert vectors.flags.aligned and vectors.flags.writeable and vectors.dtype == np.float32
+    for bad in (data[:-1], b"junk" + data[4:], data[:-4] + b"\x00\x00\x80\x7f", b"", data + b"x"):
         with pytest.raises(CorruptSegment):
             segments.decode(bad)
+        with pytest.raises(CorruptSegment):
+            segments.read(io.BytesIO(bad))

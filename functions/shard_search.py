@@ -1,0 +1,1 @@
+from facebank.aws.shard_search import handler  # noqa: F401  (one shard of a sharded search)
