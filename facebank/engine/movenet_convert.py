@@ -37,7 +37,7 @@ import hashlib
 import json
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -237,7 +237,14 @@ class _Tensor:
     names: dict[str, str] = field(default_factory=dict)  # "nhwc" (TensorFlow's) and/or "nchw"
 
 
-def _same_pads(size: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int]) -> list[int]:
+def _known(t: _Tensor) -> np.ndarray:
+    """The value of a tensor the graph computes from constants only (a weight, an axis, a size)."""
+    if t.value is None:
+        raise ValueError("a data-dependent tensor where the graph needs a constant")
+    return t.value
+
+
+def _same_pads(size: Sequence[int], kernel: Sequence[int], stride: Sequence[int]) -> list[int]:
     """TensorFlow's 'SAME' padding [top, left, bottom, right]: the odd pixel at the end."""
     before, after = [], []
     for n, k, s in zip(size, kernel, stride, strict=True):
@@ -327,8 +334,8 @@ class _Converter(GraphBuilder):
     def convert_node(self, node: dict[str, Any]) -> list[_Tensor]:
         op = node["op"]
         if op == "Const":
-            value = self.weights[node["name"]].astype(_TF_DTYPES[_attr(node, "dtype")])
-            return [_Tensor(value.shape, value.dtype.type, value)]
+            weight: np.ndarray = self.weights[node["name"]].astype(_TF_DTYPES[_attr(node, "dtype")])
+            return [_Tensor(weight.shape, weight.dtype.type, weight)]
         if op == "Placeholder":
             shape = (1, self.size, self.size, 3)
             return [_Tensor(shape, np.int32, names={"nhwc": self.input_name})]
@@ -345,9 +352,9 @@ class _Converter(GraphBuilder):
         if op == "ResizeBilinear":
             return [self.resize(node, inputs)]
         if op in ("Shape", "Size"):  # of a data-dependent tensor: its shape is known
-            shape = inputs[0][0].shape
-            value = np.array(shape if op == "Shape" else math.prod(shape), np.int32)
-            return [_Tensor(value.shape, np.int32, value)]
+            dims = inputs[0][0].shape
+            known = np.array(dims if op == "Shape" else math.prod(dims), np.int32)
+            return [_Tensor(known.shape, np.int32, known)]
         return self.data_op(node, inputs)
 
     @property
@@ -421,18 +428,18 @@ class _Converter(GraphBuilder):
                 cond = self.node("Reshape", [cond, self.const(f"{out}#rows", rows)], f"{out}#condition")
             result = self.node("Where", [cond, names[1], names[2]], out)
         elif op in ("Sum", "Max"):
-            axes = np.atleast_1d(inputs[1][0].value).astype(np.int64)
+            axes = np.atleast_1d(_known(inputs[1][0])).astype(np.int64)
             keep = int(bool(_attr(node, "keep_dims", False)))
             if op == "Sum":
                 result = self.node("ReduceSum", [names[0], self.const(f"{out}#axes", axes)], out, keepdims=keep)
             else:
                 result = self.node("ReduceMax", [names[0]], out, axes=axes.tolist(), keepdims=keep)
         elif op == "ArgMax":
-            result = self.node("ArgMax", [names[0]], out, axis=int(inputs[1][0].value), keepdims=0)
+            result = self.node("ArgMax", [names[0]], out, axis=int(_known(inputs[1][0])), keepdims=0)
         elif op == "GatherNd":
             result = self.node("GatherND", names, out)
         elif op == "TopKV2":
-            k = self.const(f"{out}#k", np.array([int(inputs[1][0].value)], np.int64))
+            k = self.const(f"{out}#k", np.array([int(_known(inputs[1][0]))], np.int64))
             self.nodes.append(helper.make_node("TopK", [names[0], k], [out, f"{out}:1"], name=out, axis=-1))
             return [_Tensor(s, d, names={"nhwc": n}) for (s, d), n in zip(shapes, [out, f"{out}:1"], strict=True)]
         else:
@@ -494,7 +501,7 @@ class _Converter(GraphBuilder):
         pads = _same_pads((h, w), (kh, kw), stride) if padding == "SAME" else [0, 0, 0, 0]
         conv_inputs = [self.name(x, key, "nchw"), self.filters(out, np.ascontiguousarray(weights))]
         if fused:
-            conv_inputs.append(self.const(f"{out}#bias", inputs[2][0].value))
+            conv_inputs.append(self.const(f"{out}#bias", _known(inputs[2][0])))
         name = out if not fused[1:] else f"{out}#conv"
         result = self.node(
             "Conv", conv_inputs, name, group=group, kernel_shape=[kh, kw], strides=list(stride), pads=pads
