@@ -30,8 +30,26 @@ def _with_flags(settings: Settings, args: argparse.Namespace) -> Settings:
         "model_mirror": getattr(args, "mirror", None),
         "s3_endpoint_url": getattr(args, "s3_endpoint_url", None),
         "data_dir": Path(args.data_dir) if getattr(args, "data_dir", None) else None,
+        "video_workers": getattr(args, "video_workers", None),
+        "sns_endpoint_url": getattr(args, "sns_endpoint_url", None),
     }
     return dataclasses.replace(settings, **{k: v for k, v in flags.items() if v is not None})  # type: ignore[arg-type]
+
+
+def _serve(host: str, port: int, ctx, credentials: dict[str, str]) -> None:
+    """Run the server with its video runner: jobs left IN_PROGRESS resume first; on stop, running
+    jobs stop at their next frame and stay IN_PROGRESS for the next start."""
+    from facebank.server import serve as run_server
+    from facebank.wiring import video_runner
+
+    runner = video_runner(ctx)
+    if runner is not None:
+        runner.resume()
+    try:
+        run_server(host, port, ctx, credentials)
+    finally:
+        if runner is not None:
+            runner.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,6 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve.add_argument("--mirror", default=None, help="directory to take model files from instead of downloading")
     serve.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint for S3Object images")
+    serve.add_argument(
+        "--video-workers",
+        type=int,
+        default=None,
+        help="video jobs analysed at once (default: FACEBANK_VIDEO_WORKERS or 1)",
+    )
+    serve.add_argument("--sns-endpoint-url", default=None, help="SNS endpoint for video job notifications")
     serve.add_argument("--log-level", default="INFO")
 
     fetch = sub.add_parser("models", help="manage model files").add_subparsers(dest="action", required=True)
@@ -66,7 +91,6 @@ def main(argv: list[str] | None = None) -> int:
             _fetch(settings, args.all)
             return 0
         logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        from facebank.server import serve as run_server
         from facebank.wiring import embedded_context
 
         data_dir = settings.data_dir or Path("./facebank-data")
@@ -76,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         credentials = {}
         if settings.access_key_id and settings.secret_access_key:
             credentials[settings.access_key_id] = settings.secret_access_key
-        run_server(args.host, args.port, embedded_context(settings), credentials)
+        _serve(args.host, args.port, embedded_context(settings), credentials)
         return 0
     except ValueError as exc:  # a malformed FACEBANK_* value
         print(f"facebank: {exc}", file=sys.stderr)

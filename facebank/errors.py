@@ -111,3 +111,11 @@ class InternalServerError(RekognitionError):
     """A bug or an unexpected failure; the caller sees no details."""
 
     status = 500
+
+
+class VideoTooLargeException(RekognitionError):
+    """The stored video is over Rekognition Video's size limit."""
+
+
+class LimitExceededException(RekognitionError):
+    """Too many concurrent jobs (stored-video jobs in progress) for this deployment."""

@@ -19,6 +19,7 @@ from facebank.errors import (
     InternalServerError,
     InvalidPaginationTokenException,
     InvalidParameterException,
+    LimitExceededException,
     RekognitionError,
     ResourceAlreadyExistsException,
     ResourceNotFoundException,
@@ -64,6 +65,9 @@ STORAGE_ERRORS: dict[type[Exception], Callable[[Any], RekognitionError]] = {
     storage.InvalidPaginationToken: lambda e: InvalidPaginationTokenException("Invalid pagination token"),
     # Contention outlasted the store's own bounded retries; botocore retries ThrottlingException itself.
     storage.StorageBusy: lambda e: ThrottlingException("Too many concurrent writes; retry"),
+    storage.JobLimit: lambda e: LimitExceededException(
+        f"{e.max_active} video jobs are in progress, the limit of this deployment; start more when one finishes"
+    ),
 }
 
 

@@ -43,6 +43,14 @@ class Settings:
     # Limits and caches
     segment_cache_mb: int = 4096  # FACEBANK_SEGMENT_CACHE_MB
     max_faces_per_collection: int = 20_000_000  # FACEBANK_MAX_FACES_PER_COLLECTION
+    # Stored-video jobs (docs/video.md)
+    video_sample_fps: float = 4.0  # FACEBANK_VIDEO_SAMPLE_FPS: frames analysed per second of video (docs/video.md)
+    video_workers: int = 1  # FACEBANK_VIDEO_WORKERS / --video-workers: jobs analysed at once by serve
+    video_segment_s: int = 120  # FACEBANK_VIDEO_SEGMENT_S: seconds of video per analysis segment
+    max_video_jobs: int = 20  # FACEBANK_MAX_VIDEO_JOBS: jobs IN_PROGRESS at once (Rekognition's quota)
+    sns_endpoint_url: str | None = None  # FACEBANK_SNS_ENDPOINT_URL / --sns-endpoint-url; None: boto3's own
+    video_queue_url: str | None = None  # FACEBANK_VIDEO_QUEUE_URL (AWS: the video worker's queue)
+    notification_topics: tuple[str, ...] = ()  # FACEBANK_NOTIFICATION_TOPICS: ARN patterns; empty: any
 
     @property
     def resolved_model_dir(self) -> Path:
@@ -86,4 +94,13 @@ class Settings:
             compact_min_age_s=float(number("FACEBANK_COMPACT_MIN_AGE_S", float, 300.0)),
             segment_cache_mb=int(number("FACEBANK_SEGMENT_CACHE_MB", int, 4096)),
             max_faces_per_collection=int(number("FACEBANK_MAX_FACES_PER_COLLECTION", int, 20_000_000)),
+            video_sample_fps=float(number("FACEBANK_VIDEO_SAMPLE_FPS", float, 4.0)),
+            video_workers=int(number("FACEBANK_VIDEO_WORKERS", int, 1)),
+            video_segment_s=int(number("FACEBANK_VIDEO_SEGMENT_S", int, 120)),
+            max_video_jobs=int(number("FACEBANK_MAX_VIDEO_JOBS", int, 20)),
+            sns_endpoint_url=text("FACEBANK_SNS_ENDPOINT_URL"),
+            video_queue_url=text("FACEBANK_VIDEO_QUEUE_URL"),
+            notification_topics=tuple(
+                t.strip() for t in env.get("FACEBANK_NOTIFICATION_TOPICS", "").split(",") if t.strip()
+            ),
         )

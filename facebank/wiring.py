@@ -7,11 +7,14 @@ Context costs nothing until an operation first needs storage or S3.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from facebank.operations import Context
 from facebank.settings import Settings
 from facebank.storage import Storage, open_aws, open_embedded
+
+if TYPE_CHECKING:
+    from facebank.video_runner import VideoRunner
 
 
 def s3_client(endpoint_url: str | None = None) -> Any:
@@ -32,7 +35,39 @@ def embedded_context(settings: Settings) -> Context:
     def open_storage() -> Storage:
         return open_embedded(data_dir)
 
-    return Context(settings, open_storage=open_storage, open_s3=lambda: s3_client(settings.s3_endpoint_url))
+    ctx = Context(
+        settings,
+        open_storage=open_storage,
+        open_s3=lambda: s3_client(settings.s3_endpoint_url),
+        open_sns=lambda: sns_client(settings.sns_endpoint_url, settings.region),
+    )
+    from facebank.video_runner import VideoRunner  # threads start only when a job is submitted
+
+    ctx.submit_video_job = VideoRunner(ctx, settings.video_workers).submit
+    return ctx
+
+
+def video_runner(ctx: Context) -> VideoRunner | None:
+    """The embedded Context's video runner (for ``facebank serve`` to resume and stop it)."""
+    submit = ctx.submit_video_job
+    runner = getattr(submit, "__self__", None)
+    from facebank.video_runner import VideoRunner
+
+    return runner if isinstance(runner, VideoRunner) else None
+
+
+def sns_client(endpoint_url: str | None = None, region: str | None = None) -> Any:
+    """The SNS client video jobs publish completions with; endpoint None means boto3's own
+    resolution (AWS_ENDPOINT_URL_SNS, AWS_ENDPOINT_URL, or the real SNS)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "sns",
+        endpoint_url=endpoint_url,
+        region_name=region,
+        config=Config(retries={"max_attempts": 3, "mode": "standard"}),
+    )
 
 
 def aws_context(settings: Settings) -> Context:

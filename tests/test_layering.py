@@ -16,7 +16,17 @@ PACKAGE = ROOT / "facebank"
 
 # Layers from the top down; a module may import its own layer and those listed after it.
 LAYERS = [
-    ("entry", ["facebank.cli", "facebank.server", "facebank.aws", "facebank.wiring", "facebank.api_client"]),
+    (
+        "entry",
+        [
+            "facebank.cli",
+            "facebank.server",
+            "facebank.aws",
+            "facebank.wiring",
+            "facebank.api_client",
+            "facebank.video_runner",
+        ],
+    ),
     ("protocol", ["facebank.protocol", "facebank.validation", "facebank.sigv4"]),
     ("operations", ["facebank.operations"]),
     ("engine+storage", ["facebank.engine", "facebank.storage", "facebank.models"]),

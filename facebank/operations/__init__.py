@@ -42,6 +42,16 @@ def _no_storage() -> Storage:
     raise RuntimeError("this Context has no storage (build it with facebank.wiring)")
 
 
+def _no_video_runner(job_id: str) -> None:
+    raise RuntimeError("no video runner in this Context (build it with facebank.wiring)")
+
+
+def _default_sns() -> Any:
+    import boto3  # only video jobs with a NotificationChannel publish
+
+    return boto3.client("sns")
+
+
 def _default_s3() -> Any:
     import boto3  # only operations given an S3Object image pay for boto3
 
@@ -56,6 +66,10 @@ class Context:
     settings: Settings = field(default_factory=Settings)
     open_storage: Callable[[], Storage] = field(default=_no_storage, repr=False)
     open_s3: Callable[[], Any] = field(default=_default_s3, repr=False)
+    # Hands a new video job to the runtime that analyses it (embedded: the server's worker pool,
+    # facebank.video_runner; AWS: the video queue). Set by facebank.wiring.
+    submit_video_job: Callable[[str], None] = field(default=_no_video_runner, repr=False)
+    open_sns: Callable[[], Any] = field(default=_default_sns, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _opened: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -108,6 +122,11 @@ class Context:
         return self._once("s3", self.open_s3)
 
     @property
+    def sns(self) -> Any:
+        """The SNS client video jobs publish their completion with."""
+        return self._once("sns", self.open_sns)
+
+    @property
     def engine(self) -> FaceEngine:
         from facebank.engine import get_engine  # onnxruntime loads here, only for model operations
 
@@ -128,4 +147,4 @@ class Context:
 
 
 # Importing the modules registers their operations.
-from facebank.operations import collections, faces, users  # noqa: E402, F401
+from facebank.operations import collections, faces, users, video  # noqa: E402, F401

@@ -8,7 +8,7 @@ or on AWS, plus the ingest ledger on AWS. Opening storage gives them together, a
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,9 @@ from facebank.storage.errors import (
     FaceNotFound,
     FaceUserConflict,
     InvalidPaginationToken,
+    JobExists,
+    JobLimit,
+    ResultNotFound,
     SegmentExists,
     SegmentNotFound,
     StorageBusy,
@@ -33,6 +36,9 @@ from facebank.storage.ports import (
     FaceRecord,
     IngestLedger,
     IngestRecord,
+    JobRecord,
+    JobResults,
+    JobStore,
     MetadataStore,
     RequestLedger,
     UserRecord,
@@ -73,8 +79,14 @@ __all__ = [
     "IngestLedger",
     "IngestRecord",
     "InvalidPaginationToken",
+    "JobExists",
+    "JobLimit",
+    "JobRecord",
+    "JobResults",
+    "JobStore",
     "MetadataStore",
     "RequestLedger",
+    "ResultNotFound",
     "SegmentExists",
     "SegmentNotFound",
     "Storage",
@@ -102,13 +114,34 @@ class Storage:
     vectors: VectorStore
     ledger: RequestLedger
     ingest: IngestLedger | None = None
+    # Stored-video jobs: their records and their result blobs (pages, segment partials).
+    jobs: JobStore = field(default_factory=lambda: _unavailable("video job store"))
+    results: JobResults = field(default_factory=lambda: _unavailable("video job results"))
+
+
+class _Unavailable:
+    """Stands in for a store an adapter set does not provide: any use says which, clearly."""
+
+    def __init__(self, what: str):
+        self._what = what
+
+    def __getattr__(self, name: str) -> Any:
+        # AttributeError, so isinstance(..., JobStore) is simply False for a stand-in.
+        raise AttributeError(f"this storage has no {self._what}")
+
+
+def _unavailable(what: str) -> Any:
+    return _Unavailable(what)
 
 
 def open_embedded(data_dir: str | os.PathLike) -> Storage:
-    """SQLite at data_dir/metadata.sqlite3 (metadata and request ledger) and segment files under
-    data_dir/vectors/. Raises UnsupportedSchemaVersion for a database this version cannot read."""
+    """SQLite at data_dir/metadata.sqlite3 (metadata, request ledger, video jobs), segment files
+    under data_dir/vectors/ and video job results under data_dir/jobs/. Raises
+    UnsupportedSchemaVersion for a database this version cannot read."""
     from facebank.storage.files import FileVectorStore
+    from facebank.storage.job_files import FileJobResults
     from facebank.storage.sqlite import SqliteDatabase, SqliteMetadataStore, SqliteRequestLedger
+    from facebank.storage.sqlite_jobs import SqliteJobStore
 
     root = Path(data_dir)
     database = SqliteDatabase(root / "metadata.sqlite3")
@@ -116,6 +149,8 @@ def open_embedded(data_dir: str | os.PathLike) -> Storage:
         metadata=SqliteMetadataStore(database),
         vectors=FileVectorStore(root / "vectors"),
         ledger=SqliteRequestLedger(database),
+        jobs=SqliteJobStore(database),
+        results=FileJobResults(root / "jobs"),
     )
 
 

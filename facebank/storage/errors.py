@@ -88,3 +88,24 @@ class UnsupportedSchemaVersion(StorageError):
             "(there is no migration: start from a new data directory)"
         )
         self.version = version
+
+
+class JobLimit(StorageError):
+    """create_job would take the jobs IN_PROGRESS past the deployment's limit."""
+
+    def __init__(self, max_active: int):
+        super().__init__(f"{max_active} video jobs are already in progress")
+        self.max_active = max_active
+
+
+class JobExists(StorageError):
+    def __init__(self, job_id: str):
+        super().__init__(f"job {job_id!r} already exists")
+        self.job_id = job_id
+
+
+class ResultNotFound(StorageError):
+    def __init__(self, job_id: str, name: str):
+        super().__init__(f"job {job_id!r} has no result {name!r}")
+        self.job_id = job_id
+        self.name = name

@@ -240,3 +240,66 @@ class VectorStore(Protocol):
         Kept under each collection's own directory/prefix, so delete_collection above removes
         them with the face segments, and invisible to this store's list_segments.
         """
+
+
+# --- stored-video jobs (StartFaceDetection / StartFaceSearch ...; see facebank.operations.video_jobs)
+
+JOB_STATUSES = ("IN_PROGRESS", "SUCCEEDED", "FAILED")
+
+
+@dataclass
+class JobRecord:
+    job_id: str
+    api: str  # "StartFaceDetection" | "StartFaceSearch" (more APIs reuse the same jobs)
+    status: str  # IN_PROGRESS | SUCCEEDED | FAILED
+    video: dict  # the request's Video (its S3Object is echoed in Get*)
+    params: dict  # operation parameters: FaceAttributes, CollectionId, FaceMatchThreshold, pack...
+    created: float  # epoch seconds
+    job_tag: str | None = None
+    notification_channel: dict | None = None
+    status_message: str | None = None
+    video_metadata: dict | None = None
+    segments_total: int = 0  # set when the video is planned into segments (1 embedded)
+    segments_done: frozenset[int] = frozenset()
+    result_count: int = 0  # items written in the result pages
+    updated: float = 0.0
+
+
+@runtime_checkable
+class JobStore(Protocol):
+    """Video jobs and the deployment-wide limit on jobs IN_PROGRESS."""
+
+    def create_job(self, rec: JobRecord, max_active: int) -> None:
+        """Store a new IN_PROGRESS job unless max_active jobs are IN_PROGRESS (raises JobLimit),
+        atomically: concurrent creates never exceed the limit. Raises JobExists for a taken id."""
+
+    def get_job(self, job_id: str) -> JobRecord | None: ...
+
+    def plan_job(self, job_id: str, video_metadata: dict, segments_total: int) -> None:
+        """Record the probed metadata and the number of segments (only while IN_PROGRESS; a
+        finished or missing job is left as it is)."""
+
+    def segment_done(self, job_id: str, segment: int) -> tuple[int, int]:
+        """Mark one segment analysed (idempotent: a retried segment counts once); return
+        (segments done, segments total)."""
+
+    def finish_job(self, job_id: str, status: str, status_message: str | None, result_count: int) -> bool:
+        """IN_PROGRESS -> SUCCEEDED/FAILED, freeing its slot in the same write; False (nothing
+        written) if the job is already finished or does not exist."""
+
+    def active_jobs(self) -> list[JobRecord]:
+        """The jobs IN_PROGRESS (embedded: resumed or failed when the server starts)."""
+
+
+@runtime_checkable
+class JobResults(Protocol):
+    """Blobs of a job: result pages and (AWS) per-segment partial results."""
+
+    def put(self, job_id: str, name: str, data: bytes) -> None:
+        """Write (or replace) the blob atomically: a reader sees the old bytes or the new."""
+
+    def get(self, job_id: str, name: str) -> bytes:
+        """Raises ResultNotFound."""
+
+    def delete_job(self, job_id: str) -> None:
+        """Every blob of the job. Idempotent."""

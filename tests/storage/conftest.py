@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from storage_helpers import collection_record
@@ -29,10 +30,12 @@ class Stores:
     meta: MetadataStore
     vecs: VectorStore
     ledger: RequestLedger
+    jobs: Any = None  # JobStore, or a stand-in where the adapter set has none
+    results: Any = None  # JobResults, likewise
 
     @classmethod
     def of(cls, kind: str, storage: Storage) -> Stores:
-        return cls(kind, storage.metadata, storage.vectors, storage.ledger)
+        return cls(kind, storage.metadata, storage.vectors, storage.ledger, storage.jobs, storage.results)
 
 
 @dataclass

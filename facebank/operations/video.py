@@ -1,0 +1,234 @@
+"""Stored-video face jobs: StartFaceDetection / GetFaceDetection, StartFaceSearch / GetFaceSearch.
+
+Start* checks what can be told at once (the S3 object exists and is within the size limit, the
+notification channel is well formed and allowed, the collection exists and is of this pack),
+records the job (``ctx.storage.jobs``, which enforces the deployment's limit on jobs in
+progress) and hands it to the runtime (``ctx.submit_video_job``); the analysis itself is
+``video_jobs``. Get* reads the job and the result pages. Nothing here loads numpy or PyAV, so
+the Start*/Get* Lambda functions stay small.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+import uuid
+from fnmatch import fnmatchcase
+from typing import Any
+
+import regex
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as S3Unreachable
+
+from facebank.errors import (
+    IdempotentParameterMismatchException,
+    InvalidPaginationTokenException,
+    InvalidParameterException,
+    InvalidS3ObjectException,
+    ResourceNotFoundException,
+    ThrottlingException,
+    VideoTooLargeException,
+)
+from facebank.operations import Context, Request, Response, operation
+from facebank.operations.collections import get_collection
+from facebank.operations.images import S3_TRANSIENT
+from facebank.operations.video_source import describe
+from facebank.storage import JobRecord
+
+MAX_VIDEO_BYTES = 10 * 1024**3  # Rekognition Video's stored-video limit: 10 GB
+LEDGER_SCOPE = "video-jobs"
+TOKEN_LIFETIME_SECONDS = 24 * 3600  # as the other ClientRequestToken operations (operations.users)
+MAX_PAGE = 1000  # MaxResults above 1000 returns 1000, as Rekognition documents
+PAGE_ITEMS = 1000  # items per stored result page (video_jobs writes them)
+ROLE_ARN = regex.compile(r"arn:aws(-[a-z]+)*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+")
+DETECTION, SEARCH = "StartFaceDetection", "StartFaceSearch"
+
+
+# --- Start*
+
+
+def _check_video(video: dict, ctx: Context) -> dict:
+    obj = video.get("S3Object")
+    if not obj or not obj.get("Bucket") or not obj.get("Name"):
+        raise InvalidParameterException("Video must contain an S3Object with a Bucket and an object Name")
+    args = {"Bucket": obj["Bucket"], "Key": obj["Name"]}
+    if obj.get("Version"):
+        args["VersionId"] = obj["Version"]
+    where = describe(obj)
+    try:
+        head = ctx.s3.head_object(**args)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in S3_TRANSIENT or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500:
+            raise ThrottlingException(f"S3 could not serve {where} now ({code}); retry") from None
+        raise InvalidS3ObjectException(f"Unable to get object metadata from S3 for {where}: {code}") from None
+    except (S3Unreachable, HTTPClientError) as exc:
+        raise ThrottlingException(f"S3 could not serve {where} now ({exc}); retry") from None
+    except BotoCoreError as exc:
+        raise InvalidS3ObjectException(f"Unable to read {where}: {exc}") from None
+    size = int(head.get("ContentLength", 0))
+    if size > MAX_VIDEO_BYTES:
+        raise VideoTooLargeException(f"{where} is {size} bytes; the limit for stored videos is {MAX_VIDEO_BYTES} bytes")
+    if size == 0:
+        raise InvalidParameterException(f"{where} is empty: it is not a video")
+    return {"S3Object": {k: obj[k] for k in ("Bucket", "Name", "Version") if obj.get(k)}}
+
+
+def _check_channel(channel: dict | None, ctx: Context) -> dict | None:
+    if channel is None:
+        return None
+    role, topic = channel.get("RoleArn", ""), channel.get("SNSTopicArn", "")
+    if not ROLE_ARN.fullmatch(role):
+        raise InvalidParameterException(f"NotificationChannel.RoleArn {role!r} is not an IAM role ARN")
+    allowed = ctx.settings.notification_topics
+    if allowed and not any(fnmatchcase(topic, pattern) for pattern in allowed):
+        raise InvalidParameterException(
+            f"This deployment may not publish to {topic}: its notification topics are {', '.join(allowed)}"
+        )
+    return {"SNSTopicArn": topic, "RoleArn": role}
+
+
+def _start(api: str, request: Request, ctx: Context, params: dict) -> Response:
+    """Claim the ClientRequestToken (same token and parameters: the first JobId; other
+    parameters: IdempotentParameterMismatchException), then check, record and submit the job."""
+    token = request.get("ClientRequestToken")
+    if token is None:
+        return {"JobId": _create(api, request, ctx, params)}
+    canonical = {"API": api, **{k: v for k, v in request.items() if k != "ClientRequestToken"}}
+    digest = hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+    claimed, answer = ctx.ledger.claim(LEDGER_SCOPE, token, digest, time.time() - TOKEN_LIFETIME_SECONDS)
+    if claimed != digest:
+        raise IdempotentParameterMismatchException(
+            f"ClientRequestToken {token} was used with other parameters in an earlier request"
+        )
+    if answer is None:
+        try:
+            job_id = _create(api, request, ctx, params)
+        except Exception:
+            ctx.ledger.release(LEDGER_SCOPE, token)
+            raise
+        answer = ctx.ledger.answer(LEDGER_SCOPE, token, json.dumps({"JobId": job_id}))
+    return json.loads(answer)
+
+
+def _create(api: str, request: Request, ctx: Context, params: dict) -> str:
+    video = _check_video(request["Video"], ctx)
+    channel = _check_channel(request.get("NotificationChannel"), ctx)
+    job = JobRecord(
+        job_id=uuid.uuid4().hex,
+        api=api,
+        status="IN_PROGRESS",
+        video=video,
+        # The settings that shape the analysis are the job's own, so a job resumed after a
+        # restart (or analysed by other processes) samples and segments as it began.
+        params={
+            **params,
+            "pack": ctx.model_pack.name,
+            "sample_fps": ctx.settings.video_sample_fps,
+            "segment_s": ctx.settings.video_segment_s,
+        },
+        created=time.time(),
+        job_tag=request.get("JobTag"),
+        notification_channel=channel,
+    )
+    ctx.storage.jobs.create_job(job, ctx.settings.max_video_jobs)  # JobLimit -> LimitExceededException
+    try:
+        ctx.submit_video_job(job.job_id)
+    except Exception:
+        # Never leave a job IN_PROGRESS that nothing will run (it would also hold a slot).
+        ctx.storage.jobs.finish_job(job.job_id, "FAILED", "The job could not be queued for analysis", 0)
+        raise
+    return job.job_id
+
+
+@operation("StartFaceDetection")
+def start_face_detection(request: Request, ctx: Context) -> Response:
+    return _start(DETECTION, request, ctx, {"FaceAttributes": request.get("FaceAttributes", "DEFAULT")})
+
+
+@operation("StartFaceSearch")
+def start_face_search(request: Request, ctx: Context) -> Response:
+    collection = get_collection(ctx, request["CollectionId"], check_pack=True)
+    params = {
+        "CollectionId": collection.collection_id,
+        "FaceMatchThreshold": float(request.get("FaceMatchThreshold", 80.0)),
+    }
+    return _start(SEARCH, request, ctx, params)
+
+
+# --- Get*
+
+
+def page_name(sort: str, page: int) -> str:
+    """The stored result page holding items [page * PAGE_ITEMS, (page + 1) * PAGE_ITEMS) in sort order."""
+    return f"{sort}-{page:06d}.json"
+
+
+def _job_tag(job_id: str) -> str:
+    return hashlib.sha256(job_id.encode()).hexdigest()[:8]
+
+
+def encode_next_token(job_id: str, offset: int, sort: str) -> str:
+    raw = json.dumps({"j": _job_tag(job_id), "o": offset, "s": sort}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_next_token(job_id: str, token: str, sort: str) -> int:
+    """The offset a NextToken of this job and SortBy continues at; anything else is refused."""
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        offset = data["o"]
+        valid = data["j"] == _job_tag(job_id) and data["s"] == sort and isinstance(offset, int) and offset >= 0
+    except (ValueError, TypeError, KeyError):
+        valid = False
+    if not valid:
+        raise InvalidPaginationTokenException("Invalid pagination token")
+    return offset
+
+
+def _read_items(job: JobRecord, ctx: Context, sort: str, offset: int, count: int) -> list[dict]:
+    items: list[dict] = []
+    end = min(offset + count, job.result_count)
+    for page in range(offset // PAGE_ITEMS, (end - 1) // PAGE_ITEMS + 1 if end > offset else 0):
+        stored = json.loads(ctx.storage.results.get(job.job_id, page_name(sort, page)))
+        first = page * PAGE_ITEMS
+        items += stored[max(offset - first, 0) : end - first]
+    return items
+
+
+def _get(request: Request, ctx: Context, api: str, member: str, sort: str) -> Response:
+    job_id = request["JobId"]
+    job = ctx.storage.jobs.get_job(job_id)
+    if job is None or job.api != api:
+        raise ResourceNotFoundException(f"The job id: {job_id} does not exist")
+    token = request.get("NextToken")
+    offset = decode_next_token(job_id, token, sort) if token else 0
+    response: dict[str, Any] = {"JobStatus": job.status}
+    if job.status_message:
+        response["StatusMessage"] = job.status_message
+    if job.video_metadata:
+        response["VideoMetadata"] = job.video_metadata
+    items: list[dict] = []
+    if job.status == "SUCCEEDED":
+        size = min(request.get("MaxResults") or MAX_PAGE, MAX_PAGE)
+        items = _read_items(job, ctx, sort, offset, size)
+        if offset + len(items) < job.result_count:
+            response["NextToken"] = encode_next_token(job_id, offset + len(items), sort)
+    response[member] = items
+    response["JobId"] = job_id
+    response["Video"] = job.video
+    if job.job_tag:
+        response["JobTag"] = job.job_tag
+    return response
+
+
+@operation("GetFaceDetection")
+def get_face_detection(request: Request, ctx: Context) -> Response:
+    return _get(request, ctx, DETECTION, "Faces", "TIMESTAMP")
+
+
+@operation("GetFaceSearch")
+def get_face_search(request: Request, ctx: Context) -> Response:
+    return _get(request, ctx, SEARCH, "Persons", request.get("SortBy", "TIMESTAMP"))

@@ -1,0 +1,256 @@
+"""The video job pipeline, as plain functions over a Context, shared by both runtimes:
+
+    plan -> analyse_segment (each segment, in any order, any number of times) -> assemble -> finish
+
+``facebank serve`` runs them in order in a worker thread (``run_job``, from facebank.video_runner);
+on AWS each step is a message of the video queue (facebank.aws.video). Every step is idempotent and
+keeps its state in storage (the job record, ``segment-<k>.json`` partial results, the result
+pages), so a step that is retried, or a job resumed after a restart, redoes only what is missing.
+
+Sampling: frames at ``params["sample_fps"]`` (the setting when the job started, so a resumed job
+samples as it began); Timestamp is the sampled frame's presentation time in ms. FaceSearch embeds
+every face, tracks people (engine.tracker) and searches the collection with each face, as
+SearchFacesByImage does; a PersonMatch is written for every sampled face that matches. Segment
+tracks are joined across boundaries at assembly (tracker.join_segments), so Person.Index is one
+numbering for the whole video.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from facebank.operations import Context
+from facebank.operations.collections import _cosine_floor, _matches  # SearchFacesByImage's own matching
+from facebank.operations.video import PAGE_ITEMS, SEARCH, page_name
+from facebank.operations.video_source import VideoUnreadable, describe, open_video
+from facebank.storage import CollectionNotFound, JobRecord
+
+if TYPE_CHECKING:
+    from facebank.engine.tracker import LinkRule
+
+log = logging.getLogger("facebank.video")
+
+MAX_DURATION_MS = 6 * 3600 * 1000  # Rekognition Video's limit for a stored video: 6 hours
+MAX_MATCHES_PER_FACE = 100  # FaceMatches of one sampled face (the collection's best, at the threshold)
+LINK_SIMILARITY = 1.0  # a detection overlapping a live track continues it unless it matches below this
+REID_SIMILARITY = 80.0  # "the same person" across a gap, or a segment boundary without overlap
+INTERNAL_ERROR = "Internal error analysing the video"
+StopCheck = Callable[[], bool]
+
+
+class JobFailed(Exception):
+    """The job cannot complete; the message is user-facing (StatusMessage)."""
+
+
+class JobInterrupted(Exception):
+    """The runtime is stopping: the job stays IN_PROGRESS and resumes where it stopped."""
+
+
+def segment_name(segment: int) -> str:
+    return f"segment-{segment:05d}.json"
+
+
+def link_rule(ctx: Context, sample_fps: float) -> LinkRule:
+    """The tracker's rule at this pack's calibration: similarity thresholds as cosines."""
+    from facebank.engine.tracker import MAX_GAP_MS, MIN_IOU, LinkRule
+
+    calibration = ctx.model_pack.calibration
+    return LinkRule(
+        max_gap_ms=max(MAX_GAP_MS, math.ceil(3000 / sample_fps)),  # two missed samples at least
+        min_iou=MIN_IOU,
+        link_cosine=calibration.cosine_floor(LINK_SIMILARITY),
+        reid_cosine=calibration.cosine_floor(REID_SIMILARITY),
+    )
+
+
+def _fps(job: JobRecord, ctx: Context) -> float:
+    return float(job.params.get("sample_fps") or ctx.settings.video_sample_fps)
+
+
+# --- plan
+
+
+def plan(job: JobRecord, ctx: Context) -> list[tuple[int, int]]:
+    """Probe the video, record its VideoMetadata and split [0, duration) into segments.
+    Raises VideoDecodeError / VideoUnreadable / JobFailed (the job fails with their message)."""
+    from facebank.engine.video import probe
+
+    _require_collection(job, ctx)
+    with open_video(ctx.s3, job.video["S3Object"]) as source:
+        info = probe(source)
+    if info.duration_ms > MAX_DURATION_MS:
+        raise JobFailed(
+            f"The video is {info.duration_ms / 3_600_000:.2f} hours long; the limit for stored videos is 6 hours"
+        )
+    step = int(job.params.get("segment_s") or ctx.settings.video_segment_s) * 1000
+    duration = max(info.duration_ms, 1)
+    segments = [(start, min(start + step, duration)) for start in range(0, duration, step)]
+    ctx.storage.jobs.plan_job(job.job_id, info.metadata(), len(segments))
+    return segments
+
+
+# --- analyse
+
+
+def analyse_segment(
+    job: JobRecord, segment: int, start_ms: int, end_ms: int, ctx: Context, should_stop: StopCheck | None = None
+) -> tuple[int, int]:
+    """Analyse the sampled frames in [start_ms, end_ms), write ``segment-<k>.json`` and mark the
+    segment done; returns (segments done, total). Raises VideoDecodeError / VideoUnreadable."""
+    from facebank.engine.tracker import Tracker
+    from facebank.engine.video import sample_frames
+
+    _require_collection(job, ctx)
+    engine = ctx.engine
+    fps = _fps(job, ctx)
+    search = job.api == SEARCH
+    attributes = ["ALL"] if job.params.get("FaceAttributes") == "ALL" and not search else ["DEFAULT"]
+    tracker = Tracker(link_rule(ctx, fps)) if search else None
+    items: list[dict] = []
+    with open_video(ctx.s3, job.video["S3Object"]) as source:
+        for timestamp, rgb in sample_frames(source, fps, start_ms, end_ms):
+            if should_stop is not None and should_stop():
+                raise JobInterrupted(job.job_id)
+            faces = engine.detect(rgb, attributes=attributes)
+            if tracker is None:
+                items += [{"Timestamp": timestamp, "Face": face.detail()} for face in faces]
+                continue
+            h, w = rgb.shape[:2]
+            embeddings = [engine.embed(rgb, face) for face in faces]
+            boxes = [(f.box[0] / w, f.box[1] / h, f.box[2] / w, f.box[3] / h) for f in faces]
+            indexes = tracker.update(timestamp, boxes, embeddings)
+            for face, embedding, index in zip(faces, embeddings, indexes, strict=True):
+                matches = _search(job, ctx, embedding)
+                if matches:
+                    person = {"Index": index, "BoundingBox": face.bounding_box(), "Face": face.detail()}
+                    items.append({"Timestamp": timestamp, "Person": person, "FaceMatches": matches})
+    partial = {"items": items, "tracks": [t.to_json() for t in tracker.summaries()] if tracker else []}
+    ctx.storage.results.put(job.job_id, segment_name(segment), json.dumps(partial, separators=(",", ":")).encode())
+    return ctx.storage.jobs.segment_done(job.job_id, segment)
+
+
+def _require_collection(job: JobRecord, ctx: Context) -> None:
+    """A search job's collection still exists (searching a deleted one would find nobody, silently)."""
+    if job.api == SEARCH and ctx.metadata.get_collection(job.params["CollectionId"]) is None:
+        raise CollectionNotFound(job.params["CollectionId"])
+
+
+def _search(job: JobRecord, ctx: Context, embedding: Any) -> list[dict]:
+    threshold = float(job.params.get("FaceMatchThreshold", 80.0))
+    hits = ctx.index.search_records(
+        job.params["CollectionId"], embedding, MAX_MATCHES_PER_FACE, _cosine_floor(ctx, threshold)
+    )
+    return _matches(ctx, hits, threshold)
+
+
+# --- assemble
+
+
+def _detection_order(item: dict) -> tuple:
+    box = item["Face"]["BoundingBox"]
+    return (item["Timestamp"], box["Left"], box["Top"])
+
+
+def assemble(job: JobRecord, ctx: Context) -> int:
+    """Join the segments' results into the result pages of every sort order; returns the item count."""
+    from facebank.engine.tracker import TrackSummary, join_segments
+
+    total = (ctx.storage.jobs.get_job(job.job_id) or job).segments_total
+    partials = [json.loads(ctx.storage.results.get(job.job_id, segment_name(k))) for k in range(total)]
+    orders: dict[str, list[dict]]
+    if job.api == SEARCH:
+        tracks = [[TrackSummary.from_json(t) for t in p["tracks"]] for p in partials]
+        mappings = join_segments(tracks, link_rule(ctx, _fps(job, ctx)))
+        items = []
+        for partial, mapping in zip(partials, mappings, strict=True):
+            for item in partial["items"]:
+                item["Person"]["Index"] = mapping[item["Person"]["Index"]]
+                items.append(item)
+        orders = {
+            "TIMESTAMP": sorted(items, key=lambda i: (i["Timestamp"], i["Person"]["Index"])),
+            "INDEX": sorted(items, key=lambda i: (i["Person"]["Index"], i["Timestamp"])),
+        }
+    else:
+        items = [item for partial in partials for item in partial["items"]]
+        orders = {"TIMESTAMP": sorted(items, key=_detection_order)}
+    for sort, ordered in orders.items():
+        for page in range(math.ceil(len(ordered) / PAGE_ITEMS)):
+            chunk = ordered[page * PAGE_ITEMS : (page + 1) * PAGE_ITEMS]
+            ctx.storage.results.put(
+                job.job_id, page_name(sort, page), json.dumps(chunk, separators=(",", ":")).encode()
+            )
+    return len(items)
+
+
+# --- finish
+
+
+def finish(job: JobRecord, ctx: Context, status: str, message: str | None, result_count: int = 0) -> bool:
+    """End the job (once: False if it had already ended) and publish its completion message."""
+    if not ctx.storage.jobs.finish_job(job.job_id, status, message, result_count):
+        return False
+    log.info("video job %s %s%s", job.job_id, status, f": {message}" if message else "")
+    if job.notification_channel:
+        notify(job, ctx, status)
+    return True
+
+
+def completion_message(job: JobRecord, status: str) -> dict:
+    """Rekognition Video's completion message (the SNS Message, as JSON)."""
+    obj = job.video["S3Object"]
+    message: dict[str, Any] = {"JobId": job.job_id, "Status": status, "API": job.api}
+    if job.job_tag:
+        message["JobTag"] = job.job_tag
+    message["Timestamp"] = int(time.time() * 1000)
+    message["Video"] = {"S3ObjectName": obj["Name"], "S3Bucket": obj["Bucket"]}
+    return message
+
+
+def notify(job: JobRecord, ctx: Context, status: str) -> None:
+    """Publish to the job's topic. A publish that fails is logged and changes nothing: the job's
+    result stands and Get* serves it, as with Rekognition."""
+    topic = (job.notification_channel or {}).get("SNSTopicArn")
+    try:
+        ctx.sns.publish(TopicArn=topic, Message=json.dumps(completion_message(job, status)))
+    except Exception:
+        log.warning("video job %s: could not publish its completion to %s", job.job_id, topic, exc_info=True)
+
+
+# --- the embedded runtime's whole job
+
+
+def run_job(job_id: str, ctx: Context, should_stop: StopCheck | None = None) -> None:
+    """plan -> every segment not yet done -> assemble -> finish. Never leaves the job IN_PROGRESS
+    except when ``should_stop`` says the runtime is stopping (it then resumes at the next start)."""
+    from facebank.engine.video import VideoDecodeError
+
+    job = ctx.storage.jobs.get_job(job_id)
+    if job is None or job.status != "IN_PROGRESS":
+        return
+    try:
+        if job.params.get("pack") not in (None, ctx.model_pack.name):
+            raise JobFailed(
+                f"The job was started with model pack '{job.params['pack']}' and this server runs "
+                f"'{ctx.model_pack.name}'; start the job again"
+            )
+        segments = plan(job, ctx)
+        done = (ctx.storage.jobs.get_job(job_id) or job).segments_done  # resumed: skip what is analysed
+        for segment, (start, end) in enumerate(segments):
+            if segment not in done:
+                analyse_segment(job, segment, start, end, ctx, should_stop)
+        job = ctx.storage.jobs.get_job(job_id) or job
+        finish(job, ctx, "SUCCEEDED", None, assemble(job, ctx))
+    except JobInterrupted:
+        log.info("video job %s interrupted; it resumes when the server starts again", job_id)
+    except (VideoDecodeError, VideoUnreadable, JobFailed) as exc:
+        finish(job, ctx, "FAILED", str(exc))
+    except CollectionNotFound as exc:
+        finish(job, ctx, "FAILED", f"The collection {exc.collection_id} was deleted while the job ran")
+    except Exception:
+        log.exception("video job %s (%s) failed", job_id, describe(job.video["S3Object"]))
+        finish(job, ctx, "FAILED", INTERNAL_ERROR)
