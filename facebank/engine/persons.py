@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from facebank.engine.onnx import session
+from facebank.engine.packs import PERSON_DETECTOR
 
-MODEL = "persons/movenet_multipose_384.onnx"  # its manifest path
+MODEL = PERSON_DETECTOR  # its manifest path
 MAX_PEOPLE = 6  # the graph's top-k
 KEYPOINTS = (
     "nose",

@@ -147,4 +147,4 @@ class Context:
 
 
 # Importing the modules registers their operations.
-from facebank.operations import collections, faces, users, video  # noqa: E402, F401
+from facebank.operations import collections, faces, person_tracking, users, video  # noqa: E402, F401

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from facebank.operations import Context
+from facebank.operations import Context, person_tracking
 from facebank.operations.collections import _cosine_floor, _matches  # SearchFacesByImage's own matching
 from facebank.operations.video import PAGE_ITEMS, SEARCH, page_name
 from facebank.operations.video_source import VideoUnreadable, describe, open_video
@@ -40,6 +40,8 @@ MAX_MATCHES_PER_FACE = 100  # FaceMatches of one sampled face (the collection's 
 LINK_SIMILARITY = 1.0  # a detection overlapping a live track continues it unless it matches below this
 REID_SIMILARITY = 80.0  # "the same person" across a gap, or a segment boundary without overlap
 INTERNAL_ERROR = "Internal error analysing the video"
+PERSONS = person_tracking.PERSONS
+TRACKED = (SEARCH, PERSONS)  # jobs whose items carry a tracked Person.Index
 StopCheck = Callable[[], bool]
 
 
@@ -110,12 +112,16 @@ def analyse_segment(
     fps = _fps(job, ctx)
     search = job.api == SEARCH
     attributes = ["ALL"] if job.params.get("FaceAttributes") == "ALL" and not search else ["DEFAULT"]
-    tracker = Tracker(link_rule(ctx, fps)) if search else None
+    tracker = Tracker(link_rule(ctx, fps)) if job.api in TRACKED else None
+    persons = person_tracking.person_detector(ctx) if job.api == PERSONS else None
     items: list[dict] = []
     with open_video(ctx.s3, job.video["S3Object"]) as source:
         for timestamp, rgb in sample_frames(source, fps, start_ms, end_ms):
             if should_stop is not None and should_stop():
                 raise JobInterrupted(job.job_id)
+            if persons is not None and tracker is not None:  # person tracking: bodies, then their faces
+                items += person_tracking.frame_items(timestamp, rgb, persons, engine, tracker)
+                continue
             faces = engine.detect(rgb, attributes=attributes)
             if tracker is None:
                 items += [{"Timestamp": timestamp, "Face": face.detail()} for face in faces]
@@ -163,7 +169,7 @@ def assemble(job: JobRecord, ctx: Context) -> int:
     total = (ctx.storage.jobs.get_job(job.job_id) or job).segments_total
     partials = [json.loads(ctx.storage.results.get(job.job_id, segment_name(k))) for k in range(total)]
     orders: dict[str, list[dict]]
-    if job.api == SEARCH:
+    if job.api in TRACKED:
         tracks = [[TrackSummary.from_json(t) for t in p["tracks"]] for p in partials]
         mappings = join_segments(tracks, link_rule(ctx, _fps(job, ctx)))
         items = []
