@@ -4,12 +4,13 @@ network converted at 256 x 256 (MoveNet's own default size) as the baseline in t
 
     python bench/persons.py [--fps 5] [--threads 1] [--no-baseline]
 
-Frames are sampled at ``--fps`` (PyAV). Per frame the truth is how many people
-tests/data/video_person_labels.tsv says are in view (frames within a label's stated uncertainty of a
-visit's start or end are left out); the detected count is how many people score at least
-MIN_SCORE. Count recall = sum(min(true, found)) / sum(true), precision = sum(min(true, found)) /
-sum(found). The margin: over all scored frames, the lowest score among the top-``true`` people of a
-frame (real people) and the highest score of everything else; MIN_SCORE sits between them.
+Frames are sampled at ``--fps`` as a video job samples them (engine.video.sample_frames, PyAV).
+Per frame the truth is how many people tests/data/video_person_labels.tsv says are in view
+(frames within a label's stated uncertainty of a visit's start or end are left out); the
+detected count is how many people score at least MIN_SCORE. Count recall = sum(min(true,
+found)) / sum(true), precision = sum(min(true, found)) / sum(found). The margin: over all scored
+frames, the lowest score among the top-``true`` people of a frame (real people) and the highest
+score of everything else; MIN_SCORE sits between them.
 """
 
 from __future__ import annotations
@@ -62,21 +63,18 @@ def truth(spans: list[Span], t: float) -> int | None:
 
 
 def sample(path: Path, fps: float) -> Iterator[tuple[float, np.ndarray, float]]:
-    """(seconds, RGB frame, decode ms) at ``fps``: the first frame at or after each 1/fps step."""
-    import av
+    """(seconds, RGB frame, decode ms) of the frames a video job samples at ``fps`` (engine.video)."""
+    from facebank.engine.video import sample_frames
 
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        step, next_t = 1.0 / fps, 0.0
-        started = time.perf_counter()
-        for frame in container.decode(stream):
-            t = float(frame.pts * stream.time_base)
-            if t + 1e-6 < next_t:
-                continue
-            next_t += step
-            rgb = frame.to_ndarray(format="rgb24")
-            yield t, rgb, (time.perf_counter() - started) * 1000
+    with open(path, "rb") as f:
+        frames = sample_frames(f, fps)
+        while True:
             started = time.perf_counter()
+            try:
+                timestamp, rgb = next(frames)
+            except StopIteration:
+                return
+            yield timestamp / 1000, rgb, (time.perf_counter() - started) * 1000
 
 
 @dataclass

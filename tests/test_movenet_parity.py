@@ -48,13 +48,11 @@ def node_reference() -> list[str]:
 
 
 def frame_at(path, second: float) -> np.ndarray:
-    av = pytest.importorskip("av", reason="PyAV decodes the shared videos")
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        for frame in container.decode(stream):
-            if float(frame.pts * stream.time_base) >= second:
-                return frame.to_ndarray(format="rgb24")
-    raise AssertionError(f"{path} is shorter than {second} s")
+    pytest.importorskip("av", reason="PyAV decodes the shared videos")
+    from facebank.engine.video import sample_frames
+
+    with open(path, "rb") as f:
+        return next(sample_frames(f, 1.0, start_ms=int(second * 1000)))[1]
 
 
 @pytest.fixture(scope="module")

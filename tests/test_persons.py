@@ -28,16 +28,13 @@ def _require_videos() -> None:
 
 
 def sampled_frames(name: str, fps: float = FPS):
-    """(seconds, RGB frame): the first frame at or after each 1/fps step of the clip."""
-    av = pytest.importorskip("av", reason="PyAV decodes the shared videos")
-    with av.open(str(VIDEOS / name)) as container:
-        stream = container.streams.video[0]
-        next_t = 0.0
-        for frame in container.decode(stream):
-            t = float(frame.pts * stream.time_base)
-            if t + 1e-6 >= next_t:
-                next_t += 1.0 / fps
-                yield t, frame.to_ndarray(format="rgb24")
+    """(seconds, RGB frame) of the clip as a video job samples it (engine.video.sample_frames)."""
+    pytest.importorskip("av", reason="PyAV decodes the shared videos")
+    from facebank.engine.video import sample_frames
+
+    with open(VIDEOS / name, "rb") as f:
+        for timestamp, rgb in sample_frames(f, fps):
+            yield timestamp / 1000, rgb
 
 
 def people_in_view(name: str, t: float) -> int | None:
