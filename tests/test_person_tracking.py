@@ -191,6 +191,31 @@ def test_each_visit_is_one_index_and_nobody_is_seen_between_visits(ctx):
 # --- sorting, pages, job semantics
 
 
+def test_index_order_puts_each_persons_most_confident_detections_first():
+    from facebank.operations.person_tracking import SCORE, result_orders
+
+    def item(ts: int, index: int, score: float) -> dict:
+        return {"Timestamp": ts, "Person": {"Index": index, "BoundingBox": {}}, SCORE: score}
+
+    items = [item(0, 1, 0.5), item(200, 0, 0.4), item(0, 0, 0.9), item(200, 1, 0.7), item(400, 0, 0.4)]
+    orders = result_orders(items)
+    assert [(i["Timestamp"], i["Person"]["Index"]) for i in orders["TIMESTAMP"]] == [
+        (0, 0),
+        (0, 1),
+        (200, 0),
+        (200, 1),
+        (400, 0),
+    ]
+    assert [(i["Timestamp"], i["Person"]["Index"]) for i in orders["INDEX"]] == [
+        (0, 0),
+        (200, 0),
+        (400, 0),
+        (200, 1),
+        (0, 1),
+    ]  # Index 0: 0.9, then the two 0.4 by time; Index 1: 0.7 before 0.5
+    assert all(SCORE not in i for order in orders.values() for i in order)  # not in the response
+
+
 def test_sort_by_index_and_pages(ctx):
     job_id = call(ctx, "StartPersonTracking", Video=video_of(CLASSROOM))["JobId"]
     pending = call(ctx, "GetPersonTracking", JobId=job_id)
@@ -200,7 +225,8 @@ def test_sort_by_index_and_pages(ctx):
     _, by_index = get_all(ctx, "GetPersonTracking", job_id, "Persons", SortBy="INDEX")
     _, paged = get_all(ctx, "GetPersonTracking", job_id, "Persons", SortBy="INDEX", MaxResults=5)
     assert by_time == sorted(by_time, key=lambda p: (p["Timestamp"], p["Person"]["Index"]))
-    assert by_index == sorted(by_index, key=lambda p: (p["Person"]["Index"], p["Timestamp"]))
+    # INDEX: by Index, each person's items by detection confidence (not a member of the response)
+    assert [p["Person"]["Index"] for p in by_index] == sorted(p["Person"]["Index"] for p in by_index)
     assert paged == by_index and len(by_index) == 4 * len(sampled_timestamps(CLASSROOM))
     assert sorted(map(json.dumps, by_time)) == sorted(map(json.dumps, by_index))
     first = call(ctx, "GetPersonTracking", JobId=job_id, MaxResults=5)

@@ -33,6 +33,7 @@ PERSONS = "StartPersonTracking"
 HEAD = (0, 1, 2, 3, 4)  # MoveNet keypoints: nose, eyes, ears
 HEAD_SCORE = 0.3  # a head keypoint counts from this score (MoveNet's own visualisations use 0.3)
 FACE_INSIDE = 0.5  # share of a face box that must lie inside the person's box
+SCORE = "DetectionScore"  # the detector's score of an item, kept until the result pages are written
 
 
 @operation("StartPersonTracking")
@@ -79,8 +80,20 @@ def frame_items(
         person: dict[str, Any] = {"Index": index, "BoundingBox": box}
         if i in face_of:
             person["Face"] = faces[face_of[i]].detail()
-        items.append({"Timestamp": timestamp, "Person": person})
+        items.append({"Timestamp": timestamp, "Person": person, SCORE: round(people[i].score, 6)})
     return items
+
+
+def result_orders(items: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The job's items in each SortBy order, as GetPersonTracking serves them: TIMESTAMP by time,
+    then Index; INDEX by Index, each person's items by detection confidence (the API reference:
+    "the array elements for each person are sorted by detection confidence"), then time. The
+    detector's score, kept in the segment results for this, is not part of the response."""
+    by_time = sorted(items, key=lambda i: (i["Timestamp"], i["Person"]["Index"]))
+    by_index = sorted(items, key=lambda i: (i["Person"]["Index"], -i.get(SCORE, 0.0), i["Timestamp"]))
+    published = [{k: v for k, v in i.items() if k != SCORE} for i in by_time]
+    position = {id(i): n for n, i in enumerate(by_time)}
+    return {"TIMESTAMP": published, "INDEX": [published[position[id(i)]] for i in by_index]}
 
 
 def faces_of_people(people: list[Person], faces: list[Face]) -> dict[int, int]:

@@ -181,6 +181,8 @@ def assemble(job: JobRecord, ctx: Context) -> int:
             "TIMESTAMP": sorted(items, key=lambda i: (i["Timestamp"], i["Person"]["Index"])),
             "INDEX": sorted(items, key=lambda i: (i["Person"]["Index"], i["Timestamp"])),
         }
+        if job.api == PERSONS:
+            orders = person_tracking.result_orders(items)
     else:
         items = [item for partial in partials for item in partial["items"]]
         orders = {"TIMESTAMP": sorted(items, key=_detection_order)}
