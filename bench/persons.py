@@ -2,7 +2,7 @@
 against the hand labels, the score margin behind persons.MIN_SCORE, and speed, against the same
 network converted at 256 x 256 (MoveNet's own default size) as the baseline in the same run.
 
-    python bench/persons.py [--fps 5] [--threads 1] [--no-baseline]
+    python bench/persons.py [--fps 5] [--threads 1] [--no-baseline | --baseline-sizes 256,320]
 
 Frames are sampled at ``--fps`` as a video job samples them (engine.video.sample_frames, PyAV).
 Per frame the truth is how many people tests/data/video_person_labels.tsv says are in view
@@ -158,7 +158,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fps", type=float, default=5.0, help="sampling rate (default 5)")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads (default 1)")
-    parser.add_argument("--no-baseline", action="store_true", help="skip the 256 x 256 conversion")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the smaller conversions")
+    parser.add_argument("--baseline-sizes", default="256", help="input sizes to compare with (default 256)")
     args = parser.parse_args()
     os.environ["FACEBANK_ORT_THREADS"] = str(args.threads)
 
@@ -181,10 +182,12 @@ def main() -> None:
     if args.no_baseline:
         return
     with tempfile.TemporaryDirectory() as tmp:
-        small = Path(tmp) / "movenet_256.onnx"
-        movenet_convert.convert(source, small, size=256)
-        baseline = persons.PersonDetector(small, args.threads)
-        report("256 x 256 (baseline: MoveNet's default size)", run(baseline, persons.MIN_SCORE, args.fps), args.fps)
+        for size in (int(v) for v in args.baseline_sizes.split(",")):
+            small = Path(tmp) / f"movenet_{size}.onnx"
+            movenet_convert.convert(source, small, size=size)
+            baseline = persons.PersonDetector(small, args.threads)
+            title = f"{size} x {size} (baseline{': MoveNet default size' if size == 256 else ''})"
+            report(title, run(baseline, persons.MIN_SCORE, args.fps), args.fps)
 
 
 if __name__ == "__main__":
