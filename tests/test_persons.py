@@ -135,3 +135,26 @@ def test_per_frame_person_counts_match_the_labels(detector, video) -> None:
             assert 0 <= person.box[1] < person.box[3] <= rgb.shape[0]
     assert scored >= 14, scored
     assert wrong == 0, f"{wrong} of {scored} frames with the wrong number of people"
+
+
+def test_the_converter_refuses_what_it_cannot_translate(model_env) -> None:
+    """An op it does not know, or an input size MoveNet cannot take, is an error naming it, never
+    a silently different graph."""
+    import json
+    from pathlib import Path
+
+    from facebank.engine import movenet_convert
+    from facebank.settings import Settings
+
+    configured = Settings.from_env(model_env).model_mirror
+    source = Path(configured or "/nonexistent") / SOURCES[0]
+    if not source.is_file():
+        pytest.skip(f"the tfjs MoveNet files are not in the model mirror {configured}")
+    model = json.loads(source.read_text())
+    weights = movenet_convert.read_weights(model["weightsManifest"], source.parent)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        movenet_convert.movenet_graph(model, weights, size=300)
+    sigmoid = next(n for n in model["modelTopology"]["node"] if n["op"] == "Sigmoid")
+    sigmoid["op"] = "Softsign"
+    with pytest.raises(ValueError, match=f"{sigmoid['name']}: TensorFlow op Softsign is not supported"):
+        movenet_convert.movenet_graph(model, weights)
