@@ -11,6 +11,12 @@ after another on one thread, each inference on one onnxruntime thread, as a `fac
 worker does. Then whole face-search analyses (decode + detect + embed + track) of all clips at
 once with 1 and 2 worker threads, as `--video-workers 1|2`.
 
+Person tracking (StartPersonTracking, issue 15; target: at least 3x real time at the sampling rate):
+the same clips, stages decode, persons (MoveNet MultiPose: letterbox, inference, boxes), faces
+(the face detector with DEFAULT attributes, on frames with people only: each person's Face) and
+track (engine.tracker on the body boxes), then whole person-tracking analyses with 1 and 2 worker
+threads; the face-search tables above are the baseline in the same run.
+
 Recall against sampling rate, with every frame analysed as the baseline in the same run:
 - clips with faces in every frame (MANIFEST.tsv: head-pose 2 faces, asl 1, classroom 4): the
   share of sampled frames where the detector finds that many faces;
@@ -151,6 +157,79 @@ def speed_tables(engine, videos: dict[str, bytes], durations: dict[str, float], 
         print(f"  {workers} worker{plural}: {seconds:.1f} s of video in {wall:.1f} s = {seconds / wall:.1f}x")
 
 
+def person_stage_times(engine, detector, data: bytes, fps: float) -> dict[str, float]:
+    """Seconds spent in each person-tracking stage over the whole clip (as person_tracking.frame_items)."""
+    from facebank.operations.person_tracking import faces_of_people
+
+    spent = dict.fromkeys(("decode", "persons", "faces", "track"), 0.0)
+    tracker = Tracker()
+    frames = sample_frames(io.BytesIO(data), fps)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            timestamp, rgb = next(frames)
+        except StopIteration:
+            spent["decode"] += time.perf_counter() - t0
+            return spent
+        t1 = time.perf_counter()
+        people = detector.detect(rgb)
+        t2 = time.perf_counter()
+        faces = engine.detect(rgb) if people else []
+        faces_of_people(people, faces)
+        t3 = time.perf_counter()
+        h, w = rgb.shape[:2]
+        if people:
+            tracker.update(timestamp, [(p.box[0] / w, p.box[1] / h, p.box[2] / w, p.box[3] / h) for p in people])
+        t4 = time.perf_counter()
+        for name, seconds in zip(spent, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+            spent[name] += seconds
+
+
+def track_persons(engine, detector, data: bytes, fps: float) -> int:
+    """A whole person-tracking analysis of a clip, as a job's segment runs it; returns the Indexes."""
+    from facebank.operations.person_tracking import frame_items
+
+    tracker, indexes = Tracker(), set()
+    for timestamp, rgb in sample_frames(io.BytesIO(data), fps):
+        indexes |= {item["Person"]["Index"] for item in frame_items(timestamp, rgb, detector, engine, tracker)}
+    return len(indexes)
+
+
+def person_speed_tables(engine, videos: dict[str, bytes], durations: dict[str, float], fps: float) -> None:
+    from facebank.engine.packs import PERSON_DETECTOR
+    from facebank.engine.persons import PersonDetector
+    from facebank.models import fetch
+
+    settings = Settings.from_env()
+    path = fetch([PERSON_DETECTOR], model_dir=settings.resolved_model_dir, mirror=settings.model_mirror)[0]
+    detector = PersonDetector(path, engine.ort_threads)
+    detector.detect(_warm(engine)[0])
+    print(f"\nPerson tracking speed per stage at {fps:g} fps, one thread (target: at least 3x real time)")
+    print(f"{'clip':52} {'size':>9} {'decode':>8} {'persons':>8} {'faces':>8} {'track':>8} {'indexes':>8} {'job':>8}")
+    totals = dict.fromkeys(("decode", "persons", "faces", "track"), 0.0)
+    for name, data in videos.items():
+        spent = person_stage_times(engine, detector, data, fps)
+        info = probe(io.BytesIO(data))
+        cells = [f"{durations[name] / s:7.1f}x" if s > 0 else "    inf" for s in spent.values()]
+        indexes = track_persons(engine, detector, data, fps)
+        everything = durations[name] / sum(spent.values())
+        print(f"{name[:52]:52} {info.width:>4}x{info.height:<4} {' '.join(cells)} {indexes:>8} {everything:7.1f}x")
+        for k in totals:
+            totals[k] += spent[k]
+    seconds = sum(durations.values())
+    cells = [f"{seconds / s:7.1f}x" for s in totals.values()]
+    label = f"all clips ({seconds:.1f} s of video)"
+    print(f"{label:52} {'':9} {' '.join(cells)} {'':>8} {seconds / sum(totals.values()):7.1f}x")
+    print(f"\nWhole person-tracking analyses of every clip at {fps:g} fps, by worker threads")
+    for workers in (1, 2):
+        start = time.perf_counter()
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(lambda d: track_persons(engine, detector, d, fps), videos.values()))
+        wall = time.perf_counter() - start
+        plural = "s" if workers > 1 else " "
+        print(f"  {workers} worker{plural}: {seconds:.1f} s of video in {wall:.1f} s = {seconds / wall:.1f}x")
+
+
 def every_frame(engine, data: bytes, frame_rate: float) -> list[tuple[int, int]]:
     """(timestamp, faces found) of every frame: the baseline."""
     return [(ts, len(engine.detect(rgb))) for ts, rgb in sample_frames(io.BytesIO(data), frame_rate * 1.001)]
@@ -237,6 +316,7 @@ def main() -> None:
         help="then the AWS model (bench/video_aws.py with its defaults): an hour of 720p with N parallel "
         "segments, cost per video minute against Rekognition's",
     )
+    parser.add_argument("--skip-persons", action="store_true", help="skip the person-tracking tables")
     args = parser.parse_args()
     fps = args.fps or Settings.from_env().video_sample_fps
     engine = load_engine()
@@ -250,6 +330,8 @@ def main() -> None:
     engine.embed(*_warm(engine))
     if not args.skip_speed:
         speed_tables(engine, videos, durations, fps)
+    if not args.skip_persons:
+        person_speed_tables(engine, videos, durations, fps)
     if not args.skip_recall:
         recall_table(engine, videos, [float(r) for r in args.rates.split(",")])
     if args.aws:  # last: it starts moto in this process

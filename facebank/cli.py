@@ -14,9 +14,9 @@ from facebank.storage.errors import StorageError
 
 
 def _fetch(settings: Settings, everything: bool = False) -> None:
-    from facebank.engine.packs import pack
+    from facebank.engine.packs import PERSON_DETECTOR, pack
 
-    names = None if everything else pack(settings.pack).files
+    names = None if everything else [*pack(settings.pack).files, PERSON_DETECTOR]
     fetched = models.fetch(
         names, model_dir=settings.resolved_model_dir, mirror=settings.model_mirror, progress=models.tqdm_progress
     )

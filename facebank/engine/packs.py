@@ -153,3 +153,8 @@ def pack(name: str | None) -> Pack:
     if chosen not in PACKS:
         raise UnknownPack(f"unknown model pack {chosen!r} (--pack or FACEBANK_PACK): choose one of {', '.join(PACKS)}")
     return PACKS[chosen]
+
+
+# Outside the packs, the same whichever pack a server runs: the person detector of person tracking
+# (engine.persons, MoveNet MultiPose Lightning, Apache-2.0), fetched with the pack's files.
+PERSON_DETECTOR = "persons/movenet_multipose_384.onnx"

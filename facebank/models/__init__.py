@@ -125,6 +125,13 @@ CONVERSIONS: dict[str, Conversion | Derived] = {
         "facebank.engine.faceapi_convert",
         companions=("faceapi/face_expression_model.bin",),
     ),
+    # Google's MoveNet MultiPose Lightning (Apache-2.0), a tfjs graph model, translated op by op to
+    # ONNX at a fixed 384 x 384 input (engine/movenet_convert.py); its weights binary sits beside it.
+    "movenet-multipose": Derived(
+        "persons/movenet-multipose.json",
+        "facebank.engine.movenet_convert",
+        companions=("persons/movenet-multipose.bin",),
+    ),
 }
 
 

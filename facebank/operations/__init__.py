@@ -175,4 +175,4 @@ class Context:
 
 
 # Importing the modules registers their operations.
-from facebank.operations import celebrities, collections, faces, users, video  # noqa: E402, F401
+from facebank.operations import celebrities, collections, faces, person_tracking, users, video  # noqa: E402, F401

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from facebank.operations import Context
+from facebank.operations import Context, person_tracking
 from facebank.operations.celebrities import CELEBRITY_JOBS, celebrity_frame_items, celebrity_orders
 from facebank.operations.collections import _cosine_floor, _matches  # SearchFacesByImage's own matching
 from facebank.operations.video import PAGE_ITEMS, SEARCH, page_name
@@ -47,6 +47,8 @@ REID_SIMILARITY = 80.0  # "the same person" across a gap, or a segment boundary 
 REUSE_IOU = 0.5
 EMBED_REFRESH_MS = 1000
 INTERNAL_ERROR = "Internal error analysing the video"
+PERSONS = person_tracking.PERSONS
+TRACKED = (SEARCH, PERSONS)  # jobs whose items carry a tracked Person.Index
 StopCheck = Callable[[], bool]
 
 
@@ -122,7 +124,8 @@ def analyse_segment(
     fps = _fps(job, ctx)
     search = job.api == SEARCH
     attributes = ["ALL"] if job.params.get("FaceAttributes") == "ALL" and not search else ["DEFAULT"]
-    tracker = Tracker(link_rule(ctx, fps)) if search else None
+    tracker = Tracker(link_rule(ctx, fps)) if job.api in TRACKED else None
+    persons = person_tracking.person_detector(ctx) if job.api == PERSONS else None
     track_matches: dict[int, list[dict]] = {}  # each track's FaceMatches when its face was last embedded
     # Celebrities: one gallery snapshot per segment (not one read per frame).
     gallery = ctx.celebrity_index.current() if job.api == CELEBRITY_JOBS else None
@@ -131,6 +134,9 @@ def analyse_segment(
         for timestamp, rgb in sample_frames(source, fps, start_ms, end_ms):
             if should_stop is not None and should_stop():
                 raise JobInterrupted(job.job_id)
+            if persons is not None and tracker is not None:  # person tracking: bodies, then their faces
+                items += person_tracking.frame_items(timestamp, rgb, persons, engine, tracker)
+                continue
             faces = engine.detect(rgb, attributes=attributes)
             if gallery is not None:
                 items += celebrity_frame_items(timestamp, rgb, faces, ctx, gallery)
@@ -192,7 +198,7 @@ def assemble(job: JobRecord, ctx: Context) -> int:
     total = (ctx.storage.jobs.get_job(job.job_id) or job).segments_total
     partials = [json.loads(ctx.storage.results.get(job.job_id, segment_name(k))) for k in range(total)]
     orders: dict[str, list[dict]]
-    if job.api == SEARCH:
+    if job.api in TRACKED:
         tracks = [[TrackSummary.from_json(t) for t in p["tracks"]] for p in partials]
         mappings = join_segments(tracks, link_rule(ctx, _fps(job, ctx)))
         items = []
@@ -204,6 +210,8 @@ def assemble(job: JobRecord, ctx: Context) -> int:
             "TIMESTAMP": sorted(items, key=lambda i: (i["Timestamp"], i["Person"]["Index"])),
             "INDEX": sorted(items, key=lambda i: (i["Person"]["Index"], i["Timestamp"])),
         }
+        if job.api == PERSONS:
+            orders = person_tracking.result_orders(items)
     elif job.api == CELEBRITY_JOBS:
         items = [item for partial in partials for item in partial["items"]]
         orders = celebrity_orders(items)
