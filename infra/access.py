@@ -77,7 +77,7 @@ class Access:
 
 def _a(collections=(), faces=(), users=(), vectors=(), *, images=False, heavy=False, shards=False) -> Access:
     sets = (frozenset(collections), frozenset(faces), frozenset(users), frozenset(vectors))
-    return Access(*sets, images, True, heavy, shards)
+    return Access(*sets, images, True, heavy, shards=shards)
 
 
 # Deleting a collection (and re-creating one whose delete was interrupted) purges its faces and users.
