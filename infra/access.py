@@ -213,10 +213,12 @@ OPERATION_ACCESS |= {
 # done / finishes the job (Update), searches the collection for StartFaceSearch (read-only, as
 # SearchFacesByImage: the collection must still exist, then its segments and faces' records), and
 # fans out segment and assemble messages on the video queue. Publishing the completion message
-# (sns:Publish on the configured topics) is granted in infra/video.py.
+# (sns:Publish on the configured topics) is granted in infra/video.py. Its searches go through the
+# collection's shard map (a users-table item) and the shard functions, as SearchFacesByImage's do.
 VIDEO_WORKER_ACCESS = Access(
     collections=frozenset({GET}),
     faces=frozenset({BATCH_GET}),
+    users=frozenset({GET}),
     vectors=frozenset({LIST, GET_OBJECT}),
     images=True,
     heavy=True,
@@ -225,6 +227,7 @@ VIDEO_WORKER_ACCESS = Access(
     video_queue=True,
     # StartCelebrityRecognition: the gallery, read once per segment (generation GetItem, then a Scan)
     celebrities=frozenset({GET, SCAN}),
+    shards=True,
 )
 # --- stored-video person tracking (issue 15): a job without a collection, so exactly what the
 # face-detection jobs need (Start: HeadObject on the video, the ledger, the job item and counter,

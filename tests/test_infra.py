@@ -914,7 +914,9 @@ def test_shard_functions_read_segments_only_and_only_search_functions_invoke_the
     # The searches, and the membership changes that rebuild a user's vector from its faces'.
     assert searches == ["AssociateFaces", "DisassociateFaces", "SearchFaces", "SearchFacesByImage", "SearchUsers",
                         "SearchUsersByImage"]  # fmt: skip
-    assert invokers == {function(template, op_handler(op))[1]["Properties"]["Role"]["Fn::GetAtt"][0] for op in searches}
+    # ... and the video worker, whose StartFaceSearch jobs search the collection the same way.
+    handlers = [op_handler(op) for op in searches] + [EXTRA_FUNCTIONS["VideoWorker"]]
+    assert invokers == {function(template, h)[1]["Properties"]["Role"]["Fn::GetAtt"][0] for h in handlers}
     for op in searches:
         env = function(template, op_handler(op))[1]["Properties"]["Environment"]["Variables"]
         assert env["FACEBANK_SHARD_FUNCTION"] == "facebank-ShardSearch" and env["FACEBANK_SHARD_SLOTS"] == "40"
