@@ -76,8 +76,16 @@ class Access:
 
 
 def _a(collections=(), faces=(), users=(), vectors=(), *, images=False, heavy=False, shards=False) -> Access:
-    sets = (frozenset(collections), frozenset(faces), frozenset(users), frozenset(vectors))
-    return Access(*sets, images, True, heavy, shards)
+    # By keyword: Access gains fields (jobs, results, ... before shards) as branches add them.
+    return Access(
+        collections=frozenset(collections),
+        faces=frozenset(faces),
+        users=frozenset(users),
+        vectors=frozenset(vectors),
+        images=images,
+        heavy=heavy,
+        shards=shards,
+    )
 
 
 # Deleting a collection (and re-creating one whose delete was interrupted) purges its faces and users.
