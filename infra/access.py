@@ -236,9 +236,7 @@ VIDEO_WORKER_ACCESS = Access(
 )
 # --- stored-video person tracking (issue 15): a job without a collection, so exactly what the
 # face-detection jobs need (Start: HeadObject on the video, the ledger, the job item and counter,
-# the video queue; Get: the job item and its result pages). The rows of the face jobs come with
-# the AWS video pipeline (infra/video.py); until it is merged there is nothing to copy, and
-# synthesis names these operations as missing, as it does the face jobs.
+# the video queue; Get: the job item and its result pages). The worker runs MoveNet with the
+# grants above; its model file ships in the model layer (layers/build.py models).
 for _persons, _faces in (("StartPersonTracking", "StartFaceDetection"), ("GetPersonTracking", "GetFaceDetection")):
-    if _faces in OPERATION_ACCESS:
-        OPERATION_ACCESS[_persons] = OPERATION_ACCESS[_faces]
+    OPERATION_ACCESS[_persons] = OPERATION_ACCESS[_faces]
