@@ -225,6 +225,9 @@ OPERATION_ACCESS |= {
 VIDEO_WORKER_ACCESS = Access(
     collections=frozenset({GET}),
     faces=frozenset({BATCH_GET}),
+    # the collection's shard map (a users-table item, facebank/storage/shards.py), read by every
+    # search as _SEARCH's; the worker searches in-process (no fan-out to the shard functions)
+    users=frozenset({GET}),
     vectors=frozenset({LIST, GET_OBJECT}),
     images=True,
     heavy=True,
