@@ -15,7 +15,7 @@ with a message naming it: a new operation's permissions are a decision, not a de
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 GET, BATCH_GET, QUERY, SCAN = "GetItem", "BatchGetItem", "Query", "Scan"
 PUT, UPDATE, DELETE, BATCH_WRITE = "PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem"
@@ -59,25 +59,25 @@ class Access:
         return {t: a for t, a in (*named, ("celebrities", self.celebrities)) if a}
 
     def __or__(self, other: Access) -> Access:
-        return Access(
-            self.collections | other.collections,
-            self.faces | other.faces,
-            self.users | other.users,
-            self.vectors | other.vectors,
-            self.images or other.images,
-            self.models or other.models,
-            self.heavy or other.heavy,
-            self.jobs | other.jobs,
-            self.results | other.results,
-            self.video_queue or other.video_queue,
-            self.celebrities | other.celebrities,
-            self.shards or other.shards,
-        )
+        # Field by field, by name: a positional call breaks silently when a field is inserted.
+        merged = {}
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            merged[f.name] = (mine or theirs) if isinstance(mine, bool) else (mine | theirs)
+        return Access(**merged)
 
 
 def _a(collections=(), faces=(), users=(), vectors=(), *, images=False, heavy=False, shards=False) -> Access:
-    sets = (frozenset(collections), frozenset(faces), frozenset(users), frozenset(vectors))
-    return Access(*sets, images, True, heavy, shards=shards)
+    # By keyword: Access gains fields (jobs, results, ... before shards) as branches add them.
+    return Access(
+        collections=frozenset(collections),
+        faces=frozenset(faces),
+        users=frozenset(users),
+        vectors=frozenset(vectors),
+        images=images,
+        heavy=heavy,
+        shards=shards,
+    )
 
 
 # Deleting a collection (and re-creating one whose delete was interrupted) purges its faces and users.
@@ -231,9 +231,7 @@ VIDEO_WORKER_ACCESS = Access(
 )
 # --- stored-video person tracking (issue 15): a job without a collection, so exactly what the
 # face-detection jobs need (Start: HeadObject on the video, the ledger, the job item and counter,
-# the video queue; Get: the job item and its result pages). The rows of the face jobs come with
-# the AWS video pipeline (infra/video.py); until it is merged there is nothing to copy, and
-# synthesis names these operations as missing, as it does the face jobs.
+# the video queue; Get: the job item and its result pages). The worker runs MoveNet with the
+# grants above; its model file ships in the model layer (layers/build.py models).
 for _persons, _faces in (("StartPersonTracking", "StartFaceDetection"), ("GetPersonTracking", "GetFaceDetection")):
-    if _faces in OPERATION_ACCESS:
-        OPERATION_ACCESS[_persons] = OPERATION_ACCESS[_faces]
+    OPERATION_ACCESS[_persons] = OPERATION_ACCESS[_faces]

@@ -50,6 +50,7 @@ from aws_cdk import aws_s3_notifications as s3n
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from facebank.engine.packs import model_layer_files
 from facebank.engine.packs import pack as get_pack
 from facebank.operations import OPERATIONS
 from infra.access import (
@@ -325,12 +326,13 @@ class FacebankStack(Stack):
         placeholder_models, placeholder_deps = placeholder_layers() if use_placeholder_layers else (None, None)
         model_dir = Path(model_layer_dir) if model_layer_dir else placeholder_models
         deps_dir = Path(deps_layer_dir) if deps_layer_dir else placeholder_deps
+        model_files = model_layer_files(model_pack.name)  # the pack's and the person detector
         if model_layer_dir and not use_placeholder_layers:
-            check_model_layer(Path(model_layer_dir), model_pack.name, model_pack.files)
+            check_model_layer(Path(model_layer_dir), model_pack.name, model_files)
         if deps_layer_dir and not use_placeholder_layers:
             check_deps_layer(Path(deps_layer_dir), cfg.architecture)
         sources: dict[str, Path | LayerBuild] = {
-            "model layer": model_dir or model_layer_build(model_pack.name, model_pack.files),
+            "model layer": model_dir or model_layer_build(model_pack.name, model_files),
             "dependency layer": deps_dir or deps_layer_build(cfg.architecture),
         }
         for what, src in sources.items():

@@ -5,9 +5,10 @@
     python layers/build.py deps --arch arm64 --out layers/build/deps
     python layers/build.py video --arch arm64 --out layers/build/video
 
-``models``: fetches the pack's model files (sha256-verified, from upstream or ``--mirror``) into a
-temporary model cache and copies them to ``<out>/models/<manifest path>``; the layer is mounted at
-``/opt`` so the functions find them under ``FACEBANK_MODEL_DIR=/opt/models``.
+``models``: fetches the pack's model files and the person detector (``PERSON_DETECTOR``, the same for
+every pack: the video worker runs it for StartPersonTracking) (sha256-verified, from upstream or
+``--mirror``) into a temporary model cache and copies them to ``<out>/models/<manifest path>``; the
+layer is mounted at ``/opt`` so the functions find them under ``FACEBANK_MODEL_DIR=/opt/models``.
 
 ``deps``: ``pip install --target <out>/python`` of the runtime dependencies as manylinux wheels for
 the Lambda Python 3.12 runtime and the chosen architecture, at the versions in constraints.txt
@@ -106,10 +107,10 @@ def _fresh(out: Path) -> None:
 
 def build_models(pack_name: str | None, mirror: str | None, out: Path) -> None:
     from facebank import models
-    from facebank.engine.packs import pack
+    from facebank.engine.packs import model_layer_files, pack
 
     pack_name = pack(pack_name).name
-    files = pack(pack_name).files
+    files = model_layer_files(pack_name)
     with tempfile.TemporaryDirectory(prefix="facebank-models-") as cache:
         try:
             models.fetch(files, model_dir=Path(cache), mirror=mirror)
@@ -173,7 +174,7 @@ def build_deps(arch: str, out: Path, kind: str = "deps") -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    m = sub.add_parser("models", help="model layer: verified model files of a pack")
+    m = sub.add_parser("models", help="model layer: verified model files of a pack, and the person detector")
     m.add_argument("--pack", default=None, help="model pack (default: facebank's default pack)")
     m.add_argument(
         "--mirror",

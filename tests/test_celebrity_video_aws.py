@@ -18,7 +18,9 @@ TABLE = f"{TABLE_PREFIX}celebrities"
 @pytest.fixture
 def celebrities_env(video_aws, tmp_path):  # noqa: F811 - the imported fixture
     create_celebrity_table(video_aws.session.client("dynamodb"), TABLE)
-    with video_aws.configured(FACEBANK_CELEBRITY_TABLE=TABLE):
+    # check_celebrity_items expects a sample every 200 ms, as the embedded test pins (video_sample_fps=5.0);
+    # Start records the rate in the job, so the worker samples at it too.
+    with video_aws.configured(FACEBANK_CELEBRITY_TABLE=TABLE, FACEBANK_VIDEO_SAMPLE_FPS="5"):
         imported = cli.main(
             ["celebrities", "import", str(gallery_dir(tmp_path / "gallery")), "--aws", "--table", TABLE]
         )

@@ -490,7 +490,14 @@ def test_compaction_is_scheduled_without_retries(template):
 # --- stored-video jobs (infra/video.py)
 
 SQS_CONSUME = ("ChangeMessageVisibility", "DeleteMessage", "GetQueueAttributes", "GetQueueUrl", "ReceiveMessage")
-VIDEO_OPERATIONS = ("StartFaceDetection", "GetFaceDetection", "StartFaceSearch", "GetFaceSearch")
+VIDEO_OPERATIONS = (
+    "StartFaceDetection",
+    "GetFaceDetection",
+    "StartFaceSearch",
+    "GetFaceSearch",
+    "StartPersonTracking",
+    "GetPersonTracking",
+)
 
 
 def _video_queues(template: dict) -> tuple[str, dict, str, dict]:
@@ -585,6 +592,18 @@ def test_video_operation_functions(template, variant, operation):
     assert topics == VARIANT["facebank:notificationTopics"]
 
 
+@pytest.mark.parametrize(
+    ("persons", "faces"), [("StartPersonTracking", "StartFaceDetection"), ("GetPersonTracking", "GetFaceDetection")]
+)
+def test_person_tracking_functions_get_what_the_face_detection_ones_get(template, persons, faces):
+    """A person job has no collection: its Start/Get functions are granted exactly the face-detection
+    job's resources, and get neither PyAV nor the models (only the worker decodes and runs MoveNet)."""
+    assert grants(template, op_handler(persons)) == grants(template, op_handler(faces)) != set()
+    for operation in (persons, faces):
+        layers = function(template, op_handler(operation))[1]["Properties"]["Layers"]
+        assert [ref["Ref"].rstrip("0123456789ABCDEF") for ref in layers] == ["DependencyLayer"], operation
+
+
 # --- context parameters
 
 
@@ -646,6 +665,20 @@ def test_missing_layer_names_build_command(tmp_path):
             model_layer_dir=tmp_path / "nope",
             deps_layer_dir=tmp_path / "nope",
         )
+
+
+def test_prebuilt_model_layer_without_the_person_detector_is_refused(tmp_path):
+    """A model layer built before person tracking (the pack's files only) would fail every
+    StartPersonTracking job in the worker: synthesis names the missing file and the rebuild."""
+    from facebank.engine.packs import PERSON_DETECTOR, pack
+
+    old = tmp_path / "old-models"
+    for name in pack("mobile").files:
+        (old / "models" / name).parent.mkdir(parents=True, exist_ok=True)
+        (old / "models" / name).write_bytes(b"")
+    lacks = rf"lacks {PERSON_DETECTOR} for pack 'mobile'.*layers/build.py models --pack mobile"
+    with pytest.raises(LayerError, match=lacks):
+        FacebankStack(cdk.App(outdir=str(tmp_path)), "Old", pack="mobile", model_layer_dir=old)
 
 
 def test_check_size_sums_parts():
@@ -744,7 +777,7 @@ def test_synth_from_a_clean_state_builds_the_layers_once(tmp_path):
     layers/build.py at synth (deps: manylinux arm64 wheels from PyPI, ~10 s; models: the mirror),
     hold what the functions import and the pack's verified models, fit Lambda's limit with the
     function code, and a second synth reuses the cached builds."""
-    from facebank.engine.packs import pack
+    from facebank.engine.packs import PERSON_DETECTOR, pack
     from facebank.models import manifest, sha256_of
     from infra.stack import code_size, tree_size
 
@@ -765,7 +798,7 @@ def test_synth_from_a_clean_state_builds_the_layers_once(tmp_path):
     assert not (deps / "python" / "onnx").exists()  # conversion-only: the model layer holds its outputs
     entries, default_pack = manifest(), pack(None)  # app.py's default: no pack in the context
     assert json.loads((dirs["ModelLayer"] / "facebank-layer.json").read_text())["pack"] == default_pack.name
-    for name in default_pack.files:
+    for name in [*default_pack.files, PERSON_DETECTOR]:  # the worker runs MoveNet for StartPersonTracking
         assert sha256_of(dirs["ModelLayer"] / "models" / name) == entries[name].sha256, name
     assert code_size() + tree_size(deps) + tree_size(dirs["ModelLayer"]) <= 250 * 2**20
     # The video worker's layer: PyAV besides the engine's imports, pruned of what nothing loads.

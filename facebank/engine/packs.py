@@ -158,3 +158,9 @@ def pack(name: str | None) -> Pack:
 # Outside the packs, the same whichever pack a server runs: the person detector of person tracking
 # (engine.persons, MoveNet MultiPose Lightning, Apache-2.0), fetched with the pack's files.
 PERSON_DETECTOR = "persons/movenet_multipose_384.onnx"
+
+
+def model_layer_files(name: str | None) -> list[str]:
+    """What a Lambda model layer for pack ``name`` holds (layers/build.py models, infra/layers.py):
+    the pack's files, then the person detector, which the video worker runs for person tracking."""
+    return [*pack(name).files, PERSON_DETECTOR]
