@@ -16,6 +16,7 @@ with a message naming it: a new operation's permissions are a decision, not a de
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
 GET, BATCH_GET, QUERY, SCAN = "GetItem", "BatchGetItem", "Query", "Scan"
 PUT, UPDATE, DELETE, BATCH_WRITE = "PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem"
@@ -60,7 +61,7 @@ class Access:
 
     def __or__(self, other: Access) -> Access:
         # Field by field, by name: a positional call breaks silently when a field is inserted.
-        merged = {}
+        merged: dict[str, Any] = {}
         for f in fields(self):
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
             merged[f.name] = (mine or theirs) if isinstance(mine, bool) else (mine | theirs)
