@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
@@ -45,15 +47,21 @@ def load_image(image: dict, ctx) -> np.ndarray:
     return decode(image_bytes(image, ctx))
 
 
-def _s3_bytes(obj: dict, ctx) -> bytes:
-    if not obj.get("Bucket") or not obj.get("Name"):
-        raise InvalidParameterException("S3Object must name a Bucket and an object Name")
+def s3_object_args(obj: dict) -> tuple[dict, str]:
+    """GetObject/HeadObject arguments of an ``S3Object`` and how to name it in messages."""
     args = {"Bucket": obj["Bucket"], "Key": obj["Name"]}
     if obj.get("Version"):
         args["VersionId"] = obj["Version"]
     where = f"s3://{obj['Bucket']}/{obj['Name']}" + (f" (version {obj['Version']})" if obj.get("Version") else "")
+    return args, where
+
+
+@contextmanager
+def s3_errors(where: str) -> Iterator[None]:
+    """S3 failures as a Rekognition client sees them: transient ones ThrottlingException (retry),
+    the rest InvalidS3ObjectException."""
     try:
-        response = ctx.s3.get_object(**args)
+        yield
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         if code in S3_TRANSIENT or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500:
@@ -63,6 +71,14 @@ def _s3_bytes(obj: dict, ctx) -> bytes:
         raise ThrottlingException(f"S3 could not serve {where} now ({exc}); retry") from None
     except BotoCoreError as exc:
         raise InvalidS3ObjectException(f"Unable to read {where}: {exc}") from None
+
+
+def _s3_bytes(obj: dict, ctx) -> bytes:
+    if not obj.get("Bucket") or not obj.get("Name"):
+        raise InvalidParameterException("S3Object must name a Bucket and an object Name")
+    args, where = s3_object_args(obj)
+    with s3_errors(where):
+        response = ctx.s3.get_object(**args)
     body = response["Body"]
     try:
         if response.get("ContentLength", 0) > S3_MAX_BYTES:

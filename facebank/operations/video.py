@@ -19,22 +19,17 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 import regex
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
-from botocore.exceptions import ConnectionError as S3Unreachable
 
 from facebank.errors import (
     IdempotentParameterMismatchException,
     InvalidPaginationTokenException,
     InvalidParameterException,
-    InvalidS3ObjectException,
     ResourceNotFoundException,
-    ThrottlingException,
     VideoTooLargeException,
 )
 from facebank.operations import Context, Request, Response, operation
 from facebank.operations.collections import get_collection
-from facebank.operations.images import S3_TRANSIENT
-from facebank.operations.video_source import describe
+from facebank.operations.images import s3_errors, s3_object_args
 from facebank.storage import JobRecord
 
 MAX_VIDEO_BYTES = 10 * 1024**3  # Rekognition Video's stored-video limit: 10 GB
@@ -53,21 +48,9 @@ def _check_video(video: dict, ctx: Context) -> dict:
     obj = video.get("S3Object")
     if not obj or not obj.get("Bucket") or not obj.get("Name"):
         raise InvalidParameterException("Video must contain an S3Object with a Bucket and an object Name")
-    args = {"Bucket": obj["Bucket"], "Key": obj["Name"]}
-    if obj.get("Version"):
-        args["VersionId"] = obj["Version"]
-    where = describe(obj)
-    try:
+    args, where = s3_object_args(obj)
+    with s3_errors(where):
         head = ctx.s3.head_object(**args)
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code in S3_TRANSIENT or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500:
-            raise ThrottlingException(f"S3 could not serve {where} now ({code}); retry") from None
-        raise InvalidS3ObjectException(f"Unable to get object metadata from S3 for {where}: {code}") from None
-    except (S3Unreachable, HTTPClientError) as exc:
-        raise ThrottlingException(f"S3 could not serve {where} now ({exc}); retry") from None
-    except BotoCoreError as exc:
-        raise InvalidS3ObjectException(f"Unable to read {where}: {exc}") from None
     size = int(head.get("ContentLength", 0))
     if size > MAX_VIDEO_BYTES:
         raise VideoTooLargeException(f"{where} is {size} bytes; the limit for stored videos is {MAX_VIDEO_BYTES} bytes")

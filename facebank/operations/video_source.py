@@ -17,6 +17,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from facebank.operations.images import s3_object_args
+
 BUFFER_BYTES = 8 << 20
 
 
@@ -25,7 +27,7 @@ class VideoUnreadable(Exception):
 
 
 def describe(obj: dict) -> str:
-    return f"s3://{obj['Bucket']}/{obj['Name']}" + (f" (version {obj['Version']})" if obj.get("Version") else "")
+    return s3_object_args(obj)[1]
 
 
 class S3VideoSource(io.RawIOBase):
