@@ -49,7 +49,7 @@ from common import (
 
 from facebank.engine.packs import Calibration
 from facebank.operations.celebrities import CELEBRITY_CALIBRATIONS, MATCH_THRESHOLD
-from facebank.storage.users import mean_vector
+from facebank.search.users import mean_vector
 
 ROTATIONS = 4
 SPLITS = (0, 1, 2)

@@ -166,10 +166,10 @@ def face_pairs(people: People) -> LabelledScores:
 
 def user_pairs(people: People) -> LabelledScores:
     """User vectors against faces. Each identity with >= 2 photos gives one user per pair of
-    consecutive photos (s, s+1), built as facebank/storage/users.py builds it (``mean_vector``),
+    consecutive photos (s, s+1), built as facebank/search/users.py builds it (``mean_vector``),
     as tests/test_users.py enrols two photos. A user is compared with every face of every other
     identity (impostor) and with its own identity's photos it was not built from (genuine)."""
-    from facebank.storage.users import mean_vector
+    from facebank.search.users import mean_vector
 
     names, vectors, owner, photo = _stacked(people)
     found = np.linalg.norm(vectors, axis=1) > 0

@@ -35,8 +35,9 @@ from common import ROOT, dev_images, shared_dir
 from threadpoolctl import threadpool_limits
 
 from facebank.engine.packs import pack
+from facebank.search import VectorIndex
 from facebank.settings import Settings
-from facebank.storage import CollectionRecord, FaceRecord, VectorIndex, open_embedded
+from facebank.storage import CollectionRecord, FaceRecord, open_embedded
 
 SEGMENT = 10_000
 QUERIES = 200
@@ -196,8 +197,8 @@ def shard_worker(root: str, name: str, shard: int, queries_file: str, out_file: 
     """One shard's process: cold load of its segment file, then the queries; JSON to out_file."""
     import json
 
+    from facebank.search.shards import ShardQuery, top_rows
     from facebank.storage.files import FileVectorStore, collection_dir
-    from facebank.storage.shards import ShardQuery, top_rows
 
     path = Path(root) / collection_dir("bench") / f"{name}.seg"
     fd = os.open(path, os.O_RDONLY)
@@ -280,8 +281,8 @@ def bench_sharded(total: int, shard_rows: int, dim: int, workdir: Path, parallel
     import shutil
     import subprocess
 
+    from facebank.search.shards import ShardAnswer, merge
     from facebank.storage.files import FileVectorStore
-    from facebank.storage.shards import ShardAnswer, merge
 
     n_shards = -(-total // shard_rows)
     want = max(K + 8, int(K * 1.5))  # what VectorIndex asks each shard for

@@ -51,7 +51,7 @@ from common import HALVES, People, cross_validated_calibration, embed_all, half,
 
 from facebank.engine.packs import PACKS
 from facebank.operations.users import USER_CALIBRATIONS
-from facebank.storage.users import mean_vector
+from facebank.search.users import mean_vector
 
 THRESHOLD = 80.0
 ROTATIONS = 4

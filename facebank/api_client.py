@@ -34,7 +34,7 @@ def region_of(api_url: str) -> str | None:
     return m.group(1) if m else None
 
 
-def _route(request: Any, operation_name: str, **_: Any) -> None:
+def route(request: Any, operation_name: str, **_: Any) -> None:
     """before-sign: POST /<stage>/<Operation>, signed for execute-api. Idempotent: botocore rebuilds
     the request from scratch for each retry, but a handler must not rely on that."""
     url = urlsplit(request.url)
@@ -79,6 +79,6 @@ def client(api_url: str, region: str | None = None, *, session: boto3.session.Se
     if not region:
         raise ValueError("facebank.client: pass region=..., the API URL does not name one")
     rek = session.client("rekognition", endpoint_url=api_url.rstrip("/"), region_name=region, **kwargs)
-    rek.meta.events.register("before-sign.rekognition.*", _route)
+    rek.meta.events.register("before-sign.rekognition.*", route)
     rek.meta.events.register("before-call.rekognition.*", _size_guard(rek))
     return rek

@@ -89,14 +89,14 @@ def aws_context(settings: Settings) -> Context:
         )
 
     def submit_video_job(job_id: str) -> None:
-        from facebank.aws.video import submit  # SQS: only the Start* functions submit jobs
+        from facebank.aws.video_queue import submit  # SQS: only the Start* functions submit jobs
 
         submit(settings, job_id)
 
     def open_searcher() -> Any:
         if not settings.shard_function:
             return None  # search the shards in this process
-        from facebank.aws.shard_search import LambdaShards
+        from facebank.aws.shard_client import LambdaShards
 
         return LambdaShards.from_settings(settings)
 

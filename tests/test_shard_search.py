@@ -315,7 +315,7 @@ def test_a_segment_compacted_away_mid_search_is_planned_again(env):
 
 def test_embedded_search_uses_the_same_shards_in_one_process(env, tmp_path):
     """`facebank serve`'s path: the same stored map and merge, shards searched in this process."""
-    from facebank.storage.index import VectorIndex
+    from facebank.search.index import VectorIndex
 
     local = VectorIndex(env.ctx.index.vectors, env.ctx.index.metadata, shard_rows=SHARD_ROWS)
     assert local.searcher is None

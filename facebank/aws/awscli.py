@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from botocore.exceptions import ClientError
 
-from facebank.api_client import _route, too_large
+from facebank.api_client import route, too_large
 
 
 def is_facebank_api(url: str) -> bool:
@@ -31,7 +31,7 @@ def _before_sign(request: Any, operation_name: str, **kwargs: Any) -> None:
     # The URL already ends in /<Operation> when botocore re-signs a retried request.
     base = request.url.rsplit(f"/{operation_name}", 1)[0] if request.url.endswith(f"/{operation_name}") else request.url
     if is_facebank_api(base):
-        _route(request, operation_name, **kwargs)
+        route(request, operation_name, **kwargs)
 
 
 def _before_call(params: dict, model: Any, **_: Any) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 
 from facebank.aws.runtime import call, lambda_entry, logger, metrics, shared_context
-from facebank.storage.index import SegmentIndex
+from facebank.search.index import SegmentIndex
 
 SAFETY_MS = 90_000  # stop starting new collections when less than this is left
 

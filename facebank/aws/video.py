@@ -1,7 +1,7 @@
-"""Stored-video jobs on AWS: the SQS submitter Start* uses, and the VideoWorker handler.
+"""Stored-video jobs on AWS: the VideoWorker handler.
 
 Start* records the job (``JobStore.create_job``) and calls ``Context.submit_video_job``, which
-here sends ``{"type": "plan", "job_id"}`` to the video queue (``VideoQueue``). The worker
+here sends ``{"type": "plan", "job_id"}`` to the video queue (``VideoQueue``, in ``video_queue.py``). The worker
 (``functions/video_worker.py``, SQS event source, one message per invocation) runs the pipeline of
 ``facebank.operations.video_jobs`` one step per message:
 
@@ -26,8 +26,6 @@ StatusMessage naming the step, and the completion message is published. No job s
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -35,8 +33,9 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from facebank.aws.runtime import lambda_entry, logger, metrics, shared_context, tracer
-from facebank.settings import Settings
+from facebank.aws.observability import lambda_entry, logger, metrics, tracer
+from facebank.aws.runtime import shared_context
+from facebank.aws.video_queue import VideoQueue, sqs_client
 
 if TYPE_CHECKING:
     from facebank.operations import Context
@@ -45,8 +44,6 @@ if TYPE_CHECKING:
 IN_PROGRESS = "IN_PROGRESS"
 MESSAGE_TYPES = ("plan", "segment", "assemble")
 MAX_RECEIVES = 3  # the redrive policy's maxReceiveCount (infra/video.py)
-SEND_BATCH = 10  # SendMessageBatch's limit
-SEND_ATTEMPTS = 5
 # Failure messages of jobs failed from the dead-letter queue, by step.
 DEAD_LETTER_MESSAGES = {
     "plan": "Internal error: the video could not be read or planned after {n} attempts",
@@ -59,65 +56,6 @@ def retry_delay(receive_count: int) -> int:
     """Seconds before a failed message is delivered again: 30 s, then 60 s (a transient S3 or
     DynamoDB failure clears by then), instead of the queue's 30-minute visibility timeout."""
     return min(30 * 2 ** max(receive_count - 1, 0), 900)
-
-
-class VideoQueue:
-    """Sends job messages to the video queue (standard queue: at least once, unordered)."""
-
-    def __init__(self, sqs: Any, queue_url: str):
-        self.sqs = sqs
-        self.url = queue_url
-
-    def send(self, messages: Iterable[dict]) -> None:
-        pending = [json.dumps(m, separators=(",", ":"), sort_keys=True) for m in messages]
-        for start in range(0, len(pending), SEND_BATCH):
-            entries = {str(i): body for i, body in enumerate(pending[start : start + SEND_BATCH])}
-            for attempt in range(SEND_ATTEMPTS):
-                if attempt:
-                    time.sleep(0.05 * 2**attempt)  # SQS failed some entries on its side: back off briefly
-                response = self.sqs.send_message_batch(
-                    QueueUrl=self.url, Entries=[{"Id": i, "MessageBody": b} for i, b in entries.items()]
-                )
-                failed = response.get("Failed", [])
-                sender_faults = [f for f in failed if f.get("SenderFault")]
-                if sender_faults:
-                    raise RuntimeError(f"video queue refused messages: {sender_faults}")
-                entries = {f["Id"]: entries[f["Id"]] for f in failed}
-                if not entries:
-                    break
-            else:
-                raise RuntimeError(f"video queue kept failing {len(entries)} messages after {SEND_ATTEMPTS} attempts")
-
-    def submitter(self) -> Callable[[str], None]:
-        """Context.submit_video_job for Start*: the job's plan message."""
-
-        def submit(job_id: str) -> None:
-            self.send([{"type": "plan", "job_id": job_id}])
-
-        return submit
-
-
-_queues: dict[str, VideoQueue] = {}
-
-
-def submit(settings: Settings, job_id: str) -> None:
-    """Context.submit_video_job of aws_context (facebank/wiring.py): the job's plan message to the
-    queue at FACEBANK_VIDEO_QUEUE_URL (one client per execution environment)."""
-    url = settings.video_queue_url
-    if not url:
-        raise RuntimeError("no video queue configured for this function: FACEBANK_VIDEO_QUEUE_URL is not set")
-    if url not in _queues:
-        _queues[url] = VideoQueue(_sqs_client(settings), url)
-    _queues[url].submitter()(job_id)
-
-
-def _sqs_client(settings: Settings) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "sqs", region_name=settings.region, config=Config(retries={"mode": "standard", "max_attempts": 5})
-    )
 
 
 # --- the worker
@@ -205,7 +143,7 @@ def worker() -> VideoWorker:
     global _worker
     ctx = shared_context()
     if _worker is None or _worker.ctx is not ctx:
-        _worker = VideoWorker(ctx, VideoQueue(_sqs_client(ctx.settings), ctx.settings.video_queue_url or ""))
+        _worker = VideoWorker(ctx, VideoQueue(sqs_client(ctx.settings), ctx.settings.video_queue_url or ""))
     return _worker
 
 

@@ -21,9 +21,9 @@ from facebank.storage import MetadataStore, RequestLedger, Storage
 
 if TYPE_CHECKING:
     from facebank.engine import FaceEngine
-    from facebank.storage import UserVectorIndex, VectorIndex
+    from facebank.search import UserVectorIndex, VectorIndex
+    from facebank.search.shards import ShardSearcher
     from facebank.storage.celebrities import CelebrityGallery, CelebrityIndex
-    from facebank.storage.shards import ShardSearcher
 
 Request = dict[str, Any]
 Response = dict[str, Any]
@@ -78,7 +78,7 @@ class Context:
     # facebank.video_runner; AWS: the video queue). Set by facebank.wiring.
     submit_video_job: Callable[[str], None] = field(default=_no_video_runner, repr=False)
     open_sns: Callable[[], Any] = field(default=_default_sns, repr=False)
-    # Who searches a collection's shards: None is this process (facebank/storage/shards.py).
+    # Who searches a collection's shards: None is this process (facebank/search/shards.py).
     open_searcher: Callable[[], ShardSearcher | None] = field(default=lambda: None, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _opened: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -103,7 +103,7 @@ class Context:
     @property
     def index(self) -> VectorIndex:
         """Faces' vectors and metadata, with the segment cache of this process."""
-        from facebank.storage.index import VectorIndex  # numpy: only for operations on vectors
+        from facebank.search.index import VectorIndex  # numpy: only for operations on vectors
 
         return self._once(
             "index",
@@ -119,7 +119,7 @@ class Context:
     @property
     def user_index(self) -> UserVectorIndex:
         """The user-vector index beside the face index (its segment cache lives as long as this Context)."""
-        from facebank.storage.users import UserVectorIndex
+        from facebank.search.users import UserVectorIndex
 
         return self._once("user_index", lambda: UserVectorIndex(self.index, searcher=self.index.searcher))
 

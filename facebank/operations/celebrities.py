@@ -211,7 +211,7 @@ def enrol(source: CelebritySource, ctx: Context, notes: list[str]) -> CelebrityR
     """The record of one celebrity: the mean of the largest face of each photo that has one."""
     import numpy as np
 
-    from facebank.storage.users import mean_vector
+    from facebank.search.users import mean_vector
 
     engine = ctx.engine
     vectors = []

@@ -301,11 +301,11 @@ def delete_faces(request: Request, ctx: Context) -> Response:
 # --- search
 
 
-def _cosine_floor(ctx: Context, threshold: float) -> float:
+def cosine_floor(ctx: Context, threshold: float) -> float:
     return ctx.model_pack.calibration.cosine_floor(threshold)
 
 
-def _matches(ctx: Context, hits: list[tuple[FaceRecord, float]], threshold: float) -> list[dict]:
+def face_matches(ctx: Context, hits: list[tuple[FaceRecord, float]], threshold: float) -> list[dict]:
     calibration = ctx.model_pack.calibration
     out = []
     for rec, cosine in hits:
@@ -326,11 +326,11 @@ def search_faces(request: Request, ctx: Context) -> Response:
         collection.collection_id,
         face_id,
         request.get("MaxFaces", SEARCH_DEFAULT_MAX),
-        _cosine_floor(ctx, threshold),
+        cosine_floor(ctx, threshold),
     )
     return {
         "SearchedFaceId": face_id,
-        "FaceMatches": _matches(ctx, hits, threshold),
+        "FaceMatches": face_matches(ctx, hits, threshold),
         "FaceModelVersion": collection.face_model_version,
     }
 
@@ -355,11 +355,11 @@ def search_faces_by_image(request: Request, ctx: Context) -> Response:
         collection.collection_id,
         engine.embed(rgb, face),
         request.get("MaxFaces", SEARCH_DEFAULT_MAX),
-        _cosine_floor(ctx, threshold),
+        cosine_floor(ctx, threshold),
     )
     return {
         "SearchedFaceBoundingBox": face.bounding_box(),
         "SearchedFaceConfidence": face.confidence,
-        "FaceMatches": _matches(ctx, hits, threshold),
+        "FaceMatches": face_matches(ctx, hits, threshold),
         "FaceModelVersion": collection.face_model_version,
     }

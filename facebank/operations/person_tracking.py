@@ -18,7 +18,7 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 from facebank.operations import Context, Request, Response, operation
-from facebank.operations.video import _get, _start
+from facebank.operations.video import get_job, start_job
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -38,12 +38,12 @@ SCORE = "DetectionScore"  # the detector's score of an item, kept until the resu
 
 @operation("StartPersonTracking")
 def start_person_tracking(request: Request, ctx: Context) -> Response:
-    return _start(PERSONS, request, ctx, {})
+    return start_job(PERSONS, request, ctx, {})
 
 
 @operation("GetPersonTracking")
 def get_person_tracking(request: Request, ctx: Context) -> Response:
-    return _get(request, ctx, PERSONS, "Persons", request.get("SortBy", "TIMESTAMP"))
+    return get_job(request, ctx, PERSONS, "Persons", request.get("SortBy", "TIMESTAMP"))
 
 
 @functools.cache

@@ -2,7 +2,7 @@
 SearchUsersByImage.
 
 A user groups faces of one person; it is searched through one vector, the re-normalised mean of
-its faces' vectors (facebank.storage.users: storage, consistency, and why the mean). Membership
+its faces' vectors (facebank.search.users: storage, consistency, and why the mean). Membership
 lives in the metadata store (FaceRecord.user_id, UserRecord.face_ids); every change bumps the
 user's version and marks it UPDATING, and the request that made the change rebuilds the vector
 before it answers (then ACTIVE, or CREATED when no face is left). The answer's UserStatus is the
@@ -13,20 +13,18 @@ user's status after the call: ACTIVE once this request's change is in the vector
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import time
 
 from facebank.engine.packs import Calibration
 from facebank.errors import (
     ConflictException,
-    IdempotentParameterMismatchException,
     InvalidParameterException,
     ResourceNotFoundException,
     ServiceQuotaExceededException,
 )
 from facebank.operations import Context, Operation, Request, Response, operation
 from facebank.operations.collections import get_collection
+from facebank.operations.idempotency import run_once
 from facebank.operations.images import load_image
 from facebank.operations.quality import quality_reasons
 from facebank.storage import (
@@ -85,44 +83,20 @@ def _user_matches(ctx: Context, hits: list[tuple[UserRecord, float]], threshold:
     return out
 
 
-# How long a ClientRequestToken's answer is kept (Rekognition does not say; a day covers SDK
-# retries and a client's own retry after an outage).
-TOKEN_LIFETIME_SECONDS = 24 * 3600
-
-
 def by_token(fn: Operation) -> Operation:
-    """ClientRequestToken as Rekognition documents it: "If you use the same token with multiple
-    <Op> requests, the same response is returned"; the same token with other parameters is an
-    IdempotentParameterMismatchException. The token is claimed in the collection's request ledger
-    (with a digest of the parameters) before the operation runs, so a request with other
-    parameters is refused before it changes anything, even when both arrive at once; the first
-    answer recorded is the one every request with the token gets. Requests with the same
-    parameters may both run; the operations are idempotent themselves (faces already in the user
-    are ignored, a user created with this token is success), so that changes nothing twice. A
-    failed request releases its claim; a crash leaves it unanswered, and the retry runs again."""
+    """ClientRequestToken for a users operation (``facebank.operations.idempotency``), scoped to the
+    collection's request ledger. Requests with the same parameters may both run; the operations
+    are idempotent themselves (faces already in the user are ignored, a user created with this
+    token is success), so that changes nothing twice."""
 
     @functools.wraps(fn)
     def wrapped(request: Request, ctx: Context) -> Response:
         token = request.get("ClientRequestToken")
         if token is None:
             return fn(request, ctx)
-        collection_id, key = request["CollectionId"], f"{fn.__name__}:{token}"
-        params = {k: v for k, v in request.items() if k != "ClientRequestToken"}
-        digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
-        since = time.time() - TOKEN_LIFETIME_SECONDS
-        claimed_digest, answer = ctx.ledger.claim(collection_id, key, digest, since)
-        if claimed_digest != digest:
-            raise IdempotentParameterMismatchException(
-                f"ClientRequestToken {token} was used with other parameters in an earlier request"
-            )
-        if answer is None:
-            try:
-                response = fn(request, ctx)
-            except Exception:
-                ctx.ledger.release(collection_id, key)
-                raise
-            answer = ctx.ledger.answer(collection_id, key, json.dumps(response))
-        return json.loads(answer)
+        payload = {k: v for k, v in request.items() if k != "ClientRequestToken"}
+        key = f"{fn.__name__}:{token}"
+        return run_once(ctx.ledger, request["CollectionId"], key, payload, lambda _: fn(request, ctx))
 
     return wrapped
 

@@ -21,7 +21,6 @@ from typing import Any
 import regex
 
 from facebank.errors import (
-    IdempotentParameterMismatchException,
     InvalidPaginationTokenException,
     InvalidParameterException,
     ResourceNotFoundException,
@@ -29,12 +28,12 @@ from facebank.errors import (
 )
 from facebank.operations import Context, Request, Response, operation
 from facebank.operations.collections import get_collection
+from facebank.operations.idempotency import run_once
 from facebank.operations.images import s3_errors, s3_object_args
-from facebank.storage import JobRecord
+from facebank.storage import JobExists, JobRecord
 
 MAX_VIDEO_BYTES = 10 * 1024**3  # Rekognition Video's stored-video limit: 10 GB
 LEDGER_SCOPE = "video-jobs"
-TOKEN_LIFETIME_SECONDS = 24 * 3600  # as the other ClientRequestToken operations (operations.users)
 MAX_PAGE = 1000  # MaxResults above 1000 returns 1000, as Rekognition documents
 PAGE_ITEMS = 1000  # items per stored result page (video_jobs writes them)
 ROLE_ARN = regex.compile(r"arn:aws(-[a-z]+)*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+")
@@ -74,33 +73,29 @@ def _check_channel(channel: dict | None, ctx: Context) -> dict | None:
 
 
 def _start(api: str, request: Request, ctx: Context, params: dict) -> Response:
-    """Claim the ClientRequestToken (same token and parameters: the first JobId; other
-    parameters: IdempotentParameterMismatchException), then check, record and submit the job."""
+    """Claim the ClientRequestToken (``facebank.operations.idempotency``; same token and parameters:
+    the first JobId; other parameters: IdempotentParameterMismatchException), then check, record
+    and submit the job. The claim reserves the JobId before any job exists, so concurrent callers
+    with one token create one job between them (the job store's conditional create decides)."""
     token = request.get("ClientRequestToken")
     if token is None:
-        return {"JobId": _create(api, request, ctx, params)}
-    canonical = {"API": api, **{k: v for k, v in request.items() if k != "ClientRequestToken"}}
-    digest = hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
-    claimed, answer = ctx.ledger.claim(LEDGER_SCOPE, token, digest, time.time() - TOKEN_LIFETIME_SECONDS)
-    if claimed != digest:
-        raise IdempotentParameterMismatchException(
-            f"ClientRequestToken {token} was used with other parameters in an earlier request"
-        )
-    if answer is None:
-        try:
-            job_id = _create(api, request, ctx, params)
-        except Exception:
-            ctx.ledger.release(LEDGER_SCOPE, token)
-            raise
-        answer = ctx.ledger.answer(LEDGER_SCOPE, token, json.dumps({"JobId": job_id}))
-    return json.loads(answer)
+        return {"JobId": _create(api, request, ctx, params, uuid.uuid4().hex)}
+    payload = {"API": api, **{k: v for k, v in request.items() if k != "ClientRequestToken"}}
+
+    def run(reserved: str) -> Response:
+        # An entry claimed before JobIds were reserved has none: a fresh id, as then.
+        return {"JobId": _create(api, request, ctx, params, reserved or uuid.uuid4().hex)}
+
+    return run_once(ctx.ledger, LEDGER_SCOPE, token, payload, run, reservation=uuid.uuid4().hex)
 
 
-def _create(api: str, request: Request, ctx: Context, params: dict) -> str:
+def _create(api: str, request: Request, ctx: Context, params: dict, job_id: str) -> str:
+    """Check, record and submit the job ``job_id``; if another request with the same token
+    created it first, nothing (it is that request's job, already submitted)."""
     video = _check_video(request["Video"], ctx)
     channel = _check_channel(request.get("NotificationChannel"), ctx)
     job = JobRecord(
-        job_id=uuid.uuid4().hex,
+        job_id=job_id,
         api=api,
         status="IN_PROGRESS",
         video=video,
@@ -116,7 +111,10 @@ def _create(api: str, request: Request, ctx: Context, params: dict) -> str:
         job_tag=request.get("JobTag"),
         notification_channel=channel,
     )
-    ctx.storage.jobs.create_job(job, ctx.settings.max_video_jobs)  # JobLimit -> LimitExceededException
+    try:
+        ctx.storage.jobs.create_job(job, ctx.settings.max_video_jobs)  # JobLimit -> LimitExceededException
+    except JobExists:
+        return job.job_id
     try:
         ctx.submit_video_job(job.job_id)
     except Exception:

@@ -22,12 +22,13 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from facebank.operations import Context, person_tracking
 from facebank.operations.celebrities import CELEBRITY_JOBS, celebrity_frame_items, celebrity_orders
-from facebank.operations.collections import _cosine_floor, _matches  # SearchFacesByImage's own matching
-from facebank.operations.video import PAGE_ITEMS, SEARCH, page_name
+from facebank.operations.collections import cosine_floor, face_matches  # SearchFacesByImage's own matching
+from facebank.operations.video import DETECTION, PAGE_ITEMS, SEARCH, page_name
 from facebank.operations.video_source import VideoUnreadable, describe, open_video
 from facebank.storage import CollectionNotFound, JobRecord
 
@@ -48,7 +49,6 @@ REUSE_IOU = 0.5
 EMBED_REFRESH_MS = 1000
 INTERNAL_ERROR = "Internal error analysing the video"
 PERSONS = person_tracking.PERSONS
-TRACKED = (SEARCH, PERSONS)  # jobs whose items carry a tracked Person.Index
 StopCheck = Callable[[], bool]
 
 
@@ -108,6 +108,132 @@ def plan(job: JobRecord, ctx: Context) -> list[tuple[int, int]]:
     return segments
 
 
+# --- job types: one small handler per API (frames -> items, join, sort keys)
+
+
+class FrameAnalysis(Protocol):
+    """One segment's analysis of one job type: the items of each sampled frame, and (tracked
+    types) the tracks the segment saw, which assembly joins across segments."""
+
+    tracker: Tracker | None
+
+    def frame(self, timestamp: int, rgb: Any) -> list[dict]: ...
+
+
+@dataclass(frozen=True)
+class JobType:
+    """A stored-video API: how a segment's frames become items (``analysis``), whether items carry
+    a Person.Index joined across segments (``tracked``), and its result pages' sort orders."""
+
+    api: str
+    analysis: Callable[[JobRecord, Context], FrameAnalysis]
+    orders: Callable[[list[dict]], dict[str, list[dict]]]
+    tracked: bool = False
+    collection: bool = False  # the job searches a collection, which must still exist
+
+
+JOB_TYPES: dict[str, JobType] = {}
+
+
+def register(job_type: JobType) -> JobType:
+    JOB_TYPES[job_type.api] = job_type
+    return job_type
+
+
+def job_type(job: JobRecord) -> JobType:
+    return JOB_TYPES[job.api]
+
+
+def _attributes(job: JobRecord) -> list[str]:
+    return ["ALL"] if job.params.get("FaceAttributes") == "ALL" else ["DEFAULT"]
+
+
+class _Detections:
+    """StartFaceDetection: every face of every sampled frame."""
+
+    def __init__(self, job: JobRecord, ctx: Context):
+        self.engine, self.attributes = ctx.engine, _attributes(job)
+        self.tracker: Tracker | None = None
+
+    def frame(self, timestamp: int, rgb: Any) -> list[dict]:
+        return [
+            {"Timestamp": timestamp, "Face": face.detail()}
+            for face in self.engine.detect(rgb, attributes=self.attributes)
+        ]
+
+
+class _Searches:
+    """StartFaceSearch: faces tracked as people, each searched in the collection (a PersonMatch per
+    sampled face that matches); a face that continues its track reuses the track's matches."""
+
+    def __init__(self, job: JobRecord, ctx: Context):
+        from facebank.engine.tracker import Tracker
+
+        self.job, self.ctx, self.engine = job, ctx, ctx.engine
+        self.tracker: Tracker | None = Tracker(link_rule(ctx, _fps(job, ctx)))
+        self.track_matches: dict[int, list[dict]] = {}  # each track's FaceMatches when its face was last embedded
+
+    def frame(self, timestamp: int, rgb: Any) -> list[dict]:
+        assert self.tracker is not None
+        items = []
+        faces = self.engine.detect(rgb, attributes=["DEFAULT"])
+        for face, index, embedding in embed_and_track(self.engine, self.tracker, timestamp, rgb, faces):
+            if embedding is None and index in self.track_matches:
+                matches = self.track_matches[index]
+            else:
+                matches = _search(self.job, self.ctx, self.engine.embed(rgb, face) if embedding is None else embedding)
+                self.track_matches[index] = matches
+            if matches:
+                person = {"Index": index, "BoundingBox": face.bounding_box(), "Face": face.detail()}
+                items.append({"Timestamp": timestamp, "Person": person, "FaceMatches": matches})
+        return items
+
+
+class _Persons:
+    """StartPersonTracking: bodies, then their faces (operations.person_tracking)."""
+
+    def __init__(self, job: JobRecord, ctx: Context):
+        from facebank.engine.tracker import Tracker
+
+        self.engine, self.persons = ctx.engine, person_tracking.person_detector(ctx)
+        self.tracker: Tracker | None = Tracker(link_rule(ctx, _fps(job, ctx)))
+
+    def frame(self, timestamp: int, rgb: Any) -> list[dict]:
+        assert self.tracker is not None
+        return person_tracking.frame_items(timestamp, rgb, self.persons, self.engine, self.tracker)
+
+
+class _Celebrities:
+    """StartCelebrityRecognition: one gallery snapshot per segment (not one read per frame)."""
+
+    def __init__(self, job: JobRecord, ctx: Context):
+        self.ctx, self.engine, self.attributes = ctx, ctx.engine, _attributes(job)
+        self.tracker: Tracker | None = None
+        self.gallery = ctx.celebrity_index.current()
+
+    def frame(self, timestamp: int, rgb: Any) -> list[dict]:
+        faces = self.engine.detect(rgb, attributes=self.attributes)
+        return celebrity_frame_items(timestamp, rgb, faces, self.ctx, self.gallery)
+
+
+def _detection_order(item: dict) -> tuple:
+    box = item["Face"]["BoundingBox"]
+    return (item["Timestamp"], box["Left"], box["Top"])
+
+
+def _person_orders(items: list[dict]) -> dict[str, list[dict]]:
+    return {
+        "TIMESTAMP": sorted(items, key=lambda i: (i["Timestamp"], i["Person"]["Index"])),
+        "INDEX": sorted(items, key=lambda i: (i["Person"]["Index"], i["Timestamp"])),
+    }
+
+
+register(JobType(DETECTION, _Detections, lambda items: {"TIMESTAMP": sorted(items, key=_detection_order)}))
+register(JobType(SEARCH, _Searches, _person_orders, tracked=True, collection=True))
+register(JobType(PERSONS, _Persons, person_tracking.result_orders, tracked=True))
+register(JobType(CELEBRITY_JOBS, _Celebrities, celebrity_orders))
+
+
 # --- analyse
 
 
@@ -116,43 +242,17 @@ def analyse_segment(
 ) -> tuple[int, int]:
     """Analyse the sampled frames in [start_ms, end_ms), write ``segment-<k>.json`` and mark the
     segment done; returns (segments done, total). Raises VideoDecodeError / VideoUnreadable."""
-    from facebank.engine.tracker import Tracker
     from facebank.engine.video import sample_frames
 
     _require_collection(job, ctx)
-    engine = ctx.engine
-    fps = _fps(job, ctx)
-    search = job.api == SEARCH
-    attributes = ["ALL"] if job.params.get("FaceAttributes") == "ALL" and not search else ["DEFAULT"]
-    tracker = Tracker(link_rule(ctx, fps)) if job.api in TRACKED else None
-    persons = person_tracking.person_detector(ctx) if job.api == PERSONS else None
-    track_matches: dict[int, list[dict]] = {}  # each track's FaceMatches when its face was last embedded
-    # Celebrities: one gallery snapshot per segment (not one read per frame).
-    gallery = ctx.celebrity_index.current() if job.api == CELEBRITY_JOBS else None
+    analysis = job_type(job).analysis(job, ctx)
     items: list[dict] = []
     with open_video(ctx.s3, job.video["S3Object"]) as source:
-        for timestamp, rgb in sample_frames(source, fps, start_ms, end_ms):
+        for timestamp, rgb in sample_frames(source, _fps(job, ctx), start_ms, end_ms):
             if should_stop is not None and should_stop():
                 raise JobInterrupted(job.job_id)
-            if persons is not None and tracker is not None:  # person tracking: bodies, then their faces
-                items += person_tracking.frame_items(timestamp, rgb, persons, engine, tracker)
-                continue
-            faces = engine.detect(rgb, attributes=attributes)
-            if gallery is not None:
-                items += celebrity_frame_items(timestamp, rgb, faces, ctx, gallery)
-                continue
-            if tracker is None:
-                items += [{"Timestamp": timestamp, "Face": face.detail()} for face in faces]
-                continue
-            for face, index, embedding in embed_and_track(engine, tracker, timestamp, rgb, faces):
-                if embedding is None and index in track_matches:
-                    matches = track_matches[index]
-                else:
-                    matches = _search(job, ctx, engine.embed(rgb, face) if embedding is None else embedding)
-                    track_matches[index] = matches
-                if matches:
-                    person = {"Index": index, "BoundingBox": face.bounding_box(), "Face": face.detail()}
-                    items.append({"Timestamp": timestamp, "Person": person, "FaceMatches": matches})
+            items += analysis.frame(timestamp, rgb)
+    tracker = analysis.tracker
     partial = {"items": items, "tracks": [t.to_json() for t in tracker.summaries()] if tracker else []}
     ctx.storage.results.put(job.job_id, segment_name(segment), json.dumps(partial, separators=(",", ":")).encode())
     return ctx.storage.jobs.segment_done(job.job_id, segment)
@@ -171,54 +271,39 @@ def embed_and_track(engine: Any, tracker: Tracker, timestamp: int, rgb: Any, fac
 
 def _require_collection(job: JobRecord, ctx: Context) -> None:
     """A search job's collection still exists (searching a deleted one would find nobody, silently)."""
-    if job.api == SEARCH and ctx.metadata.get_collection(job.params["CollectionId"]) is None:
+    if job_type(job).collection and ctx.metadata.get_collection(job.params["CollectionId"]) is None:
         raise CollectionNotFound(job.params["CollectionId"])
 
 
 def _search(job: JobRecord, ctx: Context, embedding: Any) -> list[dict]:
     threshold = float(job.params.get("FaceMatchThreshold", 80.0))
     hits = ctx.index.search_records(
-        job.params["CollectionId"], embedding, MAX_MATCHES_PER_FACE, _cosine_floor(ctx, threshold)
+        job.params["CollectionId"], embedding, MAX_MATCHES_PER_FACE, cosine_floor(ctx, threshold)
     )
-    return _matches(ctx, hits, threshold)
+    return face_matches(ctx, hits, threshold)
 
 
 # --- assemble
-
-
-def _detection_order(item: dict) -> tuple:
-    box = item["Face"]["BoundingBox"]
-    return (item["Timestamp"], box["Left"], box["Top"])
 
 
 def assemble(job: JobRecord, ctx: Context) -> int:
     """Join the segments' results into the result pages of every sort order; returns the item count."""
     from facebank.engine.tracker import TrackSummary, join_segments
 
+    kind = job_type(job)
     total = (ctx.storage.jobs.get_job(job.job_id) or job).segments_total
     partials = [json.loads(ctx.storage.results.get(job.job_id, segment_name(k))) for k in range(total)]
-    orders: dict[str, list[dict]]
-    if job.api in TRACKED:
+    items = []
+    if kind.tracked:  # one Person.Index numbering for the whole video
         tracks = [[TrackSummary.from_json(t) for t in p["tracks"]] for p in partials]
         mappings = join_segments(tracks, link_rule(ctx, _fps(job, ctx)))
-        items = []
         for partial, mapping in zip(partials, mappings, strict=True):
             for item in partial["items"]:
                 item["Person"]["Index"] = mapping[item["Person"]["Index"]]
                 items.append(item)
-        orders = {
-            "TIMESTAMP": sorted(items, key=lambda i: (i["Timestamp"], i["Person"]["Index"])),
-            "INDEX": sorted(items, key=lambda i: (i["Person"]["Index"], i["Timestamp"])),
-        }
-        if job.api == PERSONS:
-            orders = person_tracking.result_orders(items)
-    elif job.api == CELEBRITY_JOBS:
-        items = [item for partial in partials for item in partial["items"]]
-        orders = celebrity_orders(items)
     else:
         items = [item for partial in partials for item in partial["items"]]
-        orders = {"TIMESTAMP": sorted(items, key=_detection_order)}
-    for sort, ordered in orders.items():
+    for sort, ordered in kind.orders(items).items():
         for page in range(math.ceil(len(ordered) / PAGE_ITEMS)):
             chunk = ordered[page * PAGE_ITEMS : (page + 1) * PAGE_ITEMS]
             ctx.storage.results.put(

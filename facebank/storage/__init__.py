@@ -2,7 +2,9 @@
 or on AWS, plus the ingest ledger on AWS. Opening storage gives them together, as one ``Storage``:
 
     storage = open_embedded("/var/lib/facebank")
-    index = VectorIndex(storage.vectors, storage.metadata)
+    index = facebank.search.VectorIndex(storage.vectors, storage.metadata)
+
+The vector search over these stores is ``facebank.search``'s, a layer above.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from facebank.storage.errors import (
     CollectionExists,
@@ -48,32 +50,10 @@ from facebank.storage.ports import (
 )
 from facebank.storage.segments import new_segment_name
 
-if TYPE_CHECKING:
-    from facebank.storage.index import CompactionResult, VectorIndex
-    from facebank.storage.users import UserVectorIndex
-
-# The vector indexes need numpy, which a metadata-only function (ListCollections, CreateUser...)
-# never loads: they are imported on first access.
-_LAZY = {
-    "CompactionResult": "facebank.storage.index",
-    "VectorIndex": "facebank.storage.index",
-    "UserVectorIndex": "facebank.storage.users",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = [
     "CollectionExists",
     "CollectionNotFound",
     "CollectionRecord",
-    "CompactionResult",
     "CorruptSegment",
     "FaceNotFound",
     "FaceRecord",
@@ -101,8 +81,6 @@ __all__ = [
     "UserFaceLimit",
     "UserNotFound",
     "UserRecord",
-    "UserVectorIndex",
-    "VectorIndex",
     "VectorStore",
     "new_segment_name",
     "open_aws",
@@ -179,8 +157,10 @@ def open_aws(
     import boto3
     from botocore.config import Config
 
-    from facebank.storage.dynamodb import DynamoIngestLedger, DynamoMetadataStore, DynamoRequestLedger, TableNames
+    from facebank.storage.dynamodb import DynamoMetadataStore
     from facebank.storage.dynamodb_jobs import DynamoJobStore
+    from facebank.storage.dynamodb_ledgers import DynamoIngestLedger, DynamoRequestLedger
+    from facebank.storage.dynamodb_tables import TableNames
     from facebank.storage.s3 import S3VectorStore
     from facebank.storage.s3_jobs import S3JobResults
 

@@ -30,19 +30,19 @@ import json
 import time
 from typing import Any
 
-from facebank.storage.dynamodb import DEFAULT_MAX_ATTEMPTS, _client, _create, _Dynamo
+from facebank.storage.dynamodb_base import DEFAULT_MAX_ATTEMPTS, Dynamo, client_of, create_table_specs
 from facebank.storage.errors import JobExists, JobLimit
 from facebank.storage.ports import JobRecord
 
 COUNTER_ID = "#active"
 IN_PROGRESS = "IN_PROGRESS"
 FINISHED = frozenset({"SUCCEEDED", "FAILED"})
-_JOB, _COUNTER = "job", "counter"  # transaction item names (see _Dynamo.transact)
+_JOB, _COUNTER = "job", "counter"  # transaction item names (see Dynamo.transact)
 
 
 def create_jobs_table(dynamodb: Any, name: str, *, wait: bool = True) -> None:
     """Create the jobs table (see the module docstring) unless it exists."""
-    _create(_client(dynamodb), {name: [("job_id", "HASH")]}, wait)
+    create_table_specs(client_of(dynamodb), {name: [("job_id", "HASH")]}, wait)
 
 
 def _key(job_id: str) -> dict[str, Any]:
@@ -109,7 +109,7 @@ def _record(item: dict[str, Any]) -> JobRecord:
 
 class DynamoJobStore:
     def __init__(self, dynamodb: Any, table: str, *, max_attempts: int = DEFAULT_MAX_ATTEMPTS):
-        self._db = _Dynamo(dynamodb, max_attempts)
+        self._db = Dynamo(dynamodb, max_attempts)
         self.table = table
 
     def create_job(self, rec: JobRecord, max_active: int) -> None:
@@ -144,10 +144,10 @@ class DynamoJobStore:
             }
         }
         failed = self._db.transact({_JOB: put, _COUNTER: count})
+        if _JOB in failed:  # first: a taken id is the answer even when the limit is reached too
+            raise JobExists(rec.job_id)
         if _COUNTER in failed:
             raise JobLimit(max_active)
-        if _JOB in failed:
-            raise JobExists(rec.job_id)
 
     def get_job(self, job_id: str) -> JobRecord | None:
         if job_id == COUNTER_ID:

@@ -118,3 +118,9 @@ class ShardThrottled(StorageError):
 class ShardFailed(StorageError):
     """A shard's search failed or answered nothing usable through every retry: the search fails
     rather than answer from the other shards only."""
+
+
+class CelebrityIdConflict(StorageError):
+    def __init__(self, celebrity_id: str, name: str, existing: str):
+        super().__init__(f"celebrity Id {celebrity_id} of {name!r} is already taken by {existing!r}")
+        self.celebrity_id, self.name, self.existing = celebrity_id, name, existing

@@ -7,16 +7,15 @@ macOS's and Windows' filesystems would fold into one directory.
 User-vector segments (user_vectors()) live at <root>/<collection dir>/users/<name>.seg: inside the
 collection's directory, so deleting the collection removes them, and not listed with its faces.
 
-A segment is written to a dot-prefixed temp file in the same directory, fsynced, then published
-with os.link, which is atomic and, unlike os.replace, refuses to overwrite, so an existing
-immutable segment can never be clobbered. Listing ignores dot files, so readers in any thread or
-process see a segment completely or not at all.
+A segment is written by ``atomic.atomic_write`` without overwrite: a dot-prefixed temp file in
+the same directory, fsynced, then published with os.link, which is atomic and, unlike os.replace,
+refuses to overwrite, so an existing immutable segment can never be clobbered. Listing ignores
+dot files, so readers in any thread or process see a segment completely or not at all.
 """
 
 from __future__ import annotations
 
 import copy
-import errno
 import hashlib
 import os
 import shutil
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from facebank.storage import segments
+from facebank.storage.atomic import atomic_write
 from facebank.storage.errors import SegmentExists, SegmentNotFound
 
 if TYPE_CHECKING:  # numpy loads only where vectors are handled, not for metadata calls
@@ -36,20 +36,6 @@ USERS_DIR = "users"  # not a valid segment file name (no .seg suffix), so never 
 def collection_dir(collection_id: str) -> str:
     segments.safe_component(collection_id)  # the same ids are refused as on S3
     return "c-" + hashlib.sha256(collection_id.encode()).hexdigest()[:40]
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make the new directory entry itself durable (the file's own fsync does not)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # not supported on this platform / filesystem
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class FileVectorStore:
@@ -77,29 +63,10 @@ class FileVectorStore:
     def write_segment(self, collection_id: str, name: str, face_ids: list[str], vectors: np.ndarray) -> None:
         final = self._path(collection_id, name)
         data = segments.encode(face_ids, vectors)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".{name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
         try:
-            with open(tmp, "xb") as f:
-                f.write(data)
-                if self._fsync:
-                    f.flush()
-                    os.fsync(f.fileno())
-            try:
-                os.link(tmp, final)
-            except FileExistsError:
-                raise SegmentExists(f"segment {name!r} already exists") from None
-            except OSError as e:
-                if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
-                    raise
-                # No hard links on this filesystem: best effort no-clobber, then atomic rename.
-                if final.exists():
-                    raise SegmentExists(f"segment {name!r} already exists") from None
-                os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
-        if self._fsync:
-            _fsync_dir(final.parent)
+            atomic_write(final, data, fsync=self._fsync, overwrite=False)
+        except FileExistsError:
+            raise SegmentExists(f"segment {name!r} already exists") from None
 
     def list_segments(self, collection_id: str) -> list[str]:
         try:

@@ -1,7 +1,8 @@
 """Embedded video job results: one file per blob at <root>/<job_id>/<name>.
 
-A blob is written to a dot-prefixed temp file in the job's directory, fsynced, then renamed over
-the final name (atomic on POSIX), so a reader sees the old bytes or the new, never a torn page.
+A blob is written by ``atomic.atomic_write``: a dot-prefixed temp file in the job's directory,
+fsynced, then renamed over the final name (atomic on POSIX), so a reader sees the old bytes or the
+new, never a torn page.
 Job ids and blob names are checked against a strict alphabet: they come from our own code, but a
 path built from them must never leave the root.
 """
@@ -11,9 +12,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import uuid
 from pathlib import Path
 
+from facebank.storage.atomic import atomic_write
 from facebank.storage.errors import ResultNotFound
 
 _SAFE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -34,18 +35,7 @@ class FileJobResults:
         return self.root / _component(job_id) / _component(name)
 
     def put(self, job_id: str, name: str, data: bytes) -> None:
-        final = self._path(job_id, name)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".{name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-        try:
-            with open(tmp, "xb") as f:
-                f.write(data)
-                if self._fsync:
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write(self._path(job_id, name), data, fsync=self._fsync)
 
     def get(self, job_id: str, name: str) -> bytes:
         try:

@@ -3,8 +3,8 @@ request ledger (answers of requests made with a ClientRequestToken) and, on AWS 
 ledger (what each S3 ingest object was indexed into).
 
 Adapters: sqlite.SqliteMetadataStore + files.FileVectorStore + sqlite.SqliteRequestLedger
-(embedded), dynamodb.DynamoMetadataStore + s3.S3VectorStore + dynamodb.DynamoRequestLedger +
-dynamodb.DynamoIngestLedger (AWS). Contracts every adapter honours (tests/storage runs the
+(embedded), dynamodb.DynamoMetadataStore + s3.S3VectorStore + dynamodb_ledgers.DynamoRequestLedger +
+dynamodb_ledgers.DynamoIngestLedger (AWS). Contracts every adapter honours (tests/storage runs the
 same suite against both):
 
 - Pagination tokens are opaque strings; a malformed one raises InvalidPaginationToken. Faces and
@@ -16,6 +16,7 @@ same suite against both):
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -170,7 +171,7 @@ class MetadataStore(Protocol):
         Raises UserNotFound.
         """
 
-    # --- shard maps (facebank/storage/shards.py)
+    # --- shard maps (facebank/search/shards.py)
     def get_shard_map(self, collection_id: str, kind: str) -> tuple[str | None, int]:
         """The stored shard map of the collection's `kind` segments ("faces" or "users") as
         (JSON document, version); (None, 0) when none is stored."""
@@ -244,7 +245,7 @@ class VectorStore(Protocol):
         """Delete every segment of the collection (its user-vector segments too). Idempotent."""
 
     def user_vectors(self) -> VectorStore:
-        """The same store's namespace for user-vector segments (see facebank.storage.users).
+        """The same store's namespace for user-vector segments (see facebank.search.users).
 
         Kept under each collection's own directory/prefix, so delete_collection above removes
         them with the face segments, and invisible to this store's list_segments.
@@ -312,3 +313,45 @@ class JobResults(Protocol):
 
     def delete_job(self, job_id: str) -> None:
         """Every blob of the job. Idempotent."""
+
+
+# --- the celebrity gallery (facebank celebrities import; RecognizeCelebrities, GetCelebrityInfo)
+
+KNOWN_GENDERS = ("Male", "Female", "Nonbinary", "Unlisted")  # botocore's KnownGenderType
+MAX_URLS = 255  # botocore's Urls: at most 255 entries
+
+
+@dataclass(frozen=True)
+class CelebrityRecord:
+    celebrity_id: str
+    name: str
+    urls: tuple[str, ...]
+    known_gender: str | None  # one of KNOWN_GENDERS, or None when the operator gave none
+    pack: str  # the model pack the vector was computed with; other packs never compare it
+    face_model_version: str
+    vector: bytes  # float32 little-endian unit vector (the re-normalised mean of the photos' faces)
+    photos: int  # photos whose face went into the vector
+    updated: float = field(default_factory=time.time)
+
+    def unit_vector(self) -> np.ndarray:
+        import numpy as np
+
+        return np.frombuffer(self.vector, dtype="<f4")
+
+
+class CelebrityGallery(Protocol):
+    """Contract (tests/storage/test_storage_celebrities.py, both adapters):
+
+    * ``put_celebrity`` inserts or replaces a record whole, atomically with a generation bump; a
+      record whose Id belongs to another name raises CelebrityIdConflict and changes nothing.
+    * ``delete_celebrity`` returns whether a record was removed (bumping the generation only then).
+    * ``generation`` is a number that changes after every successful put or delete, seen by every
+      process; ``list_celebrities`` returns every record, ordered by Id.
+    """
+
+    def put_celebrity(self, rec: CelebrityRecord) -> None: ...
+    def get_celebrity(self, celebrity_id: str) -> CelebrityRecord | None: ...
+    def delete_celebrity(self, celebrity_id: str) -> bool: ...
+    def list_celebrities(self) -> list[CelebrityRecord]: ...
+    def generation(self) -> int: ...
+    def close(self) -> None: ...

@@ -1,22 +1,13 @@
 """Embedded metadata store and request ledger: two adapters on one SQLite database.
 
-Concurrency: WAL lets readers run beside one writer; every write is a BEGIN IMMEDIATE transaction
-(takes the write lock up front, so two writers never deadlock upgrading read locks) and
-busy_timeout makes the losers wait rather than fail. Connections are per thread (sqlite3
-connections must not be shared while in use) and per process (never reuse one across fork).
+Connections and the write transaction (WAL, BEGIN IMMEDIATE, busy timeout) are ``sqlite_base``'s.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import threading
 import time
-import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from pathlib import Path
 
 from facebank.storage.errors import (
     CollectionExists,
@@ -30,6 +21,7 @@ from facebank.storage.errors import (
 )
 from facebank.storage.pagination import check_max_results, decode_token, encode_token
 from facebank.storage.ports import CollectionRecord, FaceRecord, UserRecord
+from facebank.storage.sqlite_base import SqliteFile
 
 SCHEMA_VERSION = 3  # PRAGMA user_version of _SCHEMA; a database at another version is refused
 
@@ -143,92 +135,22 @@ def _page(rows: list, max_results: int, kind: str, key) -> tuple[list, str | Non
     return rows, None
 
 
-class _ThreadConnection:
-    """One thread's connection, closed when the thread's locals are released at thread exit,
-    so thread-per-request servers do not leak a database handle per request."""
-
-    __slots__ = ("__weakref__", "db", "pid")
-
-    def __init__(self, db: sqlite3.Connection):
-        self.db, self.pid = db, os.getpid()
-
-    def close(self) -> None:
-        if self.pid == os.getpid():
-            self.db.close()
-
-    def __del__(self) -> None:
-        with suppress(Exception):  # interpreter shutdown, or already closed
-            self.close()
-
-
-class SqliteDatabase:
-    """The SQLite file behind both embedded adapters: connections, transactions and the schema.
+class SqliteDatabase(SqliteFile):
+    """The SQLite file behind the embedded metadata store, request ledger and job store.
 
     Opening creates the schema in a new file and refuses a file at another schema version.
     """
 
-    def __init__(self, path: str | os.PathLike, *, busy_timeout_ms: int = 60_000):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._busy_timeout_ms = busy_timeout_ms
-        self._local = threading.local()
-        self._open: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()  # for close()
-        with self.write() as db:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:  # a new file
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            elif version != SCHEMA_VERSION:
-                raise UnsupportedSchemaVersion(self.path, version, SCHEMA_VERSION)
-            db.execute(_ADDED)
-
-    def connection(self) -> sqlite3.Connection:
-        """This thread's connection, for single statements (each is its own transaction)."""
-        held: _ThreadConnection | None = getattr(self._local, "held", None)
-        if held is None or held.pid != os.getpid():
-            # A connection inherited through fork is abandoned, not used or closed: closing it
-            # could release locks or checkpoint on behalf of the parent.
-            db = sqlite3.connect(
-                self.path,
-                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
-                check_same_thread=False,  # only so close()/finalizers may close it elsewhere
-                timeout=self._busy_timeout_ms / 1000,
-            )
-            db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")  # WAL+NORMAL: durable against process crashes
-            held = self._local.held = _ThreadConnection(db)
-            self._open.add(held)
-        return held.db
-
-    @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        db = self.connection()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-
-    @contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
-        """A snapshot for reads spanning several statements."""
-        db = self.connection()
-        db.execute("BEGIN")
-        try:
-            yield db
-        finally:
-            db.execute("COMMIT")
-
-    def close(self) -> None:
-        """Close this process's connections; threads that go on reopen lazily."""
-        for held in list(self._open):
-            held.close()
-        self._local = threading.local()
+    def migrate(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:  # a new file
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        elif version != SCHEMA_VERSION:
+            raise UnsupportedSchemaVersion(self.path, version, SCHEMA_VERSION)
+        db.execute(_ADDED)
 
 
 class SqliteMetadataStore:

@@ -75,6 +75,8 @@ class SqliteJobStore:
 
     def create_job(self, rec: JobRecord, max_active: int) -> None:
         with self.database.write() as db:
+            if db.execute("SELECT 1 FROM jobs WHERE job_id = ?", (rec.job_id,)).fetchone():
+                raise JobExists(rec.job_id)  # first: a taken id is the answer even when the limit is reached too
             (active,) = db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'IN_PROGRESS'").fetchone()
             if active >= max_active:
                 raise JobLimit(max_active)

@@ -14,7 +14,8 @@ from facebank.storage import (
     StorageBusy,
     UserRecord,
 )
-from facebank.storage.dynamodb import DynamoMetadataStore, DynamoRequestLedger
+from facebank.storage.dynamodb import DynamoMetadataStore
+from facebank.storage.dynamodb_ledgers import DynamoRequestLedger
 
 
 def tombstone(meta: DynamoMetadataStore, collection_id: str) -> None:

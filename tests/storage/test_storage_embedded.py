@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from storage_helpers import collection_record, list_all, unit_vectors
 
-from facebank.storage import UnsupportedSchemaVersion, UserRecord, VectorIndex, open_embedded, segments
+from facebank.search import VectorIndex
+from facebank.storage import UnsupportedSchemaVersion, UserRecord, open_embedded, segments
 from facebank.storage.files import FileVectorStore, collection_dir
 from facebank.storage.sqlite import SCHEMA_VERSION
 
@@ -42,7 +43,8 @@ _WORKER = textwrap.dedent(
     """
     import sys
     import numpy as np
-    from facebank.storage import VectorIndex, open_embedded
+    from facebank.storage import open_embedded
+    from facebank.search import VectorIndex
     from facebank.storage.ports import FaceRecord
 
     data_dir, worker = sys.argv[1], int(sys.argv[2])

@@ -6,13 +6,8 @@ import numpy as np
 import pytest
 from storage_helpers import DIM, faces, unit_vectors
 
-from facebank.storage import (
-    CollectionNotFound,
-    FaceNotFound,
-    UserRecord,
-    VectorIndex,
-    new_segment_name,
-)
+from facebank.search import VectorIndex
+from facebank.storage import CollectionNotFound, FaceNotFound, UserRecord, new_segment_name
 
 
 class CountingVectorStore:

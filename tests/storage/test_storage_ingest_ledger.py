@@ -9,7 +9,8 @@ import pytest
 from storage_helpers import run_threads
 
 from facebank.storage import IngestLedger, IngestRecord, open_aws
-from facebank.storage.dynamodb import DynamoIngestLedger, create_ingest_table
+from facebank.storage.dynamodb import create_ingest_table
+from facebank.storage.dynamodb_ledgers import DynamoIngestLedger
 
 _tables = itertools.count()
 

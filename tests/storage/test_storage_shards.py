@@ -1,4 +1,4 @@
-"""Shards (facebank/storage/shards.py) on both adapters: the stored map, its assignment by
+"""Shards (facebank/search/shards.py) on both adapters: the stored map, its assignment by
 compaction, and searches over several shards equal to one exact search over all vectors."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from storage_helpers import collection_record, faces, unit_vectors
 
-from facebank.storage import VectorIndex
-from facebank.storage.shards import ShardAnswer, ShardMap, layout, merge, plan_shards, top_rows
+from facebank.search import VectorIndex
+from facebank.search.shards import ShardAnswer, ShardMap, layout, merge, plan_shards, top_rows
 
 
 def brute_force(ids: list[str], vectors: np.ndarray, query: np.ndarray, k: int) -> list[tuple[str, float]]:

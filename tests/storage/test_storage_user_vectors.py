@@ -14,15 +14,9 @@ from storage_helpers import (
     unit_vectors,
 )
 
-from facebank.storage import (
-    CollectionNotFound,
-    UserFaceLimit,
-    UserNotFound,
-    UserRecord,
-    UserVectorIndex,
-    VectorIndex,
-)
-from facebank.storage.users import mean_vector, row_id
+from facebank.search import UserVectorIndex, VectorIndex
+from facebank.search.users import mean_vector, row_id
+from facebank.storage import CollectionNotFound, UserFaceLimit, UserNotFound, UserRecord
 
 
 def user(stores, cid, user_id):

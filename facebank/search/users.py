@@ -48,15 +48,15 @@ from collections.abc import Callable
 
 import numpy as np
 
+from facebank.search.index import SegmentIndex, VectorIndex
+from facebank.search.shards import ShardSearcher
 from facebank.storage.errors import (
     StorageBusy,
     UserNotFound,
 )
-from facebank.storage.index import SegmentIndex, VectorIndex
 from facebank.storage.ports import UserRecord, VectorStore
-from facebank.storage.shards import ShardSearcher
 
-log = logging.getLogger("facebank.storage.users")
+log = logging.getLogger("facebank.search.users")
 
 
 def row_id(user_id: str, vector_id: str) -> str:

@@ -22,10 +22,8 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from facebank.storage import segments, shards
-from facebank.storage.errors import CollectionNotFound, FaceNotFound, SegmentNotFound, StorageBusy
-from facebank.storage.ports import FaceRecord, MetadataStore, VectorStore
-from facebank.storage.shards import (
+from facebank.search import shards
+from facebank.search.shards import (
     DEFAULT_SHARD_ROWS,
     ShardAnswer,
     ShardFetch,
@@ -33,6 +31,9 @@ from facebank.storage.shards import (
     ShardQuery,
     ShardSearcher,
 )
+from facebank.storage import segments
+from facebank.storage.errors import CollectionNotFound, FaceNotFound, SegmentNotFound, StorageBusy
+from facebank.storage.ports import FaceRecord, MetadataStore, VectorStore
 
 DEFAULT_CACHE_MB = 4096  # the face index's segment cache (facebank.settings: segment_cache_mb)
 
@@ -246,7 +247,7 @@ class SegmentIndex(Generic[R]):
                 return out[:k]
             want *= 4
 
-    # --- shards (facebank/storage/shards.py)
+    # --- shards (facebank/search/shards.py)
 
     def shard_layout(self, collection_id: str) -> list[tuple[int, list[str]]]:
         """The shards a search of the collection covers now: the stored map over the listed segments."""
