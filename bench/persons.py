@@ -164,7 +164,8 @@ def main() -> None:
     os.environ["FACEBANK_ORT_THREADS"] = str(args.threads)
 
     from facebank import models
-    from facebank.engine import movenet_convert, persons
+    from facebank.convert import movenet as movenet_convert
+    from facebank.engine import persons
     from facebank.settings import Settings
 
     settings = Settings.from_env()

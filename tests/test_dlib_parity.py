@@ -18,7 +18,8 @@ pytest.importorskip("onnx", reason="onnx is needed to convert the dlib model (de
 ort = pytest.importorskip("onnxruntime")
 
 from facebank import models  # noqa: E402 - after the importorskip guards
-from facebank.engine import dlib_align, dlib_convert, dlib_shape  # noqa: E402
+from facebank.convert import dlib_resnet as dlib_convert  # noqa: E402
+from facebank.engine import dlib_align, dlib_shape  # noqa: E402
 
 SHARED = Path(os.environ.get("FACEBANK_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 DEV = SHARED / "faces" / "dev"

@@ -143,7 +143,7 @@ def test_the_converter_refuses_what_it_cannot_translate(model_env) -> None:
     import json
     from pathlib import Path
 
-    from facebank.engine import movenet_convert
+    from facebank.convert import movenet as movenet_convert
     from facebank.settings import Settings
 
     configured = Settings.from_env(model_env).model_mirror

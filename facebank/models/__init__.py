@@ -6,19 +6,18 @@ upstream URL; either way the bytes are verified before they are moved into the c
 download never lands. Nothing here reads the environment: the cache directory and the mirror are
 arguments (``facebank.settings.Settings.resolved_model_dir`` and ``.model_mirror``).
 
-A file whose upstream_url is ``convert:<name>`` is made instead of downloaded, by the facebank module
-``CONVERSIONS[name]`` names, from either a file inside an installed PyPI package (``Conversion``,
-pinned here by sha256) or another manifest file (``Derived``). The output is verified against the
-manifest like a download, and ``resolve`` rebuilds it when it is missing or corrupt and its source
-is at hand without the network. Converters may import ``onnx``; serving never runs one when the
-cache (or a model layer) already holds the verified output.
+A file whose upstream_url is ``convert:<name>`` is made instead of downloaded, by the converter
+of ``facebank.convert`` that ``CONVERSIONS[name]`` names, from either a file inside an installed
+PyPI package (``Conversion``, pinned here by sha256) or another manifest file (``Derived``). The
+output is verified against the manifest like a download, and ``resolve`` rebuilds it when it is
+missing or corrupt and its source is at hand without the network. Converters may import ``onnx``;
+serving never runs one when the cache (or a model layer) already holds the verified output.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-import importlib
 import importlib.util
 import logging
 import os
@@ -27,10 +26,14 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
+
+from facebank import convert
 
 CHUNK = 1 << 20
 FIX = "run `facebank models fetch` (add `--mirror DIR` or set FACEBANK_MODEL_MIRROR when offline)"
 CONVERT = "convert:"
+Converter = Callable[[Path, Path], dict[str, Any]]
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +79,7 @@ class Conversion:
     module: str  # import name of that package
     source: str  # path of the source inside the package
     sha256: str  # of the source
-    converter: str  # facebank module with ``convert(source, out) -> dict``
+    converter: Converter  # a function of facebank.convert: (source, out) -> stats
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ class Derived:
     """A model file converted from another manifest file (fetched first, like any other)."""
 
     source: str  # manifest path of the source
-    converter: str  # facebank module with ``convert(source, out) -> dict``
+    converter: Converter  # a function of facebank.convert: (source, out) -> stats
     # Manifest files the converter reads beside ``source`` in the cache (a tfjs weights manifest's
     # binaries, which it names relative to itself); fetched and verified before it runs.
     companions: tuple[str, ...] = ()
@@ -102,34 +105,34 @@ CONVERSIONS: dict[str, Conversion | Derived] = {
         *_DLIB,
         "models/dlib_face_recognition_resnet_model_v1.dat",
         "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
-        "facebank.engine.dlib_convert",
+        convert.dlib_resnet_model,
     ),
     "dlib-shape5": Conversion(
         *_DLIB,
         "models/shape_predictor_5_face_landmarks.dat",
         "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
-        "facebank.engine.dlib_shape",
+        convert.dlib_shape_model,
     ),
     # YuNet with its input relabelled H x W (it is fully convolutional), done here once so that
     # serving needs no onnx: the bytes are what the detector used to build in memory at load.
-    "yunet-dynamic": Derived("yunet/face_detection_yunet_2023mar.onnx", "facebank.engine.yunet_convert"),
+    "yunet-dynamic": Derived("yunet/face_detection_yunet_2023mar.onnx", convert.yunet_model),
     # face-api.js's age/gender and expression networks, rebuilt from its tfjs weights (MIT) at fetch
     # time; the converter reads each manifest's uint8 binary beside it.
     "faceapi-age-gender": Derived(
         "faceapi/age_gender_model-weights_manifest.json",
-        "facebank.engine.faceapi_convert",
+        convert.faceapi_model,
         companions=("faceapi/age_gender_model.bin",),
     ),
     "faceapi-expression": Derived(
         "faceapi/face_expression_model-weights_manifest.json",
-        "facebank.engine.faceapi_convert",
+        convert.faceapi_model,
         companions=("faceapi/face_expression_model.bin",),
     ),
     # Google's MoveNet MultiPose Lightning (Apache-2.0), a tfjs graph model, translated op by op to
-    # ONNX at a fixed 384 x 384 input (engine/movenet_convert.py); its weights binary sits beside it.
+    # ONNX at a fixed 384 x 384 input (convert/movenet.py); its weights binary sits beside it.
     "movenet-multipose": Derived(
         "persons/movenet-multipose.json",
-        "facebank.engine.movenet_convert",
+        convert.movenet_model,
         companions=("persons/movenet-multipose.bin",),
     ),
 }
@@ -220,7 +223,7 @@ def _read_url(url: str) -> Iterator[bytes]:
 def _read_converted(conversion: Conversion | Derived, entry: ModelFile, source: Path) -> Iterator[bytes]:
     with tempfile.TemporaryDirectory(prefix="facebank-convert-") as tmp:
         out = Path(tmp) / Path(entry.path).name
-        importlib.import_module(conversion.converter).convert(source, out)
+        conversion.converter(source, out)
         yield from _read_file(out)
 
 

@@ -40,7 +40,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from facebank.engine.onnx_graph import GraphBuilder
+from facebank.convert.onnx_graph import GraphBuilder
 
 INPUT_SIZE = 112
 MEAN_RGB = (122.782, 117.001, 104.298)  # face-api's normalize(): the same for both networks
@@ -248,7 +248,7 @@ def _model(g: _Graph, name: str, outputs: list[onnx.ValueInfoProto], doc: str) -
     model = helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid("", OPSET)],
-        producer_name="facebank.engine.faceapi_convert",
+        producer_name="facebank.convert.faceapi",
         doc_string=f"{doc}. Input: RGB 0..255 NCHW 112x112 face crop (face-api's toBatchTensor(112)).",
     )
     model.ir_version = IR_VERSION

@@ -34,5 +34,5 @@ def convert(source: str | Path, out: str | Path) -> dict[str, object]:
     return {"bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
 
 
-if __name__ == "__main__":  # python -m facebank.engine.yunet_convert SOURCE OUT
+if __name__ == "__main__":  # python -m facebank.convert.yunet SOURCE OUT
     print(convert(sys.argv[1], sys.argv[2]))

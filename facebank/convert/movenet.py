@@ -32,7 +32,6 @@ in facebank/models/manifest.tsv (``convert:movenet-multipose``).
 from __future__ import annotations
 
 import argparse
-import base64
 import hashlib
 import json
 import math
@@ -46,7 +45,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from facebank.engine.onnx_graph import GraphBuilder
+from facebank.convert.onnx_graph import GraphBuilder
+from facebank.convert.tfjs import attr, read_weights
 
 INPUT_SIZE = 384
 OPSET = 13
@@ -54,55 +54,9 @@ IR_VERSION = 7  # pinned (not the onnx package's default) so the bytes do not ch
 _PREFIX = "StatefulPartitionedCall/"
 _TF_DTYPES = {"DT_FLOAT": np.float32, "DT_INT32": np.int32, "DT_BOOL": np.bool_}
 _ONNX_DTYPES = {np.float32: TensorProto.FLOAT, np.int32: TensorProto.INT64, np.bool_: TensorProto.BOOL}
-_STORED = {"float32": np.float32, "int32": np.int32}
 
 
-# --- the tfjs graph --------------------------------------------------------------------------
-
-
-def read_weights(groups: list[dict[str, Any]], directory: Path) -> dict[str, np.ndarray]:
-    """The tensors of a tfjs weights manifest (tfjs's ``io.decodeWeights``): each group's files are
-    one byte stream holding its tensors end to end; ``float16`` quantisation stores float32
-    weights as float16, widened exactly."""
-    tensors: dict[str, np.ndarray] = {}
-    for group in groups:
-        stream = b"".join((directory / p).read_bytes() for p in group["paths"])
-        offset = 0
-        for spec in group["weights"]:
-            count = math.prod(spec["shape"])
-            quantisation = spec.get("quantization")
-            if quantisation and quantisation["dtype"] != "float16":
-                raise ValueError(f"{spec['name']}: quantisation {quantisation['dtype']} is not supported")
-            stored = np.dtype(np.float16 if quantisation else _STORED[spec["dtype"]])
-            values = np.frombuffer(stream, stored, count, offset).astype(_STORED[spec["dtype"]])
-            offset += count * stored.itemsize
-            tensors[spec["name"]] = values.reshape(spec["shape"])
-        if offset != len(stream):
-            raise ValueError(f"the weights use {offset} of {len(stream)} bytes")
-    return tensors
-
-
-def _attr(node: dict[str, Any], name: str, default: Any = None) -> Any:
-    """A GraphDef attribute as a Python value (ints, bools, strings, types, lists of ints/strings)."""
-    value = node.get("attr", {}).get(name)
-    if value is None:
-        return default
-    if "list" in value:
-        items = value["list"]
-        if "i" in items:
-            return [int(i) for i in items["i"]]
-        return [base64.b64decode(s).decode() for s in items.get("s", [])]
-    if "s" in value:
-        return base64.b64decode(value["s"]).decode()
-    if "i" in value:
-        return int(value["i"])
-    if "b" in value:
-        return bool(value["b"])
-    if "type" in value:
-        return value["type"]
-    if "f" in value:
-        return float(value["f"])
-    return default
+# --- the tfjs graph (tfjs.py reads it) ---------------------------------------------------------
 
 
 def _short(name: str) -> str:
@@ -113,7 +67,7 @@ def _short(name: str) -> str:
 
 
 def _strided_slice(node: dict[str, Any], x: np.ndarray, begin: np.ndarray, end: np.ndarray, step: np.ndarray):
-    masks = {k: _attr(node, f"{k}_mask", 0) for k in ("begin", "end", "ellipsis", "new_axis", "shrink_axis")}
+    masks = {k: attr(node, f"{k}_mask", 0) for k in ("begin", "end", "ellipsis", "new_axis", "shrink_axis")}
     index: list[Any] = []
     for i in range(len(begin)):
         if masks["ellipsis"] >> i & 1:
@@ -146,13 +100,13 @@ def _gather_nd(params: np.ndarray, indices: np.ndarray) -> np.ndarray:
 
 def _reduce(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
     def reduce(node: dict[str, Any], x: np.ndarray, axes: np.ndarray) -> np.ndarray:
-        return fn(x, axis=tuple(np.atleast_1d(axes).tolist()), keepdims=bool(_attr(node, "keep_dims", False)))
+        return fn(x, axis=tuple(np.atleast_1d(axes).tolist()), keepdims=bool(attr(node, "keep_dims", False)))
 
     return reduce
 
 
 def _cast(node: dict[str, Any], x: np.ndarray) -> np.ndarray:
-    return x.astype(_TF_DTYPES[_attr(node, "DstT")])
+    return x.astype(_TF_DTYPES[attr(node, "DstT")])
 
 
 _EVAL: dict[str, Callable[..., Any]] = {
@@ -180,12 +134,12 @@ _EVAL: dict[str, Callable[..., Any]] = {
     "Shape": lambda n, x: np.array(x.shape, np.int32),
     "Size": lambda n, x: np.array(x.size, np.int32),
     "Reshape": lambda n, x, shape: x.reshape(shape.tolist()),
-    "Squeeze": lambda n, x: np.squeeze(x, tuple(_attr(n, "squeeze_dims", []))),
+    "Squeeze": lambda n, x: np.squeeze(x, tuple(attr(n, "squeeze_dims", []))),
     "ExpandDims": lambda n, x, axis: np.expand_dims(x, int(axis)),
     "StridedSlice": _strided_slice,
-    "Pack": lambda n, *xs: np.stack(xs, _attr(n, "axis", 0)),
-    "Unpack": lambda n, x: [np.take(x, i, _attr(n, "axis", 0)) for i in range(_attr(n, "num"))],
-    "Split": lambda n, axis, x: np.split(x, _attr(n, "num_split"), int(axis)),
+    "Pack": lambda n, *xs: np.stack(xs, attr(n, "axis", 0)),
+    "Unpack": lambda n, x: [np.take(x, i, attr(n, "axis", 0)) for i in range(attr(n, "num"))],
+    "Split": lambda n, axis, x: np.split(x, attr(n, "num_split"), int(axis)),
     "ConcatV2": lambda n, *xs: np.concatenate(xs[:-1], int(xs[-1])),
     "Tile": lambda n, x, multiples: np.tile(x, multiples.tolist()),
     "Fill": lambda n, dims, value: np.full(dims.tolist(), value, value.dtype),
@@ -334,7 +288,7 @@ class _Converter(GraphBuilder):
     def convert_node(self, node: dict[str, Any]) -> list[_Tensor]:
         op = node["op"]
         if op == "Const":
-            weight: np.ndarray = self.weights[node["name"]].astype(_TF_DTYPES[_attr(node, "dtype")])
+            weight: np.ndarray = self.weights[node["name"]].astype(_TF_DTYPES[attr(node, "dtype")])
             return [_Tensor(weight.shape, weight.dtype.type, weight)]
         if op == "Placeholder":
             shape = (1, self.size, self.size, 3)
@@ -384,7 +338,7 @@ class _Converter(GraphBuilder):
         if op in _UNARY or op in _BINARY:
             result = self.node((_UNARY | _BINARY)[op], names, out)
         elif op == "Cast":
-            result = self.node("Cast", names, out, to=_ONNX_DTYPES[_TF_DTYPES[_attr(node, "DstT")]])
+            result = self.node("Cast", names, out, to=_ONNX_DTYPES[_TF_DTYPES[attr(node, "DstT")]])
         elif op == "AddN":  # summed left to right, as tfjs does
             result = names[0]
             for i, other in enumerate(names[1:], 1):
@@ -429,7 +383,7 @@ class _Converter(GraphBuilder):
             result = self.node("Where", [cond, names[1], names[2]], out)
         elif op in ("Sum", "Max"):
             axes = np.atleast_1d(_known(inputs[1][0])).astype(np.int64)
-            keep = int(bool(_attr(node, "keep_dims", False)))
+            keep = int(bool(attr(node, "keep_dims", False)))
             if op == "Sum":
                 result = self.node("ReduceSum", [names[0], self.const(f"{out}#axes", axes)], out, keepdims=keep)
             else:
@@ -483,8 +437,8 @@ class _Converter(GraphBuilder):
     def convolution(self, node: dict[str, Any], inputs: list[tuple[_Tensor, str]]) -> _Tensor:
         op, out = node["op"], _short(node["name"])
         (x, key), (filters_t, _) = inputs[0], inputs[1]
-        assert filters_t.value is not None and _attr(node, "data_format", "NHWC") == "NHWC"
-        if any(d != 1 for d in _attr(node, "dilations", [1, 1, 1, 1])):
+        assert filters_t.value is not None and attr(node, "data_format", "NHWC") == "NHWC"
+        if any(d != 1 for d in attr(node, "dilations", [1, 1, 1, 1])):
             raise ValueError(f"{node['name']}: dilated convolutions are not supported")
         filters = filters_t.value
         kh, kw, c_in, c_out = filters.shape
@@ -492,12 +446,12 @@ class _Converter(GraphBuilder):
             weights, group = filters.transpose(3, 2, 0, 1), 1
         else:  # depthwise [kh, kw, in, multiplier] -> [in * multiplier, 1, kh, kw]
             weights, group, c_out = filters.transpose(2, 3, 0, 1).reshape(c_in * c_out, 1, kh, kw), c_in, c_in * c_out
-        fused = _attr(node, "fused_ops", []) if op != "DepthwiseConv2dNative" else []
+        fused = attr(node, "fused_ops", []) if op != "DepthwiseConv2dNative" else []
         if fused and fused[0] != "BiasAdd" or len(fused) > 2 or fused[1:] not in ([], ["Relu"], ["Relu6"]):
             raise ValueError(f"{node['name']}: fused ops {fused} are not supported")
-        stride = tuple(_attr(node, "strides")[1:3])
+        stride = tuple(attr(node, "strides")[1:3])
         n, h, w, _ = x.shape
-        padding = _attr(node, "padding")
+        padding = attr(node, "padding")
         pads = _same_pads((h, w), (kh, kw), stride) if padding == "SAME" else [0, 0, 0, 0]
         conv_inputs = [self.name(x, key, "nchw"), self.filters(out, np.ascontiguousarray(weights))]
         if fused:
@@ -532,8 +486,8 @@ class _Converter(GraphBuilder):
 
     def max_pool(self, node: dict[str, Any], x_in: tuple[_Tensor, str]) -> _Tensor:
         x, key = x_in
-        kernel, stride = _attr(node, "ksize")[1:3], _attr(node, "strides")[1:3]
-        if _attr(node, "padding") != "SAME" or stride != [1, 1]:
+        kernel, stride = attr(node, "ksize")[1:3], attr(node, "strides")[1:3]
+        if attr(node, "padding") != "SAME" or stride != [1, 1]:
             raise ValueError(f"{node['name']}: only stride-1 'SAME' max pooling is supported")
         pads = _same_pads(x.shape[1:3], tuple(kernel), tuple(stride))  # padding never wins a max, as in TF
         result = self.node(
@@ -543,7 +497,7 @@ class _Converter(GraphBuilder):
 
     def resize(self, node: dict[str, Any], inputs: list[tuple[_Tensor, str]]) -> _Tensor:
         (x, key), (size_t, _) = inputs
-        if _attr(node, "align_corners", False) or not _attr(node, "half_pixel_centers", False):
+        if attr(node, "align_corners", False) or not attr(node, "half_pixel_centers", False):
             raise ValueError(f"{node['name']}: only half-pixel-centre bilinear resizing is supported")
         assert size_t.value is not None
         out = _short(node["name"])
@@ -574,7 +528,7 @@ def movenet_graph(
     model = helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid("", OPSET)],
-        producer_name="facebank.engine.movenet_convert",
+        producer_name="facebank.convert.movenet",
         doc_string=(
             f"MoveNet MultiPose Lightning (Google, Apache-2.0; {model_json.get('generatedBy', '')}). Input: RGB 0..255 "
             f"NHWC {size}x{size} int32. Output [1, 6, 56]: 17 x (y, x, score), ymin, xmin, ymax, xmax, score."
