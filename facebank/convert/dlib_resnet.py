@@ -252,7 +252,7 @@ def build_onnx(mean: np.ndarray, layers: list[dict]) -> onnx.ModelProto:
     model = helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid("", OPSET)],
-        producer_name="facebank.convert.dlib_resnet",
+        producer_name="facebank.engine.dlib_convert",  # pinned bytes: the name it had when the sha256 was taken
         doc_string="dlib face recognition ResNet v1 (public domain). Input: RGB 0..255 NCHW 150x150 "
         "aligned chip; output: 128-d descriptor, not normalised.",
     )

@@ -248,7 +248,7 @@ def _model(g: _Graph, name: str, outputs: list[onnx.ValueInfoProto], doc: str) -
     model = helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid("", OPSET)],
-        producer_name="facebank.convert.faceapi",
+        producer_name="facebank.engine.faceapi_convert",  # pinned bytes: the name it had when the sha256 was taken
         doc_string=f"{doc}. Input: RGB 0..255 NCHW 112x112 face crop (face-api's toBatchTensor(112)).",
     )
     model.ir_version = IR_VERSION

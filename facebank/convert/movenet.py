@@ -528,7 +528,7 @@ def movenet_graph(
     model = helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid("", OPSET)],
-        producer_name="facebank.convert.movenet",
+        producer_name="facebank.engine.movenet_convert",  # pinned bytes: the name it had when the sha256 was taken
         doc_string=(
             f"MoveNet MultiPose Lightning (Google, Apache-2.0; {model_json.get('generatedBy', '')}). Input: RGB 0..255 "
             f"NHWC {size}x{size} int32. Output [1, 6, 56]: 17 x (y, x, score), ymin, xmin, ymax, xmax, score."
