@@ -146,6 +146,12 @@ def _corruption(path: Path, entry: ModelFile) -> str | None:
     return f"sha256 {digest}, expected {entry.sha256}{sizes}"
 
 
+def state(entry: ModelFile, model_dir: Path) -> str:
+    """ "verified" when the cache holds the pinned bytes (sha256 checked), else "missing" or "corrupt"."""
+    problem = _corruption(model_dir / entry.path, entry)
+    return "verified" if problem is None else "missing" if problem == "missing" else "corrupt"
+
+
 def _corrupt_message(entry: ModelFile, model_dir: Path, problem: str) -> str:
     return f"model file {entry.path} in the cache {model_dir} is corrupt ({problem})"
 

@@ -1,0 +1,180 @@
+"""The web console: its static files (``static_response``), and the pages in a real headless
+Chromium (Debian's ``chromium`` driven by Playwright) against ``facebank serve``.
+
+Screenshots of each page go to ``artifacts/console/`` (gitignored; CI keeps them as artefacts)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from support import FACES, ROOT, Server, dev_people, require_faces
+
+from facebank.console import CSP, files, static_response
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SHOTS = ROOT / "artifacts" / "console"
+
+
+# --- static files
+
+
+def test_root_and_console_paths_serve_the_page_with_a_strict_policy():
+    for path in ("/", "/console/", "/console/index.html", "/?x=1"):
+        status, headers, body = static_response(path)
+        assert status == 200 and headers["Content-Type"] == "text/html; charset=utf-8"
+        assert b'<script type="module" src="/console/app.js">' in body
+        assert headers["Content-Security-Policy"] == CSP and "script-src 'self'" in CSP and "unsafe" not in CSP
+        assert headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_content_types():
+    expected = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css", ".txt": "text/plain"}
+    for name in files():
+        suffix = "." + name.rsplit(".", 1)[-1]
+        if suffix in expected:
+            status, headers, _ = static_response(f"/console/{name}")
+            assert status == 200 and headers["Content-Type"].startswith(expected[suffix]), name
+    assert "vendor/aws4fetch.mjs" in files() and "vendor/LICENSE-aws4fetch.txt" in files()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/console/../__init__.py",
+        "/console/%2e%2e/__init__.py",
+        "/console/..%2f__init__.py",
+        "/console//etc/passwd",
+        "/console/vendor/../../__init__.py",
+        "/console/__init__.py",
+        "/console/nope.js",
+        "/etc/passwd",
+        "/console/vendor",
+        "/console/static/index.html",
+    ],
+)
+def test_nothing_outside_the_static_files_is_served(path):
+    status, headers, body = static_response(path)
+    assert (status, body) == (404, b"Not Found\n") and headers["Content-Type"].startswith("text/plain")
+
+
+# --- in a browser
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium)")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def photo(path: str, name: str) -> dict:
+    return {"name": name, "mimeType": "image/jpeg", "buffer": (FACES / path).read_bytes()}
+
+
+def test_create_index_search_in_the_console(browser, server):
+    from playwright.sync_api import expect
+
+    require_faces()
+    person, paths = next((p, paths) for p, paths in dev_people().items() if len(paths) >= 2)
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+
+    page.goto(f"{server.url}/")
+    page.get_by_label("New collection").fill("console-tour")
+    page.get_by_role("button", name="Create", exact=True).click()
+    row = page.get_by_role("row").filter(has=page.get_by_role("link", name="console-tour"))
+    expect(row).to_contain_text("0")  # no faces yet
+
+    page.get_by_role("link", name="Try it").click()
+    page.get_by_label("Collection").select_option("console-tour")
+    page.locator('input[name="Photo A"]').set_input_files(photo(paths[0], f"{person}-1.jpg"))
+    page.get_by_role("button", name="IndexFaces (A)").click()
+    expect(page.locator("#result h2")).to_have_text("IndexFaces: 1 indexed, 0 not indexed")
+    expect(page.locator("#result .box.match")).to_have_count(1)
+    shot(page, "index-faces")
+
+    page.locator('input[name="Photo A"]').set_input_files(photo(paths[1], f"{person}-2.jpg"))
+    page.get_by_role("button", name="SearchFacesByImage (A)").click()
+    expect(page.locator("#result h2")).to_have_text("SearchFacesByImage: 1 match(es)")
+    match = page.locator("#result tbody tr")
+    expect(match).to_contain_text(f"{person}-1.jpg")
+    assert float(match.locator("td").first.inner_text()) >= 80  # the collection's default threshold
+    expect(page.locator("#result .box.searched")).to_have_count(1)
+    shot(page, "search-faces-by-image")
+
+    page.get_by_role("button", name="DetectFaces (A)").click()
+    expect(page.locator("#result h2")).to_have_text("DetectFaces: 1 face(s)")
+    assert page.locator("#result .dot").count() > 0  # landmarks drawn
+    shot(page, "detect-faces")
+
+    page.get_by_role("link", name="Collections").click()
+    expect(page.get_by_role("row").filter(has_text="console-tour")).to_contain_text("1")
+    shot(page, "collections")
+    page.get_by_role("link", name="console-tour").click()
+    expect(page.locator("#faces tbody tr")).to_have_count(1)
+    expect(page.locator("#faces")).to_contain_text(f"{person}-1.jpg")
+    page.get_by_label("New user").fill("user-1")
+    page.get_by_role("button", name="Create user").click()
+    expect(page.locator("#users tbody tr")).to_contain_text("user-1")
+    page.locator("#faces tbody input[type=checkbox]").check()
+    page.get_by_role("button", name="Associate selected faces").click()
+    expect(page.locator("#faces tbody tr")).to_contain_text("user-1")  # the face's UserId
+    shot(page, "collection")
+
+    page.get_by_role("link", name="Video jobs").click()
+    expect(page.get_by_role("heading", name="Video jobs")).to_be_visible()
+    shot(page, "video-jobs")
+    assert errors == []
+    page.close()
+
+
+def test_keys_are_asked_for_and_requests_signed_in_the_browser(browser, model_env, tmp_path):
+    """With FACEBANK_ACCESS_KEY_ID set every call must be signed: the console asks for the pair,
+    signs in the browser and never sends the secret."""
+    from playwright.sync_api import expect
+
+    key, secret = "AKIACONSOLETEST", "console-secret-never-sent"
+    env = {**model_env, "FACEBANK_ACCESS_KEY_ID": key, "FACEBANK_SECRET_ACCESS_KEY": secret}
+    server = Server(env, tmp_path / "data")
+    page = browser.new_page()
+    sent: list[str] = []
+    page.on("request", lambda request: sent.append(f"{request.url} {request.headers} {request.post_data or ''}"))
+    try:
+        page.goto(f"{server.url}/")
+        expect(page.get_by_role("heading", name="Keys")).to_be_visible()  # unsigned call refused
+        page.get_by_label("Access key id").fill(key)
+        page.get_by_label("Secret access key").fill(secret)
+        page.get_by_role("button", name="Use these keys").click()
+        expect(page.get_by_text("No collections yet.")).to_be_visible()  # a signed ListCollections
+        shot(page, "keys")
+        page.get_by_label("New collection").fill("signed")
+        page.get_by_role("button", name="Create", exact=True).click()
+        expect(page.get_by_role("link", name="signed")).to_be_visible()
+    finally:
+        page.close()
+        server.stop()
+    assert any(f"Credential={key}/" in request for request in sent)
+    assert not any(secret in request for request in sent)
