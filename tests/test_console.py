@@ -178,3 +178,44 @@ def test_keys_are_asked_for_and_requests_signed_in_the_browser(browser, model_en
         server.stop()
     assert any(f"Credential={key}/" in request for request in sent)
     assert not any(secret in request for request in sent)
+
+
+def test_a_video_job_started_in_the_console_ends_in_a_timeline(browser, server, s3_server):
+    """StartFaceSearch from the form on a clip in S3 (moto); the job page follows it to SUCCEEDED
+    and draws who is seen when: the indexed person, only while the clip shows them."""
+    import boto3
+    from playwright.sync_api import expect
+
+    pytest.importorskip("av", reason="PyAV makes the clip")
+    from video_clips import Shown, make_clip
+
+    require_faces()
+    person, paths = next((p, paths) for p, paths in dev_people().items() if len(paths) >= 2)
+    rekognition = server.client()
+    rekognition.create_collection(CollectionId="console-video")
+    image = (FACES / paths[1]).read_bytes()
+    rekognition.index_faces(CollectionId="console-video", Image={"Bytes": image}, ExternalImageId=person)
+    s3 = boto3.client(
+        "s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t"
+    )
+    s3.create_bucket(Bucket="console-videos")
+    clip = make_clip([Shown(FACES / paths[0], 200, 60, 1000, 3000)], 4000)
+    s3.put_object(Bucket="console-videos", Key="clip.mp4", Body=clip)
+
+    page = browser.new_page()
+    page.goto(f"{server.url}/#videos")
+    page.get_by_label("Start").select_option("FaceSearch")
+    page.locator('input[name="bucket"]').fill("console-videos")
+    page.locator('input[name="name"]').fill("clip.mp4")
+    page.get_by_label("collection (FaceSearch)").select_option("console-video")
+    page.get_by_role("button", name="Start", exact=True).click()
+    expect(page.get_by_text("SUCCEEDED")).to_be_visible(timeout=120_000)  # the job runs in serve's pool
+    rows = page.locator(".timeline .row")
+    expect(rows).to_have_count(1)
+    expect(rows.locator(".who")).to_contain_text(person)
+    seconds = [float(t.get_attribute("title").split()[0]) for t in rows.locator(".tick").all()]
+    assert len(seconds) >= 4 and all(1.0 <= s <= 3.0 for s in seconds), seconds
+    shot(page, "video-job")
+    page.goto(f"{server.url}/#videos")
+    expect(page.locator("tbody tr").first).to_contain_text("SUCCEEDED")  # remembered by this browser
+    page.close()

@@ -110,9 +110,11 @@ function timeline(items, who, duration) {
     rows.get(name).push(item.Timestamp);
   }
   if (!rows.size) return h("p", {}, "Nobody seen.");
+  const axis = h("div", { className: "axis" }, h("span", { className: "who" }, ""), h("div", { className: "track" }, h("span", {}, "0 s"), h("span", {}, `${(duration / 1000).toFixed(1)} s`)));
   return h(
     "div",
     { className: "timeline" },
+    axis,
     [...rows].map(([name, stamps]) => {
       const track = h("div", { className: "track" });
       for (const ms of stamps) {
