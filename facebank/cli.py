@@ -1,4 +1,5 @@
-"""The ``facebank`` command: ``serve``, ``models fetch`` and ``celebrities import|list|remove``."""
+"""The ``facebank`` command: ``serve``, ``models fetch|list``, ``celebrities import|list|remove``
+and ``--version``."""
 
 from __future__ import annotations
 

@@ -86,6 +86,13 @@ def test_mirror_that_does_not_exist(tmp_path, command):
     assert f"--mirror {missing}" in line and "no such directory" in line
 
 
+def test_mirror_variable_that_does_not_exist_is_named_when_a_file_is_needed(tmp_path):
+    missing = tmp_path / "no-such-mirror"
+    env = {"FACEBANK_MODEL_MIRROR": str(missing), "FACEBANK_MODEL_DIR": str(tmp_path / "models")}
+    line = one_line_error(facebank("models", "fetch", env=env))
+    assert f"the model mirror {missing}" in line and "not a directory" in line
+
+
 def test_version(capsys):
     from facebank.cli import main
 

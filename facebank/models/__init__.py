@@ -288,6 +288,11 @@ def fetch(
         if problem is None:
             paths.append(dest)
             continue
+        if mirror_dir is not None and not mirror_dir.is_dir():  # a typo must not fall back to downloading
+            raise ModelError(
+                f"the model mirror {mirror_dir} (--mirror or FACEBANK_MODEL_MIRROR) is not a directory, "
+                f"and model file {entry.path} needs fetching"
+            )
         corrupt = _corrupt_message(entry, model_dir, problem) if problem != "missing" else None
         origin = f"mirror {mirror_dir} or {entry.url}" if mirror_dir else entry.url
         try:
