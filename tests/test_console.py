@@ -144,6 +144,20 @@ def test_create_index_search_in_the_console(browser, server):
     expect(page.locator("#faces tbody tr")).to_contain_text("user-1")  # the face's UserId
     shot(page, "collection")
 
+    page.get_by_role("link", name="Try it").click()
+    page.get_by_label("Collection").select_option("console-tour")
+    page.locator('input[name="Photo A"]').set_input_files(photo(paths[1], f"{person}-2.jpg"))
+    page.locator('input[name="Photo B"]').set_input_files(photo(paths[0], f"{person}-1.jpg"))
+    # A user's similarity maps apart from a face's (docs/users.md) and may fall under the default 80.
+    page.get_by_label("Match threshold").fill("50")
+    page.get_by_role("button", name="SearchUsersByImage (A)").click()
+    expect(page.locator("#result h2")).to_have_text("SearchUsersByImage: 1 match(es)")
+    expect(page.locator("#result tbody tr")).to_contain_text("user-1")
+    page.get_by_role("button", name="CompareFaces (A with B)").click()
+    expect(page.locator("#result h2")).to_have_text("CompareFaces: 1 match(es), 0 unmatched")
+    expect(page.locator("#result .box.match")).to_have_count(1)
+    shot(page, "compare-faces")
+
     page.get_by_role("link", name="Video jobs").click()
     expect(page.get_by_role("heading", name="Video jobs")).to_be_visible()
     shot(page, "video-jobs")

@@ -35,6 +35,9 @@ export async function tryPage(main) {
   const photos = { a: null, b: null }; // {file, url}
   const out = h("section", { id: "result" });
   const collection = h("select", { name: "collection" }, ids.map((id) => h("option", { value: id }, id)));
+  const threshold = h("input", { type: "number", name: "threshold", min: 0, max: 100, step: "any", placeholder: "API default" });
+  // The similarity threshold of CompareFaces / the searches, left out of the call when empty.
+  const at = (member) => (threshold.value === "" ? {} : { [member]: Number(threshold.value) });
   const preview = { a: h("div", { className: "preview" }), b: h("div", { className: "preview" }) };
   const pick = (slot) => (file) => {
     if (photos[slot]) URL.revokeObjectURL(photos[slot].url);
@@ -66,7 +69,7 @@ export async function tryPage(main) {
       );
     },
     CompareFaces: async () => {
-      const result = await call("CompareFaces", { SourceImage: await image("a"), TargetImage: await image("b") });
+      const result = await call("CompareFaces", { SourceImage: await image("a"), TargetImage: await image("b"), ...at("SimilarityThreshold") });
       const source = [{ box: result.SourceImageFace?.BoundingBox, label: "source", kind: "searched" }];
       const target = [
         ...result.FaceMatches.map((m) => ({ box: m.Face.BoundingBox, label: `${num(m.Similarity)}%`, kind: "match" })),
@@ -78,7 +81,7 @@ export async function tryPage(main) {
       );
     },
     SearchFacesByImage: async () => {
-      const result = await call("SearchFacesByImage", { CollectionId: needCollection(), Image: await image("a") });
+      const result = await call("SearchFacesByImage", { CollectionId: needCollection(), Image: await image("a"), ...at("FaceMatchThreshold") });
       out.replaceChildren(
         h("h2", {}, `SearchFacesByImage: ${result.FaceMatches.length} match(es)`),
         figure(photos.a.url, [{ box: result.SearchedFaceBoundingBox, label: "searched", kind: "searched" }]),
@@ -89,7 +92,7 @@ export async function tryPage(main) {
       );
     },
     SearchUsersByImage: async () => {
-      const result = await call("SearchUsersByImage", { CollectionId: needCollection(), Image: await image("a") });
+      const result = await call("SearchUsersByImage", { CollectionId: needCollection(), Image: await image("a"), ...at("UserMatchThreshold") });
       const searched = result.SearchedFace?.FaceDetail?.BoundingBox;
       const unsearched = (result.UnsearchedFaces || []).map((u) => ({ box: u.FaceDetails?.BoundingBox, label: u.Reasons.join(", "), kind: "miss" }));
       out.replaceChildren(
@@ -128,7 +131,7 @@ export async function tryPage(main) {
   main.replaceChildren(
     h("h1", {}, "Try it"),
     h("div", { className: "pair" }, h("div", {}, picker("Photo A", pick("a")), preview.a), h("div", {}, picker("Photo B", pick("b")), preview.b)),
-    h("p", {}, h("label", {}, "Collection ", collection)),
+    h("p", {}, h("label", {}, "Collection ", collection), h("label", {}, "Match threshold ", threshold)),
     h(
       "p",
       { className: "actions" },
