@@ -156,6 +156,11 @@ def test_create_index_search_in_the_console(browser, server):
     page.get_by_role("button", name="CompareFaces (A with B)").click()
     expect(page.locator("#result h2")).to_have_text("CompareFaces: 1 match(es), 0 unmatched")
     expect(page.locator("#result .box.match")).to_have_count(1)
+    for kind in ("searched", "match"):  # each face's box is drawn on its photo, inside it
+        box = page.locator(f"#result .box.{kind}").bounding_box()
+        img = page.locator(f"#result .photo:has(.box.{kind}) img").bounding_box()
+        assert img["x"] <= box["x"] and box["x"] + box["width"] <= img["x"] + img["width"] + 1
+        assert img["y"] <= box["y"] and box["y"] + box["height"] <= img["y"] + img["height"] + 1
     shot(page, "compare-faces")
 
     page.get_by_role("link", name="Video jobs").click()

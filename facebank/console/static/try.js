@@ -77,7 +77,7 @@ export async function tryPage(main) {
       ];
       out.replaceChildren(
         h("h2", {}, `CompareFaces: ${result.FaceMatches.length} match(es), ${result.UnmatchedFaces.length} unmatched`),
-        h("div", { className: "pair" }, figure(photos.a.url, source), figure(photos.b.url, target)),
+        h("div", { className: "pair" }, h("div", {}, figure(photos.a.url, source)), h("div", {}, figure(photos.b.url, target))),
       );
     },
     SearchFacesByImage: async () => {
