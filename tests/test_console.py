@@ -166,6 +166,18 @@ def test_create_index_search_in_the_console(browser, server):
     page.get_by_role("link", name="Video jobs").click()
     expect(page.get_by_role("heading", name="Video jobs")).to_be_visible()
     shot(page, "video-jobs")
+
+    # Deleting: the user, the face, then the collection (after its confirmation dialog).
+    page.goto(f"{server.url}/#collection/console-tour")
+    page.locator("#users tbody tr").get_by_role("button", name="Delete").click()
+    expect(page.locator("#users")).to_contain_text("No users.")
+    page.locator("#faces tbody tr").get_by_role("button", name="Delete").click()
+    expect(page.locator("#faces")).to_contain_text("No faces on this page.")
+    page.get_by_role("link", name="All collections").click()
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("row").filter(has_text="console-tour").get_by_role("button", name="Delete").click()
+    expect(page.get_by_role("link", name="console-tour")).to_have_count(0)
+    assert "console-tour" not in server.client().list_collections()["CollectionIds"]
     assert errors == []
     page.close()
 
