@@ -543,11 +543,13 @@ def test_each_segment_is_logged_and_progress_is_in_the_status_message(ctx, two_p
     assert len(segments) == 3
     assert call(ctx, "GetFaceDetection", JobId=job_id)["StatusMessage"] == "0 of 3 segments analysed"
     with caplog.at_level(logging.INFO, logger="facebank.video"):
+        video_jobs.plan(job, ctx)  # again: planning is idempotent
         video_jobs.analyse_segment(job, 0, *segments[0], ctx)
     pending = call(ctx, "GetFaceDetection", JobId=job_id)
     assert (pending["JobStatus"], pending["StatusMessage"]) == ("IN_PROGRESS", "1 of 3 segments analysed")
-    (line,) = [r.getMessage() for r in caplog.records if job_id in r.getMessage()]
-    assert "segment 0 (0.0-2.0 s) analysed in" in line and line.endswith("1 of 3 segments done")
+    planned, analysed = [r.getMessage() for r in caplog.records if job_id in r.getMessage()]
+    assert planned.endswith(f"s3://{BUCKET}/{two_people_clip}, 5.0 s, planned in 3 segment(s) of 2 s"), planned
+    assert "segment 0 (0.0-2.0 s) analysed in" in analysed and analysed.endswith("1 of 3 segments done")
     run_all(ctx)
     done = call(ctx, "GetFaceDetection", JobId=job_id)
     assert done["JobStatus"] == "SUCCEEDED" and "StatusMessage" not in done

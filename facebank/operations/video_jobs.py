@@ -106,6 +106,15 @@ def plan(job: JobRecord, ctx: Context) -> list[tuple[int, int]]:
     duration = max(info.duration_ms, 1)
     segments = [(start, min(start + step, duration)) for start in range(0, duration, step)]
     ctx.storage.jobs.plan_job(job.job_id, info.metadata(), len(segments))
+    log.info(
+        "video job %s (%s): %s, %.1f s, planned in %d segment(s) of %d s",
+        job.job_id,
+        job.api,
+        describe(job.video["S3Object"]),
+        info.duration_ms / 1000,
+        len(segments),
+        step // 1000,
+    )
     return segments
 
 
