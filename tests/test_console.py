@@ -31,7 +31,7 @@ SHOTS = ROOT / "artifacts" / "console"
 
 
 def test_root_and_console_paths_serve_the_page_with_a_strict_policy():
-    for path in ("/", "/console/", "/console/index.html", "/?x=1"):
+    for path in ("/", "/console/", "/console/index.html", "/?x=1", "", "index.html"):
         status, headers, body = static_response(path)
         assert status == 200 and headers["Content-Type"] == "text/html; charset=utf-8"
         assert b'<script type="module" src="/console/app.js">' in body
@@ -44,8 +44,9 @@ def test_content_types():
     for name in files():
         suffix = "." + name.rsplit(".", 1)[-1]
         if suffix in expected:
-            status, headers, _ = static_response(f"/console/{name}")
-            assert status == 200 and headers["Content-Type"].startswith(expected[suffix]), name
+            for path in (f"/console/{name}", name):
+                status, headers, _ = static_response(path)
+                assert status == 200 and headers["Content-Type"].startswith(expected[suffix]), name
     assert "vendor/aws4fetch.mjs" in files() and "vendor/LICENSE-aws4fetch.txt" in files()
 
 
@@ -62,6 +63,8 @@ def test_content_types():
         "/etc/passwd",
         "/console/vendor",
         "/console/static/index.html",
+        "../__init__.py",
+        "vendor/../../cli.py",
     ],
 )
 def test_nothing_outside_the_static_files_is_served(path):

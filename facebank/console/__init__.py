@@ -58,8 +58,11 @@ def files() -> dict[str, Traversable]:
 
 
 def _name(path: str) -> str | None:
-    """The file a request path names: ``/`` and ``/console/`` are the page itself."""
+    """The file a request path names: ``/`` and ``/console/`` are the page itself; a path without
+    a leading slash is taken as the ``<path>`` part of ``/console/<path>``."""
     path = unquote(path.split("?", 1)[0].split("#", 1)[0])
+    if not path.startswith("/"):
+        path = PREFIX + path
     if path in ("", "/", PREFIX, PREFIX.rstrip("/")):
         return "index.html"
     if path.startswith(PREFIX):
@@ -68,7 +71,8 @@ def _name(path: str) -> str | None:
 
 
 def static_response(path: str) -> tuple[int, dict[str, str], bytes]:
-    """(status, headers, body) for ``GET <path>``: ``/`` or ``/console/<file>``, query ignored.
+    """(status, headers, body) for ``GET <path>``: ``/`` or ``/console/<file>`` (or just ``<file>``),
+    query ignored.
 
     Only files listed by ``files()`` are served, looked up by exact name, so ``..``, encoded
     slashes or absolute paths find nothing (404)."""
