@@ -120,18 +120,18 @@ def _data_dir(path: Path) -> Path:
     """The data directory as an absolute path, created (with a log line) when it does not exist."""
     path = path.expanduser().absolute()
     if path.exists() and not path.is_dir():
-        raise StartupError(f"--data-dir {path} is a file, not a directory")
+        raise StartupError(f"the data directory {path} (--data-dir, FACEBANK_DATA_DIR) is a file, not a directory")
     if not path.exists():
         try:
             path.mkdir(mode=0o700, parents=True)
         except OSError as exc:
-            raise StartupError(f"--data-dir {path}: cannot create it: {exc.strerror or exc}") from None
+            raise StartupError(f"cannot create the data directory {path}: {exc.strerror or exc}") from None
         log.info("created the data directory %s (it did not exist: a new, empty store)", path)
     try:
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as exc:
-        raise StartupError(f"--data-dir {path} is not writable: {exc.strerror or exc}") from None
+        raise StartupError(f"the data directory {path} is not writable: {exc.strerror or exc}") from None
     return path
 
 
