@@ -1,11 +1,23 @@
 // Small DOM helpers: build elements, show results, draw boxes over a photo.
 
+// An event listener whose failure (a thrown error or a rejected promise) is shown in the header
+// instead of escaping as an unhandled rejection.
+function listener(handler) {
+  return (event) => {
+    try {
+      Promise.resolve(handler(event)).catch((error) => status(error.message, "error"));
+    } catch (error) {
+      status(error.message, "error");
+    }
+  };
+}
+
 // h("button", {onclick}, "text", child...) -> element. Attributes starting with "on" are listeners.
 export function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs || {})) {
     if (value === undefined || value === null || value === false) continue;
-    if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    if (key.startsWith("on")) el.addEventListener(key.slice(2), listener(value));
     else if (key === "className") el.className = value;
     else el.setAttribute(key, value === true ? "" : value);
   }
