@@ -55,7 +55,8 @@ def _list_models(settings: Settings) -> int:
     for entry in entries.values():
         state = models.state(entry, model_dir)
         packs = ",".join(used.get(entry.path, [])) or "-"
-        print("\t".join((state, f"{entry.size / 1e6:8.1f} MB", entry.path, packs, entry.license)))
+        size = f"{entry.size / 1e6:6.1f} MB" if entry.size >= 1e6 else f"{entry.size / 1e3:6.1f} kB"
+        print("\t".join((state, size, entry.path, packs, entry.license)))
     return 0
 
 

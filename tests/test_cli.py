@@ -117,7 +117,10 @@ def test_models_list_names_every_file_with_size_state_and_licence(tmp_path):
     for path, entry in entries.items():
         state, size, _, packs, licence = rows[path]
         assert state == ("corrupt" if path == corrupt.path else "missing")
-        assert float(size.split()[0]) == pytest.approx(entry.size / 1e6, abs=0.05) and licence == entry.license
+        value, unit = size.split()
+        scale = {"kB": 1e3, "MB": 1e6}[unit]  # one decimal: within half a tenth of the unit
+        assert float(value) == pytest.approx(entry.size / scale, abs=0.051) and (unit == "MB") == (entry.size >= 1e6)
+        assert licence == entry.license
     assert "open" in rows["dlib/dlib_face_recognition_resnet_model_v1.onnx"][3].split(",")
 
 
