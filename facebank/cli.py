@@ -1,16 +1,27 @@
-"""The ``facebank`` command: ``serve``, ``models fetch`` and ``celebrities import|list|remove``."""
+"""The ``facebank`` command: ``serve``, ``models fetch|list``, ``celebrities import|list|remove``
+and ``--version``."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import logging
+import socket
 import sys
+import tempfile
 from pathlib import Path
 
-from facebank import models
+from facebank import __version__, models
 from facebank.settings import Settings, add_flags, with_flags
 from facebank.storage.errors import StorageError
+
+log = logging.getLogger("facebank.cli")
+DEFAULT_DATA_DIR = Path("./facebank-data")
+
+
+class StartupError(Exception):
+    """What stops ``facebank`` before it starts, said in one line (exit code 2)."""
 
 
 def _fetch(settings: Settings, everything: bool = False) -> None:
@@ -24,8 +35,36 @@ def _fetch(settings: Settings, everything: bool = False) -> None:
         print(f"ok {path}", file=sys.stderr)
 
 
+def _list_models(settings: Settings) -> int:
+    """``facebank models list``: one line per manifest file, whether the cache holds its pinned
+    bytes (sha256 checked), its size, the packs using it and its licence."""
+    from facebank.engine.packs import PACKS, PERSON_DETECTOR
+
+    model_dir = settings.resolved_model_dir
+    used: dict[str, list[str]] = {}
+    for name, p in PACKS.items():
+        for file in p.files:
+            used.setdefault(file, []).append(name)
+    used.setdefault(PERSON_DETECTOR, []).append("person tracking")
+    entries = models.manifest()
+    for entry in entries.values():
+        if isinstance(entry.conversion, models.Derived):
+            for source in entry.conversion.sources:
+                used.setdefault(source, []).append(f"source of {Path(entry.path).name}")
+    print(f"model cache {model_dir.absolute()}")
+    for entry in entries.values():
+        state = models.state(entry, model_dir)
+        packs = ",".join(used.get(entry.path, [])) or "-"
+        size = f"{entry.size / 1e6:6.1f} MB" if entry.size >= 1e6 else f"{entry.size / 1e3:6.1f} kB"
+        print("\t".join((state, size, entry.path, packs, entry.license)))
+    return 0
+
+
 def _with_flags(settings: Settings, args: argparse.Namespace) -> Settings:
     """Command-line flags over the environment's settings (a flag left out keeps the env value)."""
+    mirror = getattr(args, "mirror", None)
+    if mirror is not None and not Path(mirror).is_dir():
+        raise StartupError(f"--mirror {mirror}: no such directory (it should hold the model files)")
     return with_flags(settings, args)
 
 
@@ -45,8 +84,83 @@ def _serve(host: str, port: int, ctx, credentials: dict[str, str]) -> None:
             runner.stop()
 
 
+def _check_address(host: str, port: int) -> None:
+    """Fail before the models load when ``host:port`` cannot be listened on (the server binds
+    again itself; a port taken in between is reported by ``_start`` the same way)."""
+    if not 0 <= port <= 65535:
+        raise StartupError(f"--port {port}: a port is a number from 0 to 65535")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise StartupError(f"--host {host}: {exc.strerror}") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP server does
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise StartupError(_listen_error(host, port, exc)) from None
+
+
+LISTEN_ERRORS = (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL)
+
+
+def _listen_error(host: str, port: int, exc: OSError) -> str:
+    hint = " (is another server running? choose another --port)" if exc.errno == errno.EADDRINUSE else ""
+    return f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}"
+
+
+def _data_dir(path: Path) -> Path:
+    """The data directory as an absolute path, created (with a log line) when it does not exist."""
+    path = path.expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise StartupError(f"the data directory {path} (--data-dir, FACEBANK_DATA_DIR) is a file, not a directory")
+    if not path.exists():
+        try:
+            path.mkdir(mode=0o700, parents=True)
+        except OSError as exc:
+            raise StartupError(f"cannot create the data directory {path}: {exc.strerror or exc}") from None
+        log.info("created the data directory %s (it did not exist: a new, empty store)", path)
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise StartupError(f"the data directory {path} is not writable: {exc.strerror or exc}") from None
+    return path
+
+
+def _start(settings: Settings, args: argparse.Namespace) -> int:
+    """``facebank serve``: check the flags, fetch or verify the models, say what runs where, serve."""
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from facebank.engine.packs import pack
+    from facebank.wiring import embedded_context
+
+    _check_address(args.host, args.port)
+    settings = dataclasses.replace(settings, data_dir=_data_dir(settings.data_dir or DEFAULT_DATA_DIR))
+    _fetch(settings)  # first use downloads, with a progress bar; later runs only verify
+    credentials = {}
+    if settings.access_key_id and settings.secret_access_key:
+        credentials[settings.access_key_id] = settings.secret_access_key
+    log.info(
+        "facebank %s on http://%s:%d/ (console at /): data dir %s, pack %s, models in %s",
+        __version__,
+        args.host,
+        args.port,
+        settings.data_dir,
+        pack(settings.pack).name,
+        settings.resolved_model_dir.absolute(),
+    )
+    try:
+        _serve(args.host, args.port, embedded_context(settings), credentials)
+    except OSError as exc:
+        if exc.errno not in LISTEN_ERRORS:
+            raise
+        raise StartupError(_listen_error(args.host, args.port, exc)) from None
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="facebank", description="Amazon Rekognition face API, self-hosted.")
+    parser.add_argument("--version", action="version", version=f"facebank {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the API on this machine (embedded storage)")
@@ -58,29 +172,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_flags(f, ["model_mirror", "pack"])
     f.add_argument("--all", action="store_true", help="every file in the manifest, not only the pack's")
+    fetch.add_parser("list", help="every model file of the manifest: size, licence, verified in the cache or not")
 
     _celebrities_parser(sub)
 
     args = parser.parse_args(argv)
     try:
         settings = _with_flags(Settings.from_env(), args)
+        if args.command == "models" and args.action == "list":
+            return _list_models(settings)
         if args.command == "models":
             _fetch(settings, args.all)
             return 0
         if args.command == "celebrities":
             return _celebrities(settings, args)
-        logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        from facebank.wiring import embedded_context
-
-        data_dir = settings.data_dir or Path("./facebank-data")
-        settings = dataclasses.replace(settings, data_dir=data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
-        _fetch(settings)  # first use downloads, with a progress bar; later runs only verify
-        credentials = {}
-        if settings.access_key_id and settings.secret_access_key:
-            credentials[settings.access_key_id] = settings.secret_access_key
-        _serve(args.host, args.port, embedded_context(settings), credentials)
-        return 0
+        return _start(settings, args)
+    except StartupError as exc:  # a flag or the machine says no: one line, before anything starts
+        print(f"facebank: {exc}", file=sys.stderr)
+        return 2
     except ValueError as exc:  # a malformed FACEBANK_* value
         print(f"facebank: {exc}", file=sys.stderr)
         return 2
@@ -139,7 +248,9 @@ def _celebrity_context(settings: Settings, args: argparse.Namespace):
     if not args.aws:
         from facebank.wiring import embedded_context
 
-        data_dir = settings.data_dir or Path("./facebank-data")
+        data_dir = settings.data_dir or DEFAULT_DATA_DIR
+        if args.action != "import" and not data_dir.is_dir():
+            return None, f"{data_dir.absolute()} (no such data directory)"  # reading creates nothing
         return embedded_context(dataclasses.replace(settings, data_dir=data_dir)), f"{data_dir}"
     from facebank.storage.celebrities import open_aws_gallery
 
@@ -164,6 +275,12 @@ def _celebrities(settings: Settings, args: argparse.Namespace) -> int:
     from facebank.storage import StorageError
 
     ctx, where = _celebrity_context(settings, args)
+    if ctx is None:  # no data directory: an empty gallery
+        if args.action == "remove":
+            print(f"facebank: no celebrity with Id {args.id} in {where}", file=sys.stderr)
+            return 1
+        print(f"no celebrities: {where}", file=sys.stderr)
+        return 0
     try:
         if args.action == "import":
             _fetch(ctx.settings)

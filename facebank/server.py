@@ -87,7 +87,14 @@ class Handler(BaseHTTPRequestHandler):
         log.info("%s %s", self.address_string(), fmt % args)
 
     def do_GET(self) -> None:
-        if self.path.split("?")[0] != "/health":
+        path = self.path.split("?")[0]
+        if path == "/" or path.startswith("/console/"):  # the web console's static files
+            from facebank.console import static_response
+
+            status, headers, page = static_response(path)
+            self._send(status, page, headers)
+            return
+        if path != "/health":
             self._send(404, b'{"message":"Not Found"}', {"Content-Type": "application/json"})
             return
         if not self.server.ready.is_set():

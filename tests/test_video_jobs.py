@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -517,11 +518,38 @@ def test_completion_is_published_to_the_topic(ctx, two_people_clip, s3):
     assert by_job[failed_id]["Status"] == "FAILED" and "JobTag" not in by_job[failed_id]
 
 
-def test_a_failed_publish_does_not_change_the_result(ctx, two_people_clip):
+def test_a_failed_publish_does_not_change_the_result_and_is_logged_with_a_count(ctx, two_people_clip, caplog):
     channel = {
         "SNSTopicArn": "arn:aws:sns:us-east-1:123456789012:no-such-topic",
         "RoleArn": "arn:aws:iam::123456789012:role/r",
     }
     job_id = call(ctx, "StartFaceDetection", Video=video_of(two_people_clip), NotificationChannel=channel)["JobId"]
-    run_all(ctx)
+    before = next(video_jobs.failed_notifications)  # the running count (this takes one number)
+    with caplog.at_level(logging.WARNING, logger="facebank.video"):
+        run_all(ctx)
     assert call(ctx, "GetFaceDetection", JobId=job_id)["JobStatus"] == "SUCCEEDED"
+    # Visible: a WARNING naming the job, the topic, the running count and what to do instead.
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING and job_id in r.getMessage()]
+    message = warning.getMessage()
+    assert "could not be published to arn:aws:sns:us-east-1:123456789012:no-such-topic" in message
+    assert f"notification failures since start: {before + 1}" in message and "poll Get*" in message
+    assert warning.metric == "NotificationFailed"  # type: ignore[attr-defined]  # a field for a metric filter
+
+
+def test_each_segment_is_logged_and_progress_is_in_the_status_message(ctx, two_people_clip, caplog):
+    job_id = call(ctx, "StartFaceDetection", Video=video_of(two_people_clip))["JobId"]
+    job = ctx.storage.jobs.get_job(job_id)
+    segments = video_jobs.plan(job, ctx)  # 5 s at 2 s per segment: 3 segments
+    assert len(segments) == 3
+    assert call(ctx, "GetFaceDetection", JobId=job_id)["StatusMessage"] == "0 of 3 segments analysed"
+    with caplog.at_level(logging.INFO, logger="facebank.video"):
+        video_jobs.plan(job, ctx)  # again: planning is idempotent
+        video_jobs.analyse_segment(job, 0, *segments[0], ctx)
+    pending = call(ctx, "GetFaceDetection", JobId=job_id)
+    assert (pending["JobStatus"], pending["StatusMessage"]) == ("IN_PROGRESS", "1 of 3 segments analysed")
+    planned, analysed = [r.getMessage() for r in caplog.records if job_id in r.getMessage()]
+    assert planned.endswith(f"s3://{BUCKET}/{two_people_clip}, 5.0 s, planned in 3 segment(s) of 2 s"), planned
+    assert "segment 0 (0.0-2.0 s) analysed in" in analysed and analysed.endswith("1 of 3 segments done")
+    run_all(ctx)
+    done = call(ctx, "GetFaceDetection", JobId=job_id)
+    assert done["JobStatus"] == "SUCCEEDED" and "StatusMessage" not in done

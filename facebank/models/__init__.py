@@ -149,6 +149,12 @@ def _corruption(path: Path, entry: ModelFile) -> str | None:
     return f"sha256 {digest}, expected {entry.sha256}{sizes}"
 
 
+def state(entry: ModelFile, model_dir: Path) -> str:
+    """ "verified" when the cache holds the pinned bytes (sha256 checked), else "missing" or "corrupt"."""
+    problem = _corruption(model_dir / entry.path, entry)
+    return "verified" if problem is None else "missing" if problem == "missing" else "corrupt"
+
+
 def _corrupt_message(entry: ModelFile, model_dir: Path, problem: str) -> str:
     return f"model file {entry.path} in the cache {model_dir} is corrupt ({problem})"
 
@@ -285,6 +291,11 @@ def fetch(
         if problem is None:
             paths.append(dest)
             continue
+        if mirror_dir is not None and not mirror_dir.is_dir():  # a typo must not fall back to downloading
+            raise ModelError(
+                f"the model mirror {mirror_dir} (--mirror or FACEBANK_MODEL_MIRROR) is not a directory, "
+                f"and model file {entry.path} needs fetching"
+            )
         corrupt = _corrupt_message(entry, model_dir, problem) if problem != "missing" else None
         origin = f"mirror {mirror_dir} or {entry.url}" if mirror_dir else entry.url
         try:

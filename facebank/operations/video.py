@@ -189,6 +189,8 @@ def _get(request: Request, ctx: Context, api: str, member: str, sort: str) -> Re
     response: dict[str, Any] = {"JobStatus": job.status}
     if job.status_message:
         response["StatusMessage"] = job.status_message
+    elif job.status == "IN_PROGRESS" and job.segments_total:  # progress, within Rekognition's shape
+        response["StatusMessage"] = f"{len(job.segments_done)} of {job.segments_total} segments analysed"
     if job.video_metadata:
         response["VideoMetadata"] = job.video_metadata
     items: list[dict] = []

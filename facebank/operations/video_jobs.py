@@ -17,6 +17,7 @@ numbering for the whole video.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -105,6 +106,15 @@ def plan(job: JobRecord, ctx: Context) -> list[tuple[int, int]]:
     duration = max(info.duration_ms, 1)
     segments = [(start, min(start + step, duration)) for start in range(0, duration, step)]
     ctx.storage.jobs.plan_job(job.job_id, info.metadata(), len(segments))
+    log.info(
+        "video job %s (%s): %s, %.1f s, planned in %d segment(s) of %d s",
+        job.job_id,
+        job.api,
+        describe(job.video["S3Object"]),
+        info.duration_ms / 1000,
+        len(segments),
+        step // 1000,
+    )
     return segments
 
 
@@ -245,6 +255,7 @@ def analyse_segment(
     from facebank.engine.video import sample_frames
 
     _require_collection(job, ctx)
+    began = time.monotonic()
     analysis = job_type(job).analysis(job, ctx)
     items: list[dict] = []
     with open_video(ctx.s3, job.video["S3Object"]) as source:
@@ -255,7 +266,20 @@ def analyse_segment(
     tracker = analysis.tracker
     partial = {"items": items, "tracks": [t.to_json() for t in tracker.summaries()] if tracker else []}
     ctx.storage.results.put(job.job_id, segment_name(segment), json.dumps(partial, separators=(",", ":")).encode())
-    return ctx.storage.jobs.segment_done(job.job_id, segment)
+    done, total = ctx.storage.jobs.segment_done(job.job_id, segment)
+    log.info(
+        "video job %s (%s): segment %d (%.1f-%.1f s) analysed in %.1f s, %d result items; %d of %d segments done",
+        job.job_id,
+        job.api,
+        segment,
+        start_ms / 1000,
+        end_ms / 1000,
+        time.monotonic() - began,
+        len(items),
+        done,
+        total,
+    )
+    return done, total
 
 
 def embed_and_track(engine: Any, tracker: Tracker, timestamp: int, rgb: Any, faces: list) -> list[tuple[Any, int, Any]]:
@@ -336,14 +360,29 @@ def completion_message(job: JobRecord, status: str) -> dict:
     return message
 
 
+# Completion messages that could not be published since this process started (docs/video.md).
+failed_notifications = itertools.count(1)
+
+
 def notify(job: JobRecord, ctx: Context, status: str) -> None:
-    """Publish to the job's topic. A publish that fails is logged and changes nothing: the job's
-    result stands and Get* serves it, as with Rekognition."""
+    """Publish to the job's topic. A publish that fails is logged (a WARNING with a running count
+    and the fix) and changes nothing: the job's result stands and Get* serves it, as with
+    Rekognition; a client waiting only on the topic's queue never hears of the job."""
     topic = (job.notification_channel or {}).get("SNSTopicArn")
     try:
         ctx.sns.publish(TopicArn=topic, Message=json.dumps(completion_message(job, status)))
-    except Exception:
-        log.warning("video job %s: could not publish its completion to %s", job.job_id, topic, exc_info=True)
+    except Exception as exc:
+        log.warning(
+            "video job %s %s but its completion could not be published to %s (%s: %s); notification "
+            "failures since start: %d. The job's result stands: poll Get* with its JobId",
+            job.job_id,
+            status,
+            topic,
+            type(exc).__name__,
+            exc,
+            next(failed_notifications),
+            extra={"metric": "NotificationFailed", "job_id": job.job_id, "topic": topic},
+        )
 
 
 # --- the embedded runtime's whole job
