@@ -48,6 +48,12 @@ class FaceSearch(Protocol):
         ...
 
 
+if TYPE_CHECKING:
+
+    def _vector_index_is_a_face_search(index: VectorIndex) -> FaceSearch:
+        return index  # checked by mypy: VectorIndex implements the port
+
+
 _LAZY = {
     "CompactionResult": "facebank.search.index",
     "VectorIndex": "facebank.search.index",
