@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-from aws_cdk import Aws, Duration, Fn, NestedStack, RemovalPolicy, Stack, Stage
+from aws_cdk import Aws, CfnParameter, Duration, Fn, NestedStack, RemovalPolicy, Stack, Stage
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
@@ -273,8 +273,6 @@ class Platform:
         stack = Stack.of(scope)
         if not isinstance(stack, NestedStack):
             return self.vectors_bucket.bucket_arn
-        from aws_cdk import CfnParameter
-
         param = stack.node.try_find_child(EMBEDDINGS_ARN)
         if param is None:
             param = CfnParameter(stack, EMBEDDINGS_ARN, type="String", description="the embeddings bucket's ARN")

@@ -1152,3 +1152,51 @@ def test_cdk_json_holds_feature_flags_not_defaults():
     assert all(key.startswith("@aws-cdk/") or key == "cli-telemetry" for key in context), context
     listed = {line.split()[0] for line in describe().splitlines()}
     assert {"stackName", "memorySize", "maxVideoJobs", "shardRows", "facebank:notificationTopics", "pack"} <= listed
+
+
+def _infra_imports() -> dict[str, set[tuple[str, str]]]:
+    """infra module -> {(imported infra module, imported name)}, from the source (any nesting level)."""
+    import ast
+
+    out: dict[str, set[tuple[str, str]]] = {}
+    for path in (ROOT / "infra").glob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("infra."):
+                found |= {(node.module.removeprefix("infra."), alias.name) for alias in node.names}
+            elif isinstance(node, ast.Import):
+                found |= {(a.name.removeprefix("infra."), "") for a in node.names if a.name.startswith("infra.")}
+        out[path.stem] = found
+    return out
+
+
+def test_infra_has_no_import_circle_and_no_private_imports():
+    """issue 22: features build on infra/platform.py's public factories; nothing imports a private
+    name of another module, no module imports one that (indirectly) imports it back, and nothing
+    imports at function level to dodge a circle."""
+    import ast
+
+    imports = _infra_imports()
+    graph = {module: {target for target, _ in found} for module, found in imports.items()}
+    for module, found in imports.items():
+        assert not [name for _, name in found if name.startswith("_")], module
+
+    def reachable(start: str) -> set[str]:
+        seen, todo = set(), list(graph.get(start, ()))
+        while todo:
+            m = todo.pop()
+            if m not in seen:
+                seen.add(m)
+                todo.extend(graph.get(m, ()))
+        return seen
+
+    assert [m for m in graph if m in reachable(m)] == []
+    for path in (ROOT / "infra").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                nested = [n for n in ast.walk(node) if isinstance(n, ast.ImportFrom | ast.Import)]
+                assert not [n for n in nested if getattr(n, "module", "") and n.module.startswith("infra")], path
+            # no call of another object's private method (the old features called FacebankStack._table)
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                assert isinstance(node.value, ast.Name) and node.value.id in {"self", "cls"}, (path.name, node.attr)
+    assert "platform" in graph["stack"] and not graph["platform"] & {"stack", "video", "shards", "operations"}
