@@ -1200,3 +1200,11 @@ def test_infra_has_no_import_circle_and_no_private_imports():
             if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
                 assert isinstance(node.value, ast.Name) and node.value.id in {"self", "cls"}, (path.name, node.attr)
     assert "platform" in graph["stack"] and not graph["platform"] & {"stack", "video", "shards", "operations"}
+
+
+def test_readme_deploy_section_names_the_model_variables_and_a_supported_node():
+    readme = (ROOT / "README.md").read_text()
+    deploy = readme[readme.index("## Deploy to your account") :]
+    deploy = deploy[: deploy.index("\n## ", 5)]
+    assert "FACEBANK_MODEL_MIRROR" in deploy and "FACEBANK_MODEL_DIR" in deploy
+    assert "Node.js 22 or 24" in deploy and "18+" not in deploy  # Node 20 is end-of-life since 2026-10-30
