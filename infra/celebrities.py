@@ -1,5 +1,7 @@
-"""The celebrity gallery on AWS: its DynamoDB table, the table's name in the functions that read
-it, and the outputs `facebank celebrities import --aws --stack-outputs` reads.
+"""The celebrity gallery on AWS: its DynamoDB table (root stack: stateful), and the outputs
+`facebank celebrities import --aws --stack-outputs` reads. Its readers (RecognizeCelebrities,
+GetCelebrityInfo, the video worker) get the table's name from infra/platform.py because their
+access (infra/access.py) lists it; their functions are the ``Celebrities`` feature stack.
 
 Key schema: facebank/storage/celebrities.py (``create_celebrity_table`` builds the same). The
 gallery is written by the operator's import command (their own credentials); the functions only
@@ -8,35 +10,26 @@ read it (infra/access.py: RecognizeCelebrities GetItem + Scan, GetCelebrityInfo 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from aws_cdk import CfnOutput
+from aws_cdk import CfnOutput, RemovalPolicy, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 
-from infra.access import Access
-
-if TYPE_CHECKING:
-    from infra.stack import FacebankStack
+from infra.platform import table
 
 TABLE_ENV = "FACEBANK_CELEBRITY_TABLE"  # facebank.settings.Settings.celebrity_table
 
 
-def celebrity_table(stack: FacebankStack) -> dynamodb.Table:
-    """``<prefix>celebrities``, HASH celebrity_id; on-demand, PITR, encrypted, as the other tables.
-    Outputs its name and the pack (an import must embed with the stack's pack: other packs'
+def celebrity_table(root: Stack, table_prefix: str, removal: RemovalPolicy) -> dynamodb.Table:
+    """``<prefix>celebrities``, HASH celebrity_id; on-demand, PITR, encrypted, as the other tables."""
+    return table(root, "CelebritiesTable", f"{table_prefix}celebrities", "celebrity_id", removal=removal)
+
+
+def celebrity_outputs(root: Stack, gallery: dynamodb.Table, pack_name: str) -> None:
+    """The table's name and the pack (an import must embed with the stack's pack: other packs'
     vectors are never compared)."""
-    table = stack._table("CelebritiesTable", "celebrities", "celebrity_id")
     CfnOutput(
-        stack,
+        root,
         "CelebrityTableName",
-        value=table.table_name,
+        value=gallery.table_name,
         description="facebank celebrities import DIR --aws --stack-outputs <cdk outputs file>",
     )
-    CfnOutput(stack, "ModelPack", value=stack.model_pack.name, description="the pack celebrity imports embed with")
-    return table
-
-
-def celebrity_environment(stack: FacebankStack, access: Access) -> dict[str, str]:
-    """The table's name for a function whose access lists it (the image and job functions, the
-    video worker); nothing for the others."""
-    return {TABLE_ENV: stack.tables["celebrities"].table_name} if access.celebrities else {}
+    CfnOutput(root, "ModelPack", value=pack_name, description="the pack celebrity imports embed with")

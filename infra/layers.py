@@ -3,7 +3,8 @@ by ``layers/build.py`` through CDK's local bundling.
 
 ``cdk synth`` / ``cdk deploy`` (and ``CDK_OUTDIR=DIR python app.py``) build what the stack needs,
 without Docker: the dependency layer is pip-installed from manylinux wheels, the model layer is
-fetched (or taken from ``FACEBANK_MODEL_MIRROR``) and sha256-verified.
+taken from the verified model cache (``FACEBANK_MODEL_DIR``), which fetches what it lacks from
+``FACEBANK_MODEL_MIRROR`` or upstream, sha256-verified.
 
 Each build is cached in ``layers/build/<kind>-<variant>-<key>`` (or under ``FACEBANK_LAYER_CACHE``:
 CI may keep it between runs, tests point it at an empty directory), where the key hashes everything
@@ -15,7 +16,9 @@ changed input yields a new layer version.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -35,6 +38,11 @@ BUILD_CACHE = Path(os.environ.get("FACEBANK_LAYER_CACHE") or ROOT / "layers" / "
 CONSTRAINTS = ROOT / "constraints.txt"
 MODEL_MANIFEST = ROOT / "facebank" / "models" / "manifest.tsv"
 LAYER_MARKER = "facebank-layer.json"  # written last by layers/build.py: its presence means complete
+# Lambda: function code plus all its layers, unzipped, must fit in 250 MB (262,144,000 bytes).
+LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024
+# Function code = facebank/ and functions/ from the repository root, nothing else (no byte code,
+# no dotfiles).
+CODE_DIRS = ("facebank", "functions")
 
 
 class LayerError(RuntimeError):
@@ -99,9 +107,15 @@ def ensure_built(build: LayerBuild) -> Path:
     try:
         result = subprocess.run(command, stdout=2, stderr=2, check=False)
         if result.returncode != 0 or not (staging / LAYER_MARKER).is_file():
+            hint = (
+                "; offline, set FACEBANK_MODEL_MIRROR=DIR (the model files) or fill the verified model cache "
+                "FACEBANK_MODEL_DIR (`facebank models fetch`)"
+                if build.kind == "models"
+                else ""
+            )
             raise LayerError(
                 f"building the {build.kind} layer failed (exit code {result.returncode}, output above): "
-                f"`{' '.join(build.command)} --out DIR`"
+                f"`{' '.join(build.command)} --out DIR`{hint}"
             )
         try:
             staging.rename(cached)
@@ -158,3 +172,92 @@ def bundled_layer_code(build: LayerBuild, runtime: lambda_.Runtime) -> tuple[lam
         bundling=cdk.BundlingOptions(image=runtime.bundling_image, local=cast(cdk.ILocalBundling, bundling)),
     )
     return code, bundling
+
+
+# --- sizes and prebuilt directories
+
+
+def tree_size(path: Path, skip=("__pycache__",), skip_suffixes=(".pyc",)) -> int:
+    """Apparent (unzipped) size of a directory tree in bytes; sparse files count at full size."""
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        dirnames[:] = [d for d in dirnames if d not in skip]
+        for name in filenames:
+            if not name.endswith(skip_suffixes):
+                total += os.stat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+def code_size() -> int:
+    return sum(tree_size(ROOT / d) for d in CODE_DIRS)
+
+
+def mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def check_size(parts: dict[str, int], limit: int = LAMBDA_UNZIPPED_LIMIT) -> None:
+    total = sum(parts.values())
+    if total > limit:
+        detail = ", ".join(f"{name} {mb(size)}" for name, size in parts.items())
+        raise LayerError(
+            f"function code plus layers is {mb(total)} unzipped ({detail}), over Lambda's "
+            f"{mb(limit)} (250 MiB) limit: use a smaller model pack or trim the dependency layer"
+        )
+
+
+def _temporary(prefix: str) -> Path:
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, base, ignore_errors=True)
+    return base
+
+
+def staged_code() -> Path:
+    """facebank/ and functions/ copied to a temporary directory: the function code asset. Pointing
+    the asset at the repository root with exclude globs would make CDK walk every file below it
+    (layers/build alone holds thousands), which dominated synthesis time."""
+    base = _temporary("facebank-code-")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
+    for d in CODE_DIRS:
+        shutil.copytree(ROOT / d, base / d, ignore=ignore)
+    return base
+
+
+def placeholder_layer(inner: str) -> Path:
+    """A tiny stand-in layer directory (``models`` or ``python`` inside), so the stack synthesises
+    (tests, reviews) without building; not deployable."""
+    base = _temporary("facebank-placeholder-layer-")
+    (base / inner).mkdir()
+    (base / inner / "PLACEHOLDER").write_text(
+        "placeholder layer (skipLayerBuild): not deployable; synth without it builds the real one\n"
+    )
+    return base
+
+
+def _marker(path: Path) -> dict:
+    try:
+        return json.loads((path / LAYER_MARKER).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def check_model_layer(path: Path, pack_name: str, files: list[str]) -> None:
+    build = f"python layers/build.py models --pack {pack_name} --out {path}"
+    if not path.is_dir():
+        raise LayerError(f"model layer directory {path} is missing: build it with `{build}`")
+    missing = [f for f in files if not (path / "models" / f).is_file()]
+    if missing:
+        raise LayerError(
+            f"model layer {path} lacks {', '.join(missing)} for pack {pack_name!r}: rebuild it with `{build}`"
+        )
+
+
+def check_deps_layer(path: Path, arch: str) -> None:
+    build = f"python layers/build.py deps --arch {arch} --out {path}"
+    if not (path / "python").is_dir():
+        raise LayerError(f"dependency layer directory {path}/python is missing: build it with `{build}`")
+    built_for = _marker(path).get("arch")
+    if built_for and built_for != arch:
+        raise LayerError(
+            f"dependency layer {path} was built for {built_for}, the stack is {arch}: rebuild it with `{build}`"
+        )

@@ -69,21 +69,24 @@ def acknowledge_role(stack: Stack, role: iam.Role, image_resources: list[str], v
         acknowledge(policy, f"IAM5[Resource::{render(stack.resolve(vector_resource))}]", REASONS["vectors"])
 
 
-def acknowledge_stack(stack) -> None:
-    """Everything FacebankStack accepts (called at the end of its constructor)."""
-    for fn in stack.functions.values():
-        acknowledge(fn, "L1", REASONS["L1"])
-    api = stack.api
+def acknowledge_api(api: IConstruct, *, cloudwatch_role: bool) -> None:
+    """What the REST API accepts (infra/api.py)."""
     acknowledge(api, "APIG2", REASONS["APIG2"])
     acknowledge(api, "APIG3", REASONS["APIG3"])
     acknowledge(api, "COG4", REASONS["COG4"])
-    if stack.settings.api_cloudwatch_role:
+    if cloudwatch_role:
         acknowledge(
             api,
             "IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]",
             REASONS["IAM4"],
         )
-    # CDK's singleton custom-resource handlers, present only with ingestBucket or removalPolicy=destroy.
+
+
+def acknowledge_stack(stack: Stack, functions: list[IConstruct]) -> None:
+    """Everything a stack (the root or a nested one) accepts: the runtime of its functions, and
+    CDK's singleton custom-resource handlers (present only with ingestBucket or removalPolicy=destroy)."""
+    for fn in functions:
+        acknowledge(fn, "L1", REASONS["L1"])
     for child in stack.node.children:
         cid = child.node.id
         if cid.startswith(("BucketNotificationsHandler", "Custom::S3AutoDeleteObjects")):

@@ -6,8 +6,9 @@
     python layers/build.py video --arch arm64 --out layers/build/video
 
 ``models``: fetches the pack's model files and the person detector (``PERSON_DETECTOR``, the same for
-every pack: the video worker runs it for StartPersonTracking) (sha256-verified, from upstream or
-``--mirror``) into a temporary model cache and copies them to ``<out>/models/<manifest path>``; the
+every pack: the video worker runs it for StartPersonTracking) sha256-verified from the model cache
+(``FACEBANK_MODEL_DIR``, default ``~/.cache/facebank/models``), which takes what it lacks from
+``--mirror`` (``FACEBANK_MODEL_MIRROR``) or upstream, and copies them to ``<out>/models/<manifest path>``; the
 layer is mounted at ``/opt`` so the functions find them under ``FACEBANK_MODEL_DIR=/opt/models``.
 
 ``deps``: ``pip install --target <out>/python`` of the runtime dependencies as manylinux wheels for
@@ -31,7 +32,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,22 +106,31 @@ def _fresh(out: Path) -> None:
 
 
 def build_models(pack_name: str | None, mirror: str | None, out: Path) -> None:
+    """The pack's files from the verified model cache (FACEBANK_MODEL_DIR, default
+    ~/.cache/facebank/models: what `facebank models fetch` or `facebank serve` left there), fetching
+    what it lacks from the mirror (FACEBANK_MODEL_MIRROR) or upstream into that cache."""
     from facebank import models
     from facebank.engine.packs import model_layer_files, pack
+    from facebank.settings import Settings
 
     pack_name = pack(pack_name).name
     files = model_layer_files(pack_name)
-    with tempfile.TemporaryDirectory(prefix="facebank-models-") as cache:
-        try:
-            models.fetch(files, model_dir=Path(cache), mirror=mirror)
-            sources = {name: models.resolve(name, Path(cache)) for name in files}  # verified again: size + sha256
-        except models.ModelError as exc:
-            sys.exit(f"build.py: {exc}")
-        _fresh(out)
-        for name, source in sources.items():
-            dest = out / "models" / name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, dest)
+    cache = Settings.from_env().resolved_model_dir
+    try:
+        models.fetch(files, model_dir=cache, mirror=mirror)
+        sources = {name: models.resolve(name, cache) for name in files}  # verified again: size + sha256
+    except models.ModelError as exc:
+        reason = str(exc).split(". Offline?")[0]  # its hint names serve's --mirror, which cdk cannot take
+        sys.exit(
+            f"build.py: {reason}.\nbuild.py: offline, set FACEBANK_MODEL_MIRROR=DIR (a directory holding the model "
+            f"files) or put verified copies in the model cache FACEBANK_MODEL_DIR ({cache}), e.g. with "
+            f"`facebank models fetch --pack {pack_name}`, then run cdk synth again"
+        )
+    _fresh(out)
+    for name, source in sources.items():
+        dest = out / "models" / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, dest)
     (out / MARKER).write_text(json.dumps({"kind": "models", "pack": pack_name, "files": files}, indent=1) + "\n")
     report(out)
 

@@ -36,7 +36,10 @@ from infra.access import (  # noqa: E402
     VIDEO_WORKER_ACCESS,
     access_for,
 )
-from infra.stack import FacebankStack, LayerError, Settings, check_size, snake  # noqa: E402
+from infra.layers import check_size  # noqa: E402
+from infra.operations import snake  # noqa: E402
+from infra.parameters import StackParameters  # noqa: E402
+from infra.stack import FacebankStack, LayerError  # noqa: E402
 
 XRAY = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}  # added by Tracing.ACTIVE
 LOGS = {"logs:CreateLogStream", "logs:PutLogEvents"}
@@ -62,9 +65,55 @@ VARIANT = {
 }
 
 
+def nested_templates(outdir: Path, root: dict) -> dict[str, tuple[Path, dict]]:
+    """Nested stack logical id -> (its template file, template), found through the asset manifest."""
+    assets = json.loads(next(outdir.glob("*.assets.json")).read_text())["files"]
+    out = {}
+    for lid, resource in root["Resources"].items():
+        if resource["Type"] == "AWS::CloudFormation::Stack":
+            asset_hash = (
+                resource["Properties"]["TemplateURL"]["Fn::Join"][1][-1].rsplit("/", 1)[-1].removesuffix(".json")
+            )
+            path = outdir / assets[asset_hash]["source"]["path"]
+            out[lid] = (path, json.loads(path.read_text()))
+    return out
+
+
+def flatten(outdir: Path, root: dict) -> dict:
+    """The root template with every nested stack's resources in it, their parameters replaced by
+    what the root passes and the root's references to nested outputs by the outputs' values: the
+    shape one big stack would have, so the checks below read functions and grants wherever they live."""
+    nested = nested_templates(outdir, root)
+
+    def walk(value, params: dict, stack_id: str | None):
+        if isinstance(value, list):
+            return [walk(v, params, stack_id) for v in value]
+        if not isinstance(value, dict):
+            return value
+        if stack_id is not None and set(value) == {"Ref"} and value["Ref"] in params:
+            return walk(params[value["Ref"]], {}, None)  # the root's expression
+        getatt = value.get("Fn::GetAtt")
+        if stack_id is None and isinstance(getatt, list) and getatt[0] in nested and getatt[1].startswith("Outputs."):
+            _, template = nested[getatt[0]]
+            output = template["Outputs"][getatt[1].removeprefix("Outputs.")]["Value"]
+            return walk(output, root["Resources"][getatt[0]]["Properties"].get("Parameters", {}), getatt[0])
+        return {k: walk(v, params, stack_id) for k, v in value.items()}
+
+    resources = {k: walk(v, {}, None) for k, v in root["Resources"].items() if k not in nested}
+    for lid, (_, template) in nested.items():
+        params = root["Resources"][lid]["Properties"].get("Parameters", {})
+        for rid, resource in template["Resources"].items():
+            assert rid not in resources, f"logical id {rid} in two templates"
+            resources[rid] = walk(resource, params, lid)
+    outputs = {k: walk(v, {}, None) for k, v in root.get("Outputs", {}).items()}
+    return {**root, "Resources": resources, "Outputs": outputs}
+
+
 @functools.cache
 def _synth(context_json: str) -> tuple[dict, dict]:
-    """(template, cdk-nag validation report) of app.py's stack with this context, nag enabled."""
+    """(template, cdk-nag validation report) of app.py's stack with this context, nag enabled; the
+    template is the root with its nested stacks flattened in (``flatten``), the report also names
+    every template file and each one's resource count."""
     import app as cdk_app
 
     outdir = tempfile.mkdtemp(prefix="facebank-synth-")
@@ -78,9 +127,17 @@ def _synth(context_json: str) -> tuple[dict, dict]:
         report = Path(outdir, "validation-report.json")
         detail = report.read_text() if report.is_file() else ""
         raise AssertionError(f"synthesis failed: {exc}\n{detail[:5000]}") from None
-    template = json.loads(Path(outdir, f"{stack.artifact_id}.template.json").read_text())
+    root_file = Path(outdir, f"{stack.artifact_id}.template.json")
+    root = json.loads(root_file.read_text())
+    files = [root_file] + [path for path, _ in nested_templates(Path(outdir), root).values()]
     report = json.loads(Path(outdir, "validation-report.json").read_text())
-    return template, report | {"outdir": outdir, "template_file": f"{outdir}/{stack.artifact_id}.template.json"}
+    return flatten(Path(outdir), root), report | {
+        "outdir": outdir,
+        "root": root,
+        "template_file": str(root_file),
+        "template_files": [str(f) for f in files],
+        "resource_counts": {f.name: len(json.loads(f.read_text())["Resources"]) for f in files},
+    }
 
 
 def synth(**context) -> tuple[dict, dict]:
@@ -446,7 +503,10 @@ def test_ingest_wiring_s3_to_sqs_with_dlq_to_lambda(template):
     assert allow["Principal"] == {"Service": "s3.amazonaws.com"} and allow["Action"] == "sqs:SendMessage"
     assert json.dumps(allow["Condition"]["ArnEquals"]["aws:SourceArn"]).count("facebank-ingest") == 1
     assert allow["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
-    assert policy_id in bucket["DependsOn"]
+    # (the policy itself, or the nested stack that holds it: CloudFormation creates that stack first)
+    assert policy_id in bucket["DependsOn"] or bucket["DependsOn"] == [
+        "IngestNestedStackIngestNestedStackResourceD6AFAC89"
+    ]
     # SQS -> Lambda with partial batch failures
     [mapping] = [
         m
@@ -624,24 +684,24 @@ def test_context_selects_architecture_memory_retention_removal(variant):
 
 
 @pytest.mark.parametrize(
-    "field, value, message",
+    "key, value, message",
     [
         ("architecture", "sparc", "architecture must be one of"),
-        ("log_retention_days", 8, "logRetentionDays must be one of"),
-        ("removal_policy", "snapshot", "removalPolicy must be one of"),
-        ("memory", {"NoSuchOp": 512}, "memory names unknown functions"),
-        ("compaction_minutes", 5, "compactionMinutes must be >= 20"),
-        ("ingest_prefix", "faces", "ingestPrefix must be a key prefix ending in '/'"),
-        ("video_concurrency", 1, "videoConcurrency must be 2..1000"),
-        ("video_segment_seconds", 5, "videoSegmentSeconds must be 10..600"),
-        ("notification_topics", ["arn:aws:sqs:us-east-1:123456789012:q"], "SNS topic ARN patterns"),
+        ("logRetentionDays", 8, "logRetentionDays must be one of"),
+        ("removalPolicy", "snapshot", "removalPolicy must be one of"),
+        ("memory", '{"NoSuchOp": 512}', "memory names unknown functions"),
+        ("compactionMinutes", 5, "compactionMinutes must be >= 20"),
+        ("ingestPrefix", "faces", "ingestPrefix must be a key prefix ending in '/'"),
+        ("videoConcurrency", 1, "videoConcurrency must be 2..1000"),
+        ("videoSegmentSeconds", 5, "videoSegmentSeconds must be 10..600"),
+        ("facebank:notificationTopics", "arn:aws:sqs:us-east-1:123456789012:q", "SNS topic ARN patterns"),
+        ("maxVideoJobs", "many", "maxVideoJobs='many' is not an integer"),
     ],
 )
-def test_bad_settings_are_refused(field, value, message):
-    settings = Settings()
-    setattr(settings, field, value)
+def test_bad_settings_are_refused(key, value, message):
+    """Context values are parsed and checked before anything is built (app.py: one line, exit 1)."""
     with pytest.raises(ValueError, match=message):
-        settings.validate()
+        StackParameters.from_context({key: value}.get).validate()
 
 
 # --- layers
@@ -779,13 +839,13 @@ def test_synth_from_a_clean_state_builds_the_layers_once(tmp_path):
     function code, and a second synth reuses the cached builds."""
     from facebank.engine.packs import PERSON_DETECTOR, pack
     from facebank.models import manifest, sha256_of
-    from infra.stack import code_size, tree_size
+    from infra.layers import code_size, tree_size
 
     cache = tmp_path / "layer-cache"
     first = _synth_app(tmp_path / "first", cache)
     assert first.returncode == 0, first.stderr[-5000:]
     assert first.stderr.count("facebank: building the") == 3, first.stderr[-5000:]
-    template = json.loads((tmp_path / "first" / "Facebank.template.json").read_text())
+    template = flatten(tmp_path / "first", json.loads((tmp_path / "first" / "Facebank.template.json").read_text()))
     dirs = _layer_dirs(tmp_path / "first", template)
     assert set(dirs) == {"ModelLayer", "DependencyLayer", "VideoLayer"}
 
@@ -812,12 +872,12 @@ def test_synth_from_a_clean_state_builds_the_layers_once(tmp_path):
     assert code_size() + tree_size(video) + tree_size(dirs["ModelLayer"]) <= 250 * 2**20
     report = json.loads((tmp_path / "first" / "validation-report.json").read_text())
     assert [p["conclusion"] for p in report["pluginReports"]] == ["success"]
-    assert_cfn_lint_clean(str(tmp_path / "first" / "Facebank.template.json"))
+    assert_cfn_lint_clean(*map(str, (tmp_path / "first").glob("*.template.json")))
 
     second = _synth_app(tmp_path / "second", cache)
     assert second.returncode == 0, second.stderr[-5000:]
     assert "facebank: building the" not in second.stderr
-    again = json.loads((tmp_path / "second" / "Facebank.template.json").read_text())
+    again = flatten(tmp_path / "second", json.loads((tmp_path / "second" / "Facebank.template.json").read_text()))
     assert resources(again, "AWS::Lambda::LayerVersion") == resources(template, "AWS::Lambda::LayerVersion")
 
 
@@ -827,7 +887,8 @@ def test_synth_from_a_clean_state_builds_the_layers_once(tmp_path):
 CFN_LINT_WARNINGS = 4  # cfn-lint's exit code is a bit mask: 2 errors, 4 warnings, 8 informational
 
 
-def assert_cfn_lint_clean(template_file: str) -> None:
+def assert_cfn_lint_clean(*template_files: str) -> None:
+    """One cfn-lint run over the templates (the root and its nested stacks)."""
     # cfn-lint 1.x has no `python -m cfnlint`: call its console entry point with this interpreter.
     result = subprocess.run(
         [
@@ -836,7 +897,7 @@ def assert_cfn_lint_clean(template_file: str) -> None:
             "import sys; from cfnlint.runner import main; sys.exit(main())",
             "--format",
             "json",
-            template_file,
+            *template_files,
         ],
         capture_output=True,
         text=True,
@@ -851,7 +912,7 @@ def assert_cfn_lint_clean(template_file: str) -> None:
 def test_cfn_lint_finds_no_errors():
     for context in ({}, VARIANT):
         _, report = synth(**context)
-        assert_cfn_lint_clean(report["template_file"])
+        assert_cfn_lint_clean(*report["template_files"])
 
 
 def test_cdk_nag_aws_solutions_findings_are_all_acknowledged():
@@ -873,7 +934,7 @@ def test_cdk_synth_via_app_py_offline(tmp_path):
         [sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    template = json.loads((tmp_path / "Facebank.template.json").read_text())
+    template = flatten(tmp_path, json.loads((tmp_path / "Facebank.template.json").read_text()))
     functions = len(OPERATIONS) + len(EXTRA_FUNCTIONS) + SHARD_FUNCTIONS
     assert len(resources(template, "AWS::Lambda::Function")) == functions
     report = json.loads((tmp_path / "validation-report.json").read_text())
@@ -924,7 +985,7 @@ def test_shard_functions_read_segments_only_and_only_search_functions_invoke_the
     }
     assert len(shard_fns) == SHARD_FUNCTIONS
     names = sorted(fn["Properties"]["FunctionName"] for fn in shard_fns.values())
-    assert names == sorted(f"facebank-ShardSearch{n}" for n in range(SHARD_FUNCTIONS))
+    assert names == sorted(f"facebank-Shard-{n}" for n in range(SHARD_FUNCTIONS))
     for fn in shard_fns.values():
         assert _role_grants(template, fn["Properties"]["Role"]["Fn::GetAtt"][0]) == expected_grants(SHARD_ACCESS)
         # A timed-out shard is retried once within API Gateway's 29 s (facebank/aws/shard_search.py).
@@ -952,9 +1013,8 @@ def test_shard_functions_read_segments_only_and_only_search_functions_invoke_the
     assert invokers == {function(template, h)[1]["Properties"]["Role"]["Fn::GetAtt"][0] for h in handlers}
     for op in searches:
         env = function(template, op_handler(op))[1]["Properties"]["Environment"]["Variables"]
-        assert env["FACEBANK_SHARD_FUNCTION"] == "facebank-ShardSearch" and env["FACEBANK_SHARD_SLOTS"] == "40"
+        assert env["FACEBANK_SHARD_FUNCTION"] == "facebank-Shard-" and env["FACEBANK_SHARD_SLOTS"] == "40"
     assert Access().shards is False
-    assert len(template["Resources"]) < 500  # CloudFormation's limit per stack
 
 
 def test_segment_cache_follows_each_functions_memory(template, variant):
@@ -975,3 +1035,176 @@ def test_segment_cache_follows_each_functions_memory(template, variant):
             assert 64 <= cache < memory
             checked += 1
     assert checked > 20
+
+
+# --- layout: nested stacks, each template within budget; an upgrade keeps the data
+
+TEMPLATE_BUDGET = 200  # resources per template: room to grow below CloudFormation's 500
+BASELINE = json.loads((ROOT / "tests" / "data" / "infra_baseline.json").read_text())  # main d185935, one stack
+
+
+def test_every_template_is_within_the_resource_budget():
+    for context in ({}, VARIANT):
+        _, report = synth(**context)
+        counts = report["resource_counts"]
+        assert len(counts) >= 8, counts  # the root and one nested stack per feature
+        assert all(n <= TEMPLATE_BUDGET for n in counts.values()), counts
+
+
+@pytest.mark.parametrize("name", ["default", "variant"])
+def test_stateful_resources_keep_their_logical_ids_in_the_root_stack(name):
+    """Tables and buckets stay in the root template under the one-stack layout's logical ids, so
+    CloudFormation updates them in place (no replacement, no data moved) on upgrade."""
+    _, report = synth(**({} if name == "default" else VARIANT))
+    root = report["root"]["Resources"]
+    stateful = {lid: r["Type"] for lid, r in root.items() if r["Type"] in ("AWS::DynamoDB::Table", "AWS::S3::Bucket")}
+    assert stateful == BASELINE[name]["stateful"]
+    for lid in stateful:
+        assert root[lid]["DeletionPolicy"] == ("Retain" if name == "default" else "Delete")
+
+
+@pytest.mark.parametrize("name", ["default", "variant"])
+def test_same_functions_and_grants_as_the_one_stack_layout(name):
+    """Every function of the one-stack layout exists once more with the same role grants, memory,
+    timeout, environment variables and layers (by handler; the shard functions 40 times)."""
+    template = synth(**({} if name == "default" else VARIANT))[0]
+    got: dict[str, dict] = {}
+    for fn in resources(template, "AWS::Lambda::Function").values():
+        props = fn["Properties"]
+        if not props.get("Handler", "").startswith("functions."):
+            continue
+        entry = {
+            "grants": sorted(map(list, _role_grants(template, props["Role"]["Fn::GetAtt"][0]))),
+            "memory": props["MemorySize"],
+            "timeout": props["Timeout"],
+            "env": sorted(props["Environment"]["Variables"]),
+            "layers": sorted(r["Ref"].rstrip("0123456789ABCDEF") for r in props["Layers"]),
+        }
+        seen = got.setdefault(props["Handler"], {"count": 0, "function": entry})
+        assert seen["function"] == entry, props["Handler"]
+        seen["count"] += 1
+    assert got == BASELINE[name]["functions"]
+    outputs = {k for k in template["Outputs"] if not k.startswith("ApiEndpoint")}  # the RestApi's own, now nested
+    assert outputs == {k for k in BASELINE[name]["outputs"] if not k.startswith("ApiEndpoint")}
+
+
+def test_stateless_resources_live_in_nested_stacks():
+    _, report = synth()
+    kinds = {r["Type"] for r in report["root"]["Resources"].values()}
+    assert not kinds & {"AWS::Lambda::Function", "AWS::IAM::Role", "AWS::SQS::Queue", "AWS::ApiGateway::RestApi"}
+
+
+# --- offline synth: the model layer from the verified cache or FACEBANK_MODEL_MIRROR
+
+OFFLINE = {"https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9", "no_proxy": ""}  # no network
+
+
+def _build_models(out: Path, model_dir: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, **OFFLINE, "FACEBANK_MODEL_DIR": str(model_dir)}
+    env.pop("FACEBANK_MODEL_MIRROR", None)
+    command = [sys.executable, "layers/build.py", "models", "--pack", "mobile", "--out", str(out)]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_offline_model_layer_comes_from_the_verified_model_cache(tmp_path):
+    """What `facebank models fetch` (or serve) verified into FACEBANK_MODEL_DIR builds the model
+    layer with no network and no mirror."""
+    from facebank.engine.packs import model_layer_files
+    from facebank.models import manifest, sha256_of
+    from facebank.settings import Settings
+
+    entries, files = manifest(), model_layer_files("mobile")
+    cache = Settings.from_env().resolved_model_dir
+    if not all((cache / entries[f].path).is_file() for f in files):
+        pytest.skip(f"the mobile pack's model files are not in the model cache {cache}")
+    local = tmp_path / "cache"
+    for name in files:
+        (local / entries[name].path).parent.mkdir(parents=True, exist_ok=True)
+        os.link(cache / entries[name].path, local / entries[name].path)
+    result = _build_models(tmp_path / "layer", local)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in files:
+        assert sha256_of(tmp_path / "layer" / "models" / name) == entries[name].sha256
+
+
+def test_offline_synth_without_models_names_the_variables(tmp_path):
+    result = _build_models(tmp_path / "layer", tmp_path / "empty-cache")
+    assert result.returncode != 0
+    assert "FACEBANK_MODEL_MIRROR=DIR" in result.stderr and "FACEBANK_MODEL_DIR" in result.stderr
+    assert "--mirror" not in result.stderr  # cdk synth cannot take serve's flag
+    assert not (tmp_path / "layer").exists()
+
+
+def test_failed_model_layer_build_names_the_offline_variables(tmp_path, monkeypatch):
+    import infra.layers as layers
+
+    monkeypatch.setattr(layers, "BUILD_SCRIPT", _fake_build_script(tmp_path, "sys.exit('offline')"))
+    monkeypatch.setattr(layers, "BUILD_CACHE", tmp_path / "cache")
+    with pytest.raises(LayerError, match=r"offline, set FACEBANK_MODEL_MIRROR=DIR .* FACEBANK_MODEL_DIR"):
+        layers.ensure_built(layers.model_layer_build("mobile", ["a.onnx"]))
+
+
+def test_cdk_json_holds_feature_flags_not_defaults():
+    """Defaults live in their declarations (infra/parameters.py, facebank/settings.py), not in cdk.json."""
+    from infra.parameters import describe
+
+    context = json.loads((ROOT / "cdk.json").read_text())["context"]
+    assert all(key.startswith("@aws-cdk/") or key == "cli-telemetry" for key in context), context
+    listed = {line.split()[0] for line in describe().splitlines()}
+    assert {"stackName", "memorySize", "maxVideoJobs", "shardRows", "facebank:notificationTopics", "pack"} <= listed
+
+
+def _infra_imports() -> dict[str, set[tuple[str, str]]]:
+    """infra module -> {(imported infra module, imported name)}, from the source (any nesting level)."""
+    import ast
+
+    out: dict[str, set[tuple[str, str]]] = {}
+    for path in (ROOT / "infra").glob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("infra."):
+                found |= {(node.module.removeprefix("infra."), alias.name) for alias in node.names}
+            elif isinstance(node, ast.Import):
+                found |= {(a.name.removeprefix("infra."), "") for a in node.names if a.name.startswith("infra.")}
+        out[path.stem] = found
+    return out
+
+
+def test_infra_has_no_import_circle_and_no_private_imports():
+    """issue 22: features build on infra/platform.py's public factories; nothing imports a private
+    name of another module, no module imports one that (indirectly) imports it back, and nothing
+    imports at function level to dodge a circle."""
+    import ast
+
+    imports = _infra_imports()
+    graph = {module: {target for target, _ in found} for module, found in imports.items()}
+    for module, found in imports.items():
+        assert not [name for _, name in found if name.startswith("_")], module
+
+    def reachable(start: str) -> set[str]:
+        seen, todo = set(), list(graph.get(start, ()))
+        while todo:
+            m = todo.pop()
+            if m not in seen:
+                seen.add(m)
+                todo.extend(graph.get(m, ()))
+        return seen
+
+    assert [m for m in graph if m in reachable(m)] == []
+    for path in (ROOT / "infra").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                nested = [n for n in ast.walk(node) if isinstance(n, ast.ImportFrom | ast.Import)]
+                assert not [n for n in nested if getattr(n, "module", "") and n.module.startswith("infra")], path
+            # no call of another object's private method (the old features called FacebankStack._table)
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                assert isinstance(node.value, ast.Name) and node.value.id in {"self", "cls"}, (path.name, node.attr)
+    assert "platform" in graph["stack"] and not graph["platform"] & {"stack", "video", "shards", "operations"}
+
+
+def test_readme_deploy_section_names_the_model_variables_and_a_supported_node():
+    readme = (ROOT / "README.md").read_text()
+    deploy = readme[readme.index("## Deploy to your account") :]
+    deploy = deploy[: deploy.index("\n## ", 5)]
+    assert "FACEBANK_MODEL_MIRROR" in deploy and "FACEBANK_MODEL_DIR" in deploy
+    assert "Node.js 22 or 24" in deploy and "18+" not in deploy  # Node 20 is end-of-life since 2026-10-30

@@ -100,6 +100,19 @@ def test_every_setting_is_declared_with_help_and_a_source():
         assert all(name.startswith(("FACEBANK_", "AWS_")) for name in spec.env), field.name
 
 
+def test_a_default_is_written_once():
+    """max_video_jobs's 20 (issue 22: it was spelled in six places): only its declaration has it;
+    app.py, cdk.json and infra/ derive it."""
+    from facebank.settings import default_of
+
+    assert default_of("max_video_jobs") == Settings().max_video_jobs == 20
+    pattern = re.compile(r"(max_video_jobs|maxVideoJobs|MAX_VIDEO_JOBS)[^0-9]{0,30}\b20\b")
+    files = [ROOT / "app.py", ROOT / "cdk.json", *(ROOT / "facebank").rglob("*.py"), *(ROOT / "infra").rglob("*.py")]
+    hits = [str(f.relative_to(ROOT)) for f in files for _ in pattern.finditer(f.read_text())]
+    assert hits == ["facebank/settings.py"]
+    assert "maxVideoJobs" not in (ROOT / "cdk.json").read_text()  # cdk.json holds no defaults
+
+
 def test_arns_carry_the_configured_region_and_account(tmp_path):
     """`facebank serve` with FACEBANK_ACCOUNT_ID and --region: CreateCollection's ARN says them."""
     from support import Server
