@@ -121,10 +121,6 @@ def test_no_import_circle_in_the_package():
     assert circle_in(PACKAGE) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="infra/stack.py <-> infra/video.py, shards.py, celebrities.py: s2-infra's split removes it (issue 22)",
-)
 def test_no_import_circle_in_infra():
     assert circle_in(INFRA) == []
 
