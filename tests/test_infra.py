@@ -1224,3 +1224,11 @@ def test_function_environment_names_are_declared_settings(template, variant):
         for fn in resources(t, "AWS::Lambda::Function").values():
             env = fn["Properties"].get("Environment", {}).get("Variables", {})
             assert {k for k in env if k.startswith("FACEBANK_")} <= names, fn["Properties"].get("Handler")
+
+
+def test_deploy_docs_list_every_context_key():
+    from infra.parameters import describe
+
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    keys = [line.split()[0] for line in describe().splitlines()]
+    assert [key for key in keys if f"`{key}`" not in docs] == []
