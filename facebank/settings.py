@@ -192,17 +192,23 @@ class Settings:
 
     def environment(self, *names: str) -> dict[str, str]:
         """The named settings as a function's environment (their first variable), as from_env reads them."""
-        out = {}
-        for name in names:
-            spec = spec_of(name)
-            if not spec.env:
-                raise ValueError(f"setting {name} has no environment variable")
-            value = getattr(self, name)
-            out[spec.env[0]] = ",".join(value) if isinstance(value, tuple) else str(value)
-        return out
+        return variables(**{name: getattr(self, name) for name in names})
 
 
 # --- derived from the declarations
+
+
+def variables(**values: Any) -> dict[str, str]:
+    """A function's environment from setting names (``vector_bucket=...``): each value under its
+    setting's variable, as ``from_env`` reads it back (the stack passes values it computes, such as
+    resource names, without spelling the variables again)."""
+    out = {}
+    for name, value in values.items():
+        spec = spec_of(name)
+        if not spec.env:
+            raise ValueError(f"setting {name} has no environment variable")
+        out[spec.env[0]] = ",".join(value) if isinstance(value, tuple | list) else str(value)
+    return out
 
 
 def declared() -> Iterable[tuple[Any, Spec]]:

@@ -15,8 +15,6 @@ from aws_cdk import aws_dynamodb as dynamodb
 
 from infra.platform import table
 
-TABLE_ENV = "FACEBANK_CELEBRITY_TABLE"  # facebank.settings.Settings.celebrity_table
-
 
 def celebrity_table(root: Stack, table_prefix: str, removal: RemovalPolicy) -> dynamodb.Table:
     """``<prefix>celebrities``, HASH celebrity_id; on-demand, PITR, encrypted, as the other tables."""

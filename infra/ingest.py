@@ -15,6 +15,7 @@ from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
 
+from facebank.settings import variables
 from infra.access import LEDGER_ACTIONS, ingest_access
 from infra.platform import FeatureStack, Platform, queue_with_dead_letters
 
@@ -74,7 +75,7 @@ class Ingest(FeatureStack):
             description="facebank: index/delete faces for ingest bucket objects (S3 -> SQS)",
             timeout=Duration.seconds(INGEST_TIMEOUT_S),
             image_resources=[f"arn:{Aws.PARTITION}:s3:::{bucket_name}/{prefix}*"],
-            extra_env={"FACEBANK_INGEST_TABLE": ledger.table_name, "FACEBANK_INGEST_BUCKET": bucket_name}
+            extra_env=variables(ingest_table=ledger.table_name, ingest_bucket=bucket_name)
             | platform.params.runtime.environment("ingest_prefix"),
         )
         platform.roles["Ingest"].add_to_policy(

@@ -26,6 +26,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from facebank.engine.packs import Pack
+from facebank.settings import variables
 from infra.access import Access
 from infra.layers import LayerBuild, LocalLayerBundling, bundled_layer_code
 from infra.nag import acknowledge_role
@@ -35,6 +36,7 @@ PITR_DAYS = 35  # point-in-time recovery window; noncurrent segment versions are
 VECTOR_PREFIX = "vectors/"
 RUNTIME = lambda_.Runtime.PYTHON_3_12
 ARCHITECTURES = {"arm64": lambda_.Architecture.ARM_64, "x86_64": lambda_.Architecture.X86_64}
+LAYER_MODEL_DIR = "/opt/models"  # where Lambda mounts the model layer's models/
 EMBEDDINGS_ARN = "EmbeddingsBucketArn"  # a feature stack's parameter: IAM statements and nag findings name it
 
 # What a function holds besides its segment cache (MB): the Python runtime with numpy, boto3 and
@@ -329,26 +331,25 @@ class Platform:
             "ORT_DISABLE_TELEMETRY": "1",
             "POWERTOOLS_SERVICE_NAME": "facebank",
             "POWERTOOLS_METRICS_NAMESPACE": "facebank",
-            "FACEBANK_PACK": self.model_pack.name,
-        }
+        } | variables(pack=self.model_pack.name)
         if access.models:
-            env["FACEBANK_MODEL_DIR"] = "/opt/models"
+            env |= variables(model_dir=LAYER_MODEL_DIR)
         if access.storage:
             runtime = self.params.runtime
             cache = segment_cache_mb(
                 memory, models=access.models, shard_rows=runtime.shard_rows, dimension=self.model_pack.dimension
             )
-            env |= {
-                "FACEBANK_VECTOR_BUCKET": self.vectors_bucket.bucket_name,
-                "FACEBANK_TABLE_PREFIX": self.table_prefix,
-                "FACEBANK_ACCOUNT_ID": Aws.ACCOUNT_ID,
-                "FACEBANK_SEGMENT_CACHE_MB": str(cache),
-            } | runtime.environment("shard_rows")
+            env |= variables(
+                vector_bucket=self.vectors_bucket.bucket_name,
+                table_prefix=self.table_prefix,
+                account_id=Aws.ACCOUNT_ID,
+                segment_cache_mb=cache,
+            ) | runtime.environment("shard_rows")
         if access.celebrities:
-            env["FACEBANK_CELEBRITY_TABLE"] = self.tables["celebrities"].table_name
+            env |= variables(celebrity_table=self.tables["celebrities"].table_name)
         fan_out = self.shard_fan_out
         if access.shards and fan_out is not None:
-            env |= {"FACEBANK_SHARD_FUNCTION": fan_out.prefix, "FACEBANK_SHARD_SLOTS": str(fan_out.slots)}
+            env |= variables(shard_function=fan_out.prefix, shard_slots=fan_out.slots)
         return env
 
     def function(

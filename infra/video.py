@@ -30,6 +30,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as event_sources
 
+from facebank.settings import variables
 from infra.access import LIST, VIDEO_WORKER_ACCESS, Access
 from infra.layers import (
     LayerBuild,
@@ -90,9 +91,9 @@ class VideoJobs(FeatureStack):
     def wire(self, fn: lambda_.Function, role: iam.Role, access: Access) -> None:
         """The queue, topics and video settings in the environment; the results and queue grants."""
         if access.video_queue:
-            fn.add_environment("FACEBANK_VIDEO_QUEUE_URL", self.queue.queue_url)
-            fn.add_environment("FACEBANK_NOTIFICATION_TOPICS", ",".join(self.topics))
-            for key, value in self.platform.params.runtime.environment("max_video_jobs", "video_segment_s").items():
+            runtime = self.platform.params.runtime
+            env = variables(video_queue_url=self.queue.queue_url, notification_topics=self.topics)
+            for key, value in (env | runtime.environment("max_video_jobs", "video_segment_s")).items():
                 fn.add_environment(key, value)
             role.add_to_policy(iam.PolicyStatement(actions=["sqs:SendMessage"], resources=[self.queue.queue_arn]))
         object_actions = sorted(f"s3:{a}" for a in access.results if a != LIST)
