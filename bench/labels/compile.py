@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--counts", action="store_true", help="only print counts per attribute and source")
     parser.add_argument("--list", type=Path, dest="list_file")
     parser.add_argument("--notes", type=Path)
-    parser.add_argument("--source", help="random or screen:<attr>")
+    parser.add_argument("--source", help="random, screen:<attr>, or screen (attribute letter in the list column 2)")
     parser.add_argument("--upto", type=int, help="label lines 1..UPTO of the list (default: all)")
     args = parser.parse_args(argv)
     if args.counts:
@@ -94,8 +94,12 @@ def main(argv: list[str] | None = None) -> None:
     if not (args.list_file and args.notes and args.source):
         parser.error("--list, --notes and --source are needed unless --counts")
 
-    images = [line.split()[0] for line in args.list_file.read_text().splitlines() if line.strip()]
+    lines = [line.split() for line in args.list_file.read_text().splitlines() if line.strip()]
+    images = [line[0] for line in lines]
     new = rows(images, parse_notes(args.notes.read_text()), args.source, args.upto or len(images))
+    if args.source == "screen":  # list lines "<image> <code>": the attribute the photo was screened for
+        for row, line in zip(new, lines, strict=False):
+            row["source"] = f"screen:{ATTRS[line[1][0]]}"
     fresh = {r["image"] for r in new}
     kept = [r for r in read_tsv(args.tsv) if r["image"] not in fresh] if args.tsv.exists() else []
     merged = sorted(kept + new, key=lambda r: r["image"])
