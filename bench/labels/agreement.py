@@ -18,16 +18,7 @@ import math
 import random
 from pathlib import Path
 
-from compile import ATTRS, read_tsv  # type: ignore[import-not-found]
-
-
-def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return math.nan, math.nan
-    p = hits / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
+from compile import ATTRS, read_tsv, wilson  # type: ignore[import-not-found]
 
 
 def kappa(pairs: list[tuple[str, str]]) -> float:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 from pathlib import Path
 
 ATTRS = {"g": "eyeglasses", "s": "sunglasses", "b": "beard", "m": "mustache", "o": "face_occluded"}
@@ -53,6 +54,16 @@ def read_tsv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader((line for line in f if not line.startswith("#")), delimiter="\t"))
 
 
+def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a proportion."""
+    if n == 0:
+        return math.nan, math.nan
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
 def _people(rows: list[dict[str, str]], attr: str, value: str) -> tuple[int, int]:
     """Rows with ``attr == value`` and the distinct people among them."""
     hit = [r for r in rows if r[attr] == value]
@@ -69,7 +80,8 @@ def counts(table: list[dict[str, str]]) -> str:
         pos, neg, unk = (_people(table, attr, v) for v in "10?")
         rnd = [r for r in table if r["source"] == "random"]
         rpos, rlab = _people(rnd, attr, "1")[0], sum(r[attr] != "?" for r in rnd)
-        rate = f"{rpos / rlab:.3f}" if rlab else "-"
+        lo, hi = wilson(rpos, rlab)
+        rate = f"{rpos / rlab:.3f}, 95% CI {lo:.3f}-{hi:.3f}" if rlab else "-"
         out.append(f"| {attr} | {pos[0]} ({pos[1]}) | {neg[0]} ({neg[1]}) | {unk[0]} | {rpos} / {rlab} ({rate}) |")
     sources: dict[str, int] = {}
     for r in table:
