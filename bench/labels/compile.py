@@ -112,7 +112,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.source == "screen":  # list lines "<image> <code>": the attribute the photo was screened for
         for row, line in zip(new, lines, strict=False):
             row["source"] = f"screen:{ATTRS[line[1][0]]}"
-    fresh = {r["image"] for r in new}
+    unique: dict[str, dict[str, str]] = {}
+    for row in new:  # a photo listed twice (two screens flagged it) must have been labelled the same
+        if unique.setdefault(row["image"], row) != row:
+            raise SystemExit(f"{row['image']}: listed twice with different labels")
+    new = list(unique.values())
+    fresh = set(unique)
     kept = [r for r in read_tsv(args.tsv) if r["image"] not in fresh] if args.tsv.exists() else []
     merged = sorted(kept + new, key=lambda r: r["image"])
     with args.tsv.open("w", newline="") as f:
