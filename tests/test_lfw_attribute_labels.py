@@ -60,6 +60,9 @@ def test_the_repeat_pass_and_the_model_screened_list_refer_to_labelled_rows():
     repeat = read("lfw_attributes_repeat.tsv")
     assert list(repeat[0]) == COLUMNS
     assert all(row["image"] in labelled and row["source"] == "repeat" for row in repeat)
+    second = read("lfw_attributes_second.tsv")
+    assert list(second[0]) == COLUMNS
+    assert all(row["image"] in labelled and row["source"] == "second" for row in second)
     for row in read("lfw_attributes_model_screened.tsv"):
         assert labelled[row["image"]]["source"] == f"screen:{row['attribute']}", row
 
