@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -40,15 +41,18 @@ def _with_flags(settings: Settings, args: argparse.Namespace) -> Settings:
 def _serve(host: str, port: int, ctx, credentials: dict[str, str]) -> None:
     """Run the server with its video runner: jobs left IN_PROGRESS resume first; on stop, running
     jobs stop at their next frame and stay IN_PROGRESS for the next start."""
+    from facebank.maintenance import Compactor
     from facebank.server import serve as run_server
     from facebank.wiring import video_runner
 
     runner = video_runner(ctx)
     if runner is not None:
         runner.resume()
+    compactor = Compactor(ctx).start()  # small segments merged in the background (docs/server.md)
     try:
         run_server(host, port, ctx, credentials)
     finally:
+        compactor.stop()
         if runner is not None:
             runner.stop()
 
@@ -96,11 +100,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "celebrities":
             return _celebrities(settings, args)
         logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        from facebank.maintenance import make_private, remove_stale_tmp
         from facebank.wiring import embedded_context
 
         data_dir = settings.data_dir or Path("./facebank-data")
         settings = dataclasses.replace(settings, data_dir=data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
+        os.umask(0o077)  # every file the server creates is owner-only (data, model cache, temp files)
+        make_private(data_dir)
+        remove_stale_tmp(data_dir)
         _fetch(settings)  # first use downloads, with a progress bar; later runs only verify
         credentials = {}
         if settings.access_key_id and settings.secret_access_key:

@@ -21,6 +21,7 @@ LAYERS = [
         [
             "facebank.cli",
             "facebank.server",
+            "facebank.maintenance",
             "facebank.aws",
             "facebank.wiring",
             "facebank.api_client",
