@@ -58,7 +58,8 @@ times = []
 for d in datas:
     start = time.perf_counter(); decode(d); times.append(time.perf_counter() - start)
 times.sort()
-print(json.dumps({"n": len(times), "p50_ms": 1000 * times[len(times) // 2], "p90_ms": 1000 * times[int(len(times) * 0.9)]}))
+p50, p90 = times[len(times) // 2], times[int(len(times) * 0.9)]
+print(json.dumps({"n": len(times), "p50_ms": 1000 * p50, "p90_ms": 1000 * p90}))
 """
 
 
@@ -81,7 +82,11 @@ def python_of(tree: Path) -> str:
 
 def run(tree: Path, code: str, *args: str) -> dict:
     out = subprocess.run(
-        [python_of(tree), "-c", code, *args], cwd=tree, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tree)}
+        [python_of(tree), "-c", code, *args],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(tree)},
     )
     if out.returncode != 0:
         return {"failed": out.stderr.strip().splitlines()[-1:]}
