@@ -62,7 +62,8 @@ def main() -> None:
         call(ctx, "CreateCollection", {"CollectionId": "c"})
         start = time.perf_counter()
         for i in range(args.faces):
-            call(ctx, "IndexFaces", {"CollectionId": "c", "Image": {"Bytes": image}, "MaxFaces": 1})
+            request = {"CollectionId": "c", "Image": {"Bytes": image}, "MaxFaces": 1, "ExternalImageId": f"p{i}"}
+            call(ctx, "IndexFaces", request)  # FaceIds derive from the image and its ExternalImageId
             if (i + 1) % 500 == 0:
                 print(f"indexed {i + 1} ({time.perf_counter() - start:.0f} s)", flush=True)
         segments = len(ctx.storage.vectors.list_segments("c"))
