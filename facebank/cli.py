@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     _celebrities_parser(sub)
 
     args = parser.parse_args(argv)
+    os.umask(0o077)  # every file facebank creates is owner-only: data dir, model cache, temp files
     try:
         settings = _with_flags(Settings.from_env(), args)
         if args.command == "models":
@@ -105,7 +106,6 @@ def main(argv: list[str] | None = None) -> int:
 
         data_dir = settings.data_dir or Path("./facebank-data")
         settings = dataclasses.replace(settings, data_dir=data_dir)
-        os.umask(0o077)  # every file the server creates is owner-only (data, model cache, temp files)
         make_private(data_dir)
         remove_stale_tmp(data_dir)
         _fetch(settings)  # first use downloads, with a progress bar; later runs only verify

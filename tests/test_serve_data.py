@@ -68,3 +68,15 @@ def test_compaction_merges_single_face_segments(model_env, tmp_path):
     after = call("SearchFacesByImage", search)["FaceMatches"]
     assert sorted(m["Face"]["FaceId"] for m in after) == sorted(m["Face"]["FaceId"] for m in before)
     assert len(after) == 6
+
+
+def test_model_cache_private(model_env, tmp_path):
+    # `facebank models fetch` into an empty cache, from the mirror the tests use.
+    env = {**model_env, "FACEBANK_MODEL_DIR": str(tmp_path / "models")}
+    done = subprocess.run([sys.executable, "-m", "facebank.cli", "models", "fetch"], env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    paths = list((tmp_path / "models").rglob("*"))
+    assert any(p.suffix == ".onnx" for p in paths)
+    for path in paths:
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        assert mode & 0o077 == 0, f"{path} is {oct(mode)}"
