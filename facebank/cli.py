@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import errno
 import logging
+import os
 import socket
 import sys
 import tempfile
@@ -71,15 +72,18 @@ def _with_flags(settings: Settings, args: argparse.Namespace) -> Settings:
 def _serve(host: str, port: int, ctx, credentials: dict[str, str]) -> None:
     """Run the server with its video runner: jobs left IN_PROGRESS resume first; on stop, running
     jobs stop at their next frame and stay IN_PROGRESS for the next start."""
+    from facebank.maintenance import Compactor
     from facebank.server import serve as run_server
     from facebank.wiring import video_runner
 
     runner = video_runner(ctx)
     if runner is not None:
         runner.resume()
+    compactor = Compactor(ctx).start()  # small segments merged in the background (docs/server.md)
     try:
         run_server(host, port, ctx, credentials)
     finally:
+        compactor.stop()
         if runner is not None:
             runner.stop()
 
@@ -132,10 +136,13 @@ def _start(settings: Settings, args: argparse.Namespace) -> int:
     """``facebank serve``: check the flags, fetch or verify the models, say what runs where, serve."""
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from facebank.engine.packs import pack
+    from facebank.maintenance import make_private, remove_stale_tmp
     from facebank.wiring import embedded_context
 
     _check_address(args.host, args.port)
     settings = dataclasses.replace(settings, data_dir=_data_dir(settings.data_dir or DEFAULT_DATA_DIR))
+    make_private(settings.data_dir)
+    remove_stale_tmp(settings.data_dir)
     _fetch(settings)  # first use downloads, with a progress bar; later runs only verify
     credentials = {}
     if settings.access_key_id and settings.secret_access_key:
@@ -177,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     _celebrities_parser(sub)
 
     args = parser.parse_args(argv)
+    os.umask(0o077)  # every file facebank creates is owner-only: data dir, model cache, temp files
     try:
         settings = _with_flags(Settings.from_env(), args)
         if args.command == "models" and args.action == "list":

@@ -1,7 +1,12 @@
 """Server-side verification of AWS Signature Version 4, with botocore's own signer.
 
 Used when ``facebank serve`` listens beyond loopback: a request is accepted only if its
-signature recomputes identically from the configured secret key.
+signature recomputes identically from the configured secret key, and only if it is signed as AWS
+requires it: ``host``, ``x-amz-date`` and ``x-amz-target`` (and ``content-type`` when the request
+has one) among the signed headers, a credential scope for service ``rekognition`` dated the day of
+``X-Amz-Date``. Any region is accepted (a client signs for the region it is configured with; the
+region is part of what is signed). A signature replays for 15 minutes: beyond loopback, put TLS in
+front of the server (README).
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ _AUTH = re.compile(
     r"SignedHeaders=(?P<signed>[^,]+),\s*Signature=(?P<signature>[0-9a-f]{64})"
 )
 MAX_SKEW = dt.timedelta(minutes=15)
+SERVICE = "rekognition"
+# Headers that must be signed when the request carries them; host and x-amz-date always.
+MUST_SIGN = ("host", "x-amz-date", "x-amz-target", "content-type")
 
 
 def verify(
@@ -34,6 +42,7 @@ def verify(
     body: bytes,
     credentials: dict[str, str],
     now: dt.datetime | None = None,
+    service: str = SERVICE,
 ) -> None:
     """Raise a Rekognition auth error unless the request is signed with a configured key.
 
@@ -56,7 +65,19 @@ def verify(
     now = now or dt.datetime.now(dt.UTC)
     if abs(now - signed_at) > MAX_SKEW:
         raise InvalidSignatureException("Signature expired: X-Amz-Date is more than 15 minutes from server time")
+    if match["service"] != service:
+        raise InvalidSignatureException(f"Credential should be scoped to correct service: '{service}'.")
+    if match["date"] != amz_date[:8]:
+        raise InvalidSignatureException(
+            "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: "
+            f"'{match['date']}' != '{amz_date[:8]}', from 'X-Amz-Date'."
+        )
     signed = match["signed"].split(";")
+    for name in MUST_SIGN:
+        if name not in signed and (name in ("host", "x-amz-date") or name in headers):
+            raise InvalidSignatureException(f"'{name}' must be a 'SignedHeader' in the AWS Authorization.")
+    if missing := [h for h in signed if h not in headers]:
+        raise InvalidSignatureException(f"Signed header {missing[0]!r} is not in the request.")
     request = AWSRequest(method=method, url=url, data=body, headers={h: headers.get(h, "") for h in signed})
     request.context["timestamp"] = amz_date
     signer = SigV4Auth(Credentials(match["key"], secret), match["service"], match["region"])

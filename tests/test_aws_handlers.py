@@ -181,7 +181,9 @@ class _ApiHandler(BaseHTTPRequestHandler):
         record = {"path": self.path, "authorization": headers.get("authorization", ""), "verified": False}
         self.server.requests.append(record)
         try:
-            sigv4.verify("POST", f"http://{headers['host']}{self.path}", headers, body, {KEY_ID: SECRET})
+            sigv4.verify(
+                "POST", f"http://{headers['host']}{self.path}", headers, body, {KEY_ID: SECRET}, service="execute-api"
+            )
             scope = re.search(r"Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request", record["authorization"])
             if scope.groups() != (REGION, "execute-api"):
                 raise sigv4.InvalidSignatureException(f"credential scope is {scope.groups()}, not {REGION}/execute-api")

@@ -23,6 +23,7 @@ LAYERS = [
         [
             "facebank.cli",
             "facebank.server",
+            "facebank.maintenance",
             "facebank.aws",
             "facebank.wiring",
             "facebank.api_client",

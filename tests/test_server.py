@@ -72,3 +72,95 @@ def test_sigterm_stops_cleanly(model_env, tmp_path):
     srv.process.send_signal(signal.SIGTERM)
     assert srv.process.wait(timeout=30) == 0
     srv.log.close()
+
+
+# --- SigV4 as AWS enforces it: raw, replayed and tampered requests against the signed server
+
+
+def _signed(
+    port: int, target: str, body: bytes, *, service="rekognition", region="us-east-1", headers=None, signed=None
+):
+    """A request signed by botocore's own signer: (headers dict) for a raw http.client POST."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    request = AWSRequest(
+        method="POST",
+        url=f"http://127.0.0.1:{port}/",
+        data=body,
+        headers={
+            "X-Amz-Target": f"RekognitionService.{target}",
+            "Content-Type": "application/x-amz-json-1.1",
+            **(headers or {}),
+        },
+    )
+    auth = SigV4Auth(Credentials("AKIDFACEBANK", "s3cret"), service, region)
+    if signed is not None:  # sign only these headers (a client leaving some out)
+        every = auth.headers_to_sign
+
+        def some(req):
+            chosen = every(req)
+            for name in set(chosen.keys()) - signed:
+                del chosen[name]
+            return chosen
+
+        auth.headers_to_sign = some  # type: ignore[method-assign]
+    auth.add_auth(request)
+    return dict(request.headers.items())
+
+
+def _raw(port: int, headers: dict[str, str], body: bytes) -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("POST", "/", body=body, headers={k: v for k, v in headers.items() if k.lower() != "host"})
+    response = conn.getresponse()
+    data = json.loads(response.read() or b"{}")
+    conn.close()
+    return response.status, data
+
+
+def test_sigv4_raw_signed_request_accepted(signed_server):
+    status, data = _raw(signed_server.port, _signed(signed_server.port, "ListCollections", b"{}"), b"{}")
+    assert status == 200 and "CollectionIds" in data
+
+
+def test_sigv4_replay_with_another_target_refused(signed_server):
+    client = signed_server.client(aws_access_key_id="AKIDFACEBANK", aws_secret_access_key="s3cret")
+    client.create_collection(CollectionId="replayed")
+    body = b'{"CollectionId": "replayed"}'
+    headers = _signed(signed_server.port, "DescribeCollection", body)
+    headers["X-Amz-Target"] = "RekognitionService.DeleteCollection"  # tampered after signing
+    status, data = _raw(signed_server.port, headers, body)
+    assert status == 403 and data["__type"] == "InvalidSignatureException"
+    assert "replayed" in client.list_collections()["CollectionIds"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"signed": {"host", "x-amz-date", "content-type"}}, "'x-amz-target' must be a 'SignedHeader'"),
+        ({"signed": {"host", "x-amz-date", "x-amz-target"}}, "'content-type' must be a 'SignedHeader'"),
+        ({"signed": {"x-amz-date", "x-amz-target", "content-type"}}, "'host' must be a 'SignedHeader'"),
+        ({"service": "s3", "region": "eu-west-3"}, "scoped to correct service: 'rekognition'"),
+    ],
+)
+def test_sigv4_scope_and_signed_headers_enforced(signed_server, kwargs, message):
+    body = b'{"CollectionId": "replayed"}'
+    status, data = _raw(signed_server.port, _signed(signed_server.port, "DescribeCollection", body, **kwargs), body)
+    assert status == 403 and data["__type"] == "InvalidSignatureException"
+    assert message in data["Message"]
+
+
+def test_sigv4_scope_date_must_match_x_amz_date(signed_server):
+    body = b"{}"
+    headers = _signed(signed_server.port, "ListCollections", body)
+    headers["Authorization"] = headers["Authorization"].replace(f"/{headers['X-Amz-Date'][:8]}/", "/20200101/")
+    status, data = _raw(signed_server.port, headers, body)
+    assert status == 403 and "Date in Credential scope does not match" in data["Message"]
+
+
+def test_sigv4_any_region_accepted(signed_server):
+    status, _ = _raw(
+        signed_server.port, _signed(signed_server.port, "ListCollections", b"{}", region="ap-south-2"), b"{}"
+    )
+    assert status == 200

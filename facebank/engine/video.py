@@ -23,6 +23,11 @@ ACCEPTED_CODECS = ("h264",)
 ACCEPTED_FORMATS = ("mov", "mp4")  # FFmpeg's demuxer "mov,mp4,m4a,3gp,3g2,mj2" serves both
 # A file whose frames stop this long before where its header says it ends is truncated.
 TRUNCATION_SLACK_MS = 1000
+# The largest frame analysed: 4K UHD, either orientation. Rekognition's quotas page lists no frame
+# size for stored video (10 GB, 6 hours, H.264 in MP4/MOV); this bounds a worker's memory (a
+# decoded RGB frame is at most 24 MB) against a small file declaring 16000x9000 frames.
+MAX_FRAME_LONG_SIDE = 3840
+MAX_FRAME_SHORT_SIDE = 2160
 
 
 class VideoDecodeError(Exception):
@@ -95,6 +100,11 @@ def probe(source: IO[bytes]) -> VideoInfo:
         width, height = stream.codec_context.width, stream.codec_context.height
         if not rate or not width or not height:
             raise VideoDecodeError("The video stream has no frame size or frame rate")
+        if max(width, height) > MAX_FRAME_LONG_SIDE or min(width, height) > MAX_FRAME_SHORT_SIDE:
+            raise VideoDecodeError(
+                f"The video's frames are {width}x{height}; the largest frame size analysed is "
+                f"{MAX_FRAME_LONG_SIDE}x{MAX_FRAME_SHORT_SIDE} (4K UHD, either orientation)"
+            )
         # FFmpeg's AVColorRange: 2 = JPEG (full); 1 = MPEG (limited), and 0 (unspecified) is limited
         # for the yuv420p H.264 carries, except the full-range "yuvj" pixel formats.
         full = stream.codec_context.color_range == 2 or (stream.codec_context.pix_fmt or "").startswith("yuvj")

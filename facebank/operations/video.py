@@ -64,12 +64,37 @@ def _check_channel(channel: dict | None, ctx: Context) -> dict | None:
     role, topic = channel.get("RoleArn", ""), channel.get("SNSTopicArn", "")
     if not ROLE_ARN.fullmatch(role):
         raise InvalidParameterException(f"NotificationChannel.RoleArn {role!r} is not an IAM role ARN")
-    allowed = ctx.settings.notification_topics
-    if allowed and not any(fnmatchcase(topic, pattern) for pattern in allowed):
+    allowed = ctx.settings.notification_topics or _own_topics(ctx)
+    if not any(fnmatchcase(topic, pattern) for pattern in allowed):
         raise InvalidParameterException(
             f"This deployment may not publish to {topic}: its notification topics are {', '.join(allowed)}"
         )
     return {"SNSTopicArn": topic, "RoleArn": role}
+
+
+_PUBLISHER_ACCOUNTS: dict[str, str] = {}
+
+
+def _own_topics(ctx: Context) -> tuple[str, ...]:
+    """The default when no topics are configured: the topics of the account whose credentials the
+    server publishes with, in its region. Anything wider is an explicit FACEBANK_NOTIFICATION_TOPICS
+    (``*`` allows any topic). On AWS the stack always configures the list (docs/video.md)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    sns = ctx.sns
+    key = f"{sns.meta.endpoint_url} {sns.meta.region_name}"
+    if key not in _PUBLISHER_ACCOUNTS:
+        import boto3
+
+        try:
+            sts = boto3.client("sts", region_name=sns.meta.region_name, endpoint_url=ctx.settings.sns_endpoint_url)
+            _PUBLISHER_ACCOUNTS[key] = sts.get_caller_identity()["Account"]
+        except (BotoCoreError, ClientError) as exc:
+            raise InvalidParameterException(
+                "NotificationChannel: this server cannot tell which account its credentials belong to "
+                f"({exc}); set FACEBANK_NOTIFICATION_TOPICS to the topic ARNs it may publish to"
+            ) from None
+    return (f"arn:aws:sns:{sns.meta.region_name}:{_PUBLISHER_ACCOUNTS[key]}:*",)
 
 
 def _start(api: str, request: Request, ctx: Context, params: dict) -> Response:
