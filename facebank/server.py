@@ -106,12 +106,13 @@ class Facebank:
         out.append((b"content-length", str(len(response.body)).encode()))
         if close:  # the unread body (if any) must not be parsed as the next request
             out.append((b"connection", b"close"))
-        await send({"type": "http.response.start", "status": response.status, "headers": out})
-        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else response.body})
+        # Logged before the answer is sent (ms = time to answer), so the line exists when the client has it.
         ms = (time.perf_counter() - started) * 1000
         code = response.headers.get("x-amzn-ErrorType", "-")
         rid = response.headers.get("x-amzn-RequestId", "-")
         log.info("%s %s %s %d %s %.0fms %s", _client(scope), method, label, response.status, code, ms, rid)
+        await send({"type": "http.response.start", "status": response.status, "headers": out})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else response.body})
 
     def _get(self, path: str, query: bytes) -> WireResponse:
         if path == "/health":

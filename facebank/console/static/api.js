@@ -46,6 +46,10 @@ export async function call(operation, params = {}) {
     if (!crypto.subtle) {
       throw new ApiError("ConsoleError", "signing needs WebCrypto, which browsers give only to https:// or localhost pages", 0);
     }
+    // aws4fetch never signs Content-Type, and a server that checks signatures as AWS does refuses an
+    // unsigned one, so a signed call sends its JSON as bytes without that header (as the server allows).
+    delete init.headers["Content-Type"];
+    init.body = new TextEncoder().encode(init.body);
     const client = new AwsClient({
       accessKeyId: pair.accessKeyId,
       secretAccessKey: pair.secretAccessKey,
