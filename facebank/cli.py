@@ -140,9 +140,10 @@ def _start(settings: Settings, args: argparse.Namespace) -> int:
     from facebank.wiring import embedded_context
 
     _check_address(args.host, args.port)
-    settings = dataclasses.replace(settings, data_dir=_data_dir(settings.data_dir or DEFAULT_DATA_DIR))
-    make_private(settings.data_dir)
-    remove_stale_tmp(settings.data_dir)
+    data_dir = _data_dir(settings.data_dir or DEFAULT_DATA_DIR)
+    settings = dataclasses.replace(settings, data_dir=data_dir)
+    make_private(data_dir)
+    remove_stale_tmp(data_dir)
     _fetch(settings)  # first use downloads, with a progress bar; later runs only verify
     credentials = {}
     if settings.access_key_id and settings.secret_access_key:
