@@ -15,8 +15,9 @@ Every photo is decoded and run through the detector once; every face found is em
 recogniser of the packs asked for, and the peer's own HOG detector + ResNet), and the faces are
 cached per variant in ``--cache`` (default ``/tmp/facebank-lfw``), so the face-choice rules
 (``RULES``: which face of a photo is used) cost nothing more to compare, and a second run loads no
-model. ``visible`` is what the API uses (``facebank.engine.Face.visible_area``); ``central`` is the
-face nearest the photo's centre, the one LFW labels.
+model. ``visible*share`` is what the API uses (``facebank.engine.Face.prominence``: the visible box
+area times the visible share of the box); ``largest`` what it used before issue 21; ``central`` is
+the face nearest the photo's centre, the one LFW labels.
 
 Also TAR at FAR 1e-3 and 1e-4 over all pairs of the photos of the chosen folds (every
 same-person pair genuine, every cross-identity pair impostor: ~27 million for all ten folds),
@@ -79,8 +80,11 @@ def _centre_distance(box: np.ndarray, size: np.ndarray) -> np.ndarray:
 # rule -> key per face (higher wins), from the face boxes, scores and their photos' sizes
 RULES: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
     "largest": lambda box, score, size: np.prod(box[:, 2:] - box[:, :2], 1),  # the API before issue 21
-    "visible": lambda box, score, size: _visible(box, size),  # the box clipped to the photo (the API now)
+    "visible": lambda box, score, size: _visible(box, size),  # the box clipped to the photo
     "visible*conf": lambda box, score, size: _visible(box, size) * score,
+    # the visible area times the share of the box that is visible: a face cut by the edge counts less
+    # (the API now: facebank.engine.Face.prominence)
+    "visible*share": lambda box, score, size: _visible(box, size) ** 2 / np.prod(box[:, 2:] - box[:, :2], 1),
     "central": lambda box, score, size: -_centre_distance(box, size),  # LFW's labelled face
 }
 
@@ -340,7 +344,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="at most N pairs per fold (a quick look)")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/facebank-lfw"), help="per-face cache directory")
     parser.add_argument("--variants", default="api", help=f"pipeline variants, of {','.join(VARIANTS)}")
-    parser.add_argument("--rules", default="visible,largest,central", help=f"face choices, of {','.join(RULES)}")
+    parser.add_argument("--rules", default="visible*share,largest,central", help=f"face choices, of {','.join(RULES)}")
     parser.add_argument("--no-all-pairs", action="store_true", help="skip TAR at FAR over all pairs")
     parser.add_argument("--dev", action="store_true", help="also all-pairs TAR on faces/dev")
     args = parser.parse_args()

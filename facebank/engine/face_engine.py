@@ -51,14 +51,20 @@ class Face:
 
     @property
     def visible_area(self) -> float:
-        """Area of the box clipped to the image: how "large" a face is when choosing the largest.
-
-        A neighbour cut off at the edge has a box running outside the image that can out-measure the
-        whole face in the middle (13 of 400 sampled LFW photos); clipped, it no longer does
-        (docs/models.md, "Which face is the largest")."""
+        """Area of the box clipped to the image, in pixels."""
         h, w = self.image_size
         x1, y1, x2, y2 = np.clip(self.box, 0, [w, h, w, h])
         return float(max(0.0, x2 - x1) * max(0.0, y2 - y1))
+
+    @property
+    def prominence(self) -> float:
+        """How large a face is when the API takes "the largest" (and orders faces): its visible box
+        area times the share of its box that is visible. A neighbour cut off at the image edge has a
+        box running outside the image that out-measured the whole face in the middle (17 of 774 LFW
+        photos of fold 1); counted by visible area it still won in 8 of 1,732 LFW and faces/dev
+        photos, by this measure in 2 (docs/models.md, "Which face is the largest")."""
+        full = float(np.prod(self.box[2:] - self.box[:2]))
+        return self.visible_area**2 / full if full > 0 else 0.0
 
     def bounding_box(self) -> dict[str, float]:
         h, w = self.image_size
@@ -151,15 +157,15 @@ class FaceEngine:
     def detect(
         self, rgb: np.ndarray, max_faces: int = MAX_FACES, attributes: Iterable[str] = ("DEFAULT",)
     ) -> list[Face]:
-        """Faces sorted by visible box area (``Face.visible_area``), largest first, each with its Pose
-        (``pose``) and the requested botocore ``Attribute``s (DEFAULT, ALL or names such as SMILE)
-        measured; those no model here can give are left out."""
+        """Faces sorted by ``Face.prominence`` (visible box area, less for a face cut by the edge),
+        largest first, each with its Pose (``pose``) and the requested botocore ``Attribute``s
+        (DEFAULT, ALL or names such as SMILE) measured; those no model here can give are left out."""
         faces = []
         for d in self.detector.detect(rgb):
             aligned = align(rgb, d.landmarks, ARCFACE_112, (112, 112))
             quality = {"Brightness": brightness(rgb, d.box), "Sharpness": sharpness(aligned)}
             faces.append(Face(d.box, d.landmarks, d.score * 100.0, {}, quality, rgb.shape[:2]))
-        faces.sort(key=lambda f: f.visible_area, reverse=True)
+        faces.sort(key=lambda f: f.prominence, reverse=True)
         faces = faces[:max_faces]
         for face in faces:
             face.pose = self.pose(rgb, face)
