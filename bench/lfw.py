@@ -34,6 +34,7 @@ import csv
 import hashlib
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,6 +132,23 @@ def _pack_faces(variant: str, kinds: list[str]) -> Callable:
     return faces
 
 
+QUALITY = "quality"  # source: the API's own face (FaceEngine.detect) with what QualityFilter reads
+QUALITY_FIELDS = ("Confidence", "Sharpness", "Brightness", "Roll", "Yaw", "Pitch")
+
+
+def _quality_faces(rgb: np.ndarray) -> list[tuple[np.ndarray, float, dict[str, np.ndarray]]]:
+    engine = load_engine("open")
+    faces = engine.detect(rgb, max_faces=1)
+    return [
+        (
+            f.box.astype(float),
+            f.confidence / 100,
+            {QUALITY: np.array([f.confidence, *f.quality.values(), *f.pose.values()])},
+        )
+        for f in faces
+    ]
+
+
 def _api(model, rgb: np.ndarray, face) -> np.ndarray:
     return model.embed(rgb, face.landmarks)
 
@@ -182,7 +200,7 @@ def extract(
     groups: list[int] | None = None,
 ) -> Faces:
     """Every face of every photo from ``source`` (the packs' recognisers or the peer), cached in chunks."""
-    tag = PEER if source == PEER else f"{variant}-{'+'.join(sorted(kinds))}"
+    tag = source if source in (PEER, QUALITY) else f"{variant}-{'+'.join(sorted(kinds))}"
     cache.mkdir(parents=True, exist_ok=True)
     embed: Callable | None = None
     parts = []
@@ -192,14 +210,14 @@ def extract(
         path = cache / f"{tag}-{digest}.npz"
         if not path.exists():
             if embed is None:
-                embed = _peer_faces if source == PEER else _pack_faces(variant, kinds)
+                embed = {PEER: _peer_faces, QUALITY: _quality_faces}.get(source) or _pack_faces(variant, kinds)
             began = time.monotonic()
             rows, sizes = [], []
             for i, photo in enumerate(chunk):
                 rgb = decode(photo.read_bytes())
                 sizes.append(rgb.shape[:2])
                 rows.extend((i, *face) for face in embed(rgb))
-            names = sorted({k for r in rows for k in r[3]}) or ([PEER] if source == PEER else kinds)
+            names = sorted({k for r in rows for k in r[3]}) or ([source] if source in (PEER, QUALITY) else kinds)
             arrays = {
                 f"vector:{k}": np.array([r[3][k] for r in rows], np.float32).reshape(len(rows), -1) for k in names
             }
@@ -284,17 +302,57 @@ def _best_threshold(scores: np.ndarray, same: np.ndarray) -> float:
     return float(candidates[int(np.argmax(right))])
 
 
-def ten_fold(scores: np.ndarray, pairs: Pairs) -> tuple[float, float, int]:
-    """Mean accuracy over folds (threshold from the other folds), its standard error, folds used."""
+def ten_fold(scores: np.ndarray, pairs: Pairs) -> tuple[float, float, np.ndarray]:
+    """Mean accuracy over folds (threshold from the other folds; in sample with one fold), its
+    standard error, and whether each pair was decided right."""
     folds = np.unique(pairs.fold)
+    right = np.zeros(len(scores), bool)
     accuracies = []
     for k in folds:
         test = pairs.fold == k
         train = ~test if len(folds) > 1 else test
         t = _best_threshold(scores[train], pairs.same[train])
-        accuracies.append(float(((scores[test] >= t) == pairs.same[test]).mean()))
+        right[test] = (scores[test] >= t) == pairs.same[test]
+        accuracies.append(float(right[test].mean()))
     a = np.array(accuracies)
-    return float(a.mean()), float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else float("nan"), len(a)
+    return float(a.mean()), float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else float("nan"), right
+
+
+def quality_table(quality: Faces, photos: int, right: np.ndarray, pairs: Pairs) -> str:
+    """Per QualityFilter level: share of photos whose face it refuses (and why), and the accuracy of
+    the pairs it keeps (both faces pass) against the pairs it refuses (``right``: the open pack's
+    10-fold decisions with the API's face)."""
+    from types import SimpleNamespace
+
+    from facebank.operations.quality import BARS, quality_reasons
+
+    chosen = choose(quality, "largest", photos)  # one face per photo: the API's own
+    lines = [f"{'level':7s} {'refused':>16s} {'kept pairs: acc':>22s} {'refused pairs: acc':>25s}  reasons"]
+    for level in [b for b in BARS if b != "NONE"]:
+        refused, reasons = np.zeros(photos, bool), Counter()
+        for p in np.flatnonzero(chosen >= 0):
+            m = dict(zip(QUALITY_FIELDS, quality.vectors[QUALITY][chosen[p]], strict=True))
+            face = SimpleNamespace(
+                box=quality.box[chosen[p]],
+                confidence=m["Confidence"],
+                quality={"Sharpness": m["Sharpness"], "Brightness": m["Brightness"]},
+                pose={"Roll": m["Roll"], "Yaw": m["Yaw"], "Pitch": m["Pitch"]},
+            )
+            why = quality_reasons(face, level)
+            refused[p] = bool(why)
+            reasons.update(r for r in why if r != "LOW_FACE_QUALITY")
+        found = int((chosen >= 0).sum())
+        kept_pairs = ~refused[pairs.a] & ~refused[pairs.b]
+        n_ref = int(refused.sum())
+
+        def acc(mask: np.ndarray) -> str:
+            return f"{100 * right[mask].mean():6.2f} % of {int(mask.sum()):5d}" if mask.any() else f"{'-':>17s}"
+
+        lines.append(
+            f"{level:7s} {n_ref:5d} ({100 * n_ref / found:5.2f} %) {acc(kept_pairs):>22s} {acc(~kept_pairs):>25s}  "
+            + ", ".join(f"{k} {v}" for k, v in reasons.most_common())
+        )
+    return "\n".join(lines)
 
 
 def tar_at_far(vectors: np.ndarray, found: np.ndarray, labels: np.ndarray, fars: tuple[float, ...], euclidean: bool):
@@ -347,6 +405,7 @@ def main() -> None:
     parser.add_argument("--rules", default="visible*share,largest,central", help=f"face choices, of {','.join(RULES)}")
     parser.add_argument("--no-all-pairs", action="store_true", help="skip TAR at FAR over all pairs")
     parser.add_argument("--dev", action="store_true", help="also all-pairs TAR on faces/dev")
+    parser.add_argument("--quality", action="store_true", help="QualityFilter refusals on LFW (needs open)")
     args = parser.parse_args()
 
     lfw = shared_dir() / "faces" / "lfw"
@@ -375,6 +434,7 @@ def main() -> None:
                 )
             except ImportError:
                 print(f"({PEER} not installed, no peer row: pip install -c constraints.txt -e '.[bench]')")
+    api_right: np.ndarray | None = None  # open's per-pair decisions with the API's face (for --quality)
     header = f"{'pipeline':22s} {'face':13s} {'accuracy':>16s} {'no face':>7s}"
     if not args.no_all_pairs:
         header += f" {'TAR@1e-3':>9s} {'TAR@1e-4':>9s}"
@@ -391,7 +451,9 @@ def main() -> None:
                     chosen = choose(faces, rule, len(set_photos))
                     line = f"{label:22s} {rule:13s}"
                     if set_name == "LFW":
-                        mean, se, _ = ten_fold(pair_scores(vectors, chosen, pairs, euclidean), pairs)
+                        mean, se, right = ten_fold(pair_scores(vectors, chosen, pairs, euclidean), pairs)
+                        if (name, rule) == ("open", "visible*share"):
+                            api_right = right
                         line += f" {100 * mean:8.2f} ± {100 * se:4.2f}"
                     else:
                         line += f" {'-':>16s}"
@@ -407,6 +469,12 @@ def main() -> None:
             gen = sum(int(n * (n - 1) // 2) for n in np.unique(set_labels, return_counts=True)[1])
             n = len(set_labels)
             print(f"(all pairs of the {n} photos: {gen} genuine, {n * (n - 1) // 2 - gen} impostor)")
+    if args.quality:
+        if api_right is None:
+            raise SystemExit("--quality needs the open pack and the visible*share rule")
+        quality = extract(photos, QUALITY, args.cache, [], groups=groups)
+        print(f"\nQualityFilter on LFW: the API's face of each of {len(photos)} photos; pairs decided by open")
+        print(quality_table(quality, len(photos), api_right, pairs))
 
 
 if __name__ == "__main__":
