@@ -8,8 +8,9 @@ MEDIUM: AWS's smallest detected face in a 1920x1080 image; HIGH the 2nd percenti
 Brightness at HIGH is the 1st percentile of faces/dev, MEDIUM's set below it by hand.
 
 AUTO (the default) refuses only what Rekognition refuses: a face too small to be useful, too
-blurred or dark, or in extreme pose (issue 21). Measured on LFW's news photos (the API's face of
-each of the 1,486 photos of pairs.tsv folds 1-2, ``python bench/lfw.py --folds 2 --quality``):
+blurred or dark, or in extreme pose (issue 21): it refuses 0.34 % of LFW's faces (docs/models.md,
+"QualityFilter AUTO"). Measured on LFW's news photos (the API's face of each of the 1,486 photos of
+pairs.tsv folds 1-2, ``python bench/lfw.py --folds 2 --quality``):
 Sharpness, Brightness, Confidence and pose there are 25.8, 36.4, 89.3 and |Yaw| 41 at the 0.5th
 percentile (Sharpness is soft on small or JPEG-compressed faces: MEDIUM's 43.6 refused 27 % of
 LFW). The AUTO bars sit below that: Sharpness 25 (a 45 px face blurred by a Gaussian of radius
