@@ -137,10 +137,19 @@ def _merge(image_set: str, cache_dir: Path) -> None:
     _save(_cache(cache_dir, image_set, None), {k: list(v[order]) for k, v in joined.items()}, pipeline_key())
 
 
-def load(image_set: str = "lfw", cache_dir: Path = DEFAULT_CACHE) -> Vectors:
-    """The set's vectors, computed where the cache lacks them."""
+def load(image_set: str = "lfw", cache_dir: Path = DEFAULT_CACHE, partial: bool = False) -> Vectors:
+    """The set's vectors, computed where the cache lacks them (``partial``: only the photos a
+    sharded run has embedded so far, whole people only, computing nothing)."""
     cache = _cache(cache_dir, image_set, None)
     images = SETS[image_set]()
+    if partial:
+        _merge(image_set, cache_dir)
+        data = _load(cache)
+        assert data is not None, f"no vectors of {image_set} in {cache_dir}"
+        done = set(data["paths"].tolist())
+        people = {identity for path, identity in images if path not in done}
+        keep = ~np.isin(data["identities"], list(people))
+        return Vectors(**{k: data[k][keep] for k in Vectors.__dataclass_fields__ if k != "key"}, key=str(data["key"]))
     data = _load(cache)
     if data is None or str(data["key"]) != pipeline_key() or len(data["paths"]) < len(images):
         _merge(image_set, cache_dir)
