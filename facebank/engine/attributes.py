@@ -228,7 +228,7 @@ class FaceAttributes:
 
     def measure(self, rgb: np.ndarray, face: Face, eyes: bool = True) -> Measurement:
         """The mesh of ``face`` and, with ``eyes``, the iris model's view of each eye."""
-        mesh = self.mesh.run(rgb, face.box, face.landmarks[:2]).points
+        mesh = face.mesh if face.mesh is not None else self.mesh.run(rgb, face.box, face.landmarks).points
         both = None
         if eyes:
             both = (self.iris.run(rgb, mesh[33, :2], mesh[133, :2]), self.iris.run(rgb, mesh[263, :2], mesh[362, :2]))
@@ -236,9 +236,10 @@ class FaceAttributes:
 
     def describe(self, rgb: np.ndarray, face: Face, names: set[str], refine: bool = True) -> None:
         """Add the requested attributes to ``face``. With ``refine`` (DetectFaces, IndexFaces), any
-        geometric one also brings all 30 landmarks and the mesh's Pose, since they are then measured
-        anyway; without it (CompareFaces' ComparedFace keeps Rekognition's 5 points) the detector's
-        landmarks and Pose stay, and Smile or MouthOpen alone need no iris model."""
+        geometric one also brings all 30 landmarks, since they are then measured anyway; without it
+        (CompareFaces' ComparedFace keeps Rekognition's 5 points) the detector's landmarks stay, and
+        Smile or MouthOpen alone need no iris model. Pose is never changed here: the engine measured
+        it on the same mesh (``face.mesh``), so every request gives the same Pose."""
         if names & set(GEOMETRY):
             with_eyes = refine or bool(names & {"EYES_OPEN", "EYE_DIRECTION"})
             m = self.measure(rgb, face, eyes=with_eyes)
@@ -251,8 +252,8 @@ class FaceAttributes:
                 eyes_open = _probability(m.eye_ratio(), EYES_OPEN)
                 measured["EYES_OPEN"] = ("EyesOpen", _binary(eyes_open))
                 measured["EYE_DIRECTION"] = ("EyeDirection", m.eye_direction(eyes_open))
-            if refine:
-                face.pose, face.dense_landmarks = pose_angles(m.rotation), m.landmarks()
+            if refine:  # Pose stays the engine's (FaceEngine.pose, the same mesh): one answer per face
+                face.dense_landmarks = m.landmarks()
             face.attributes.update(measured[n] for n in GEOMETRY if n in names)
         for model in self.models:
             if names & model.provides:

@@ -1,10 +1,12 @@
 """MediaPipe Face Mesh v1 (Apache-2.0): 468 3-D landmarks and a face-presence score per face.
 
-The model wants an upright face crop: we rotate the image so the detector's eyes are level and
-take a square around the detector box. MediaPipe crops 1.5x the bounding box of the previous
-mesh; on faces/dev that box is 0.90x YuNet's longer side and centred 0.05 of it lower, so the
-same crop from a YuNet box is 1.35x its side, moved down by 0.05x (a fixed point: the mesh's
-size drifts with the crop, so this was iterated until the two agreed).
+The model wants an upright face crop: we rotate the image so the face is upright (``upright_angle``:
+the detector's five points fitted to a frontal template, not the eye line alone, which turns at
+random when a profile face's two eye points nearly meet) and take a square around the detector box.
+MediaPipe crops 1.5x the bounding box of the previous mesh; on faces/dev that box is 0.90x YuNet's
+longer side and centred 0.05 of it lower, so the same crop from a YuNet box is 1.35x its side, moved
+down by 0.05x (a fixed point: the mesh's size drifts with the crop, so this was iterated until the
+two agreed).
 Indices follow MediaPipe's mesh topology, where "right" is the subject's right (image left).
 """
 
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facebank.engine.align import warp
+from facebank.engine.align import ARCFACE_112, similarity_transform, warp
 from facebank.engine.onnx import session
 
 SIZE = 192
@@ -27,6 +29,17 @@ CROP_SHIFT = 0.05  # crop centre below the box centre, along the face's vertical
 class Mesh:
     points: np.ndarray  # 468 x 3 in image pixels; z (away from the camera) in the same scale as x
     presence: float  # face-presence probability, 0..1 (~1 even behind sunglasses or a hand: README)
+
+
+def upright_angle(points: np.ndarray) -> float:
+    """Angle (radians) of the face's horizontal in the image, from the detector's points: with all
+    five, the similarity that maps them onto the ArcFace template (the eyes above the mouth keep it
+    right for a profile face); with two (eye centres, image-left first), the eye line."""
+    if len(points) >= 5:
+        m = similarity_transform(ARCFACE_112, np.asarray(points[:5], np.float64))
+        return float(np.arctan2(m[1, 0], m[0, 0]))
+    dx, dy = points[1] - points[0]
+    return float(np.arctan2(dy, dx))
 
 
 def crop_matrix(center: np.ndarray, side: float, angle: float, size: int, mirror: bool = False) -> np.ndarray:
@@ -66,9 +79,11 @@ class FaceMesh:
         self.session = session(path, threads)
         self.input = self.session.get_inputs()[0].name
 
-    def preprocess(self, rgb: np.ndarray, box: np.ndarray, eyes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        dx, dy = eyes[1] - eyes[0]
-        angle, long_side = np.arctan2(dy, dx), float(np.max(box[2:] - box[:2]))
+    def preprocess(
+        self, rgb: np.ndarray, box: np.ndarray, points: np.ndarray, angle: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        long_side = float(np.max(box[2:] - box[:2]))
+        angle = upright_angle(points) if angle is None else angle
         down = np.array([-np.sin(angle), np.cos(angle)])  # the face's vertical in the image
         center = (box[:2] + box[2:]) / 2 + CROP_SHIFT * long_side * down
         matrix = crop_matrix(center, CROP_SCALE * long_side, angle, SIZE)
@@ -82,7 +97,9 @@ class FaceMesh:
         points = to_image(out[0].reshape(-1, 3).astype(np.float64), matrix)
         return Mesh(points, float(1.0 / (1.0 + np.exp(-out[1].item()))))
 
-    def run(self, rgb: np.ndarray, box: np.ndarray, eyes: np.ndarray) -> Mesh:
-        """Mesh of the face in ``box`` whose image-left and image-right eye centres are ``eyes``."""
-        blob, matrix = self.preprocess(rgb, box, eyes)
+    def run(self, rgb: np.ndarray, box: np.ndarray, points: np.ndarray, angle: float | None = None) -> Mesh:
+        """Mesh of the face in ``box`` whose detector points are ``points`` (5 x 2 as YuNet gives them,
+        or only the image-left and image-right eye centres); ``angle`` (radians) turns the crop
+        instead of ``upright_angle(points)``."""
+        blob, matrix = self.preprocess(rgb, box, points, angle)
         return self.postprocess(self.infer(blob), matrix)

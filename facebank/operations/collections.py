@@ -202,7 +202,7 @@ def _ids(collection_id: str, image: bytes, external_image_id: str | None) -> tup
 
 def _rank_for_max_faces(faces: list) -> list:
     """IndexFaces' MaxFaces order: lowest quality dropped first, then the smallest boxes."""
-    return sorted(faces, key=lambda f: (not passes_quality(f, "AUTO"), -f.area))
+    return sorted(faces, key=lambda f: (not passes_quality(f, "AUTO"), -f.prominence))
 
 
 @operation("IndexFaces")
@@ -233,7 +233,7 @@ def index_faces(request: Request, ctx: Context) -> Response:
     ranked = _rank_for_max_faces(candidates)
     chosen, excess = ranked[:max_faces], ranked[max_faces:]
     unindexed += [{"Reasons": ["EXCEEDS_MAX_FACES"], "FaceDetail": f.detail()} for f in excess]
-    chosen.sort(key=lambda f: -f.area)
+    chosen.sort(key=lambda f: -f.prominence)
 
     if chosen and collection.face_count + len(chosen) > ctx.settings.max_faces_per_collection:
         raise ServiceQuotaExceededException(
