@@ -13,7 +13,8 @@ photo holds. The cache (an npz file per set) is written every ``--checkpoint`` p
 resumes where it stopped; it is tied to the commit of ``facebank/engine`` it was made with
 (``pipeline_key``), and a cache of another pipeline is recomputed, not reused.
 
-Used by bench/calibrate.py, bench/search_accuracy.py, bench/users.py and bench/celebrities.py.
+Used by bench/calibrate.py and bench/search_accuracy.py (bench/gallery.py, users.py and celebrities.py
+are the faces/dev benches of before issue 21).
 """
 
 from __future__ import annotations
