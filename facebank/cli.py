@@ -310,9 +310,7 @@ def _celebrities(settings: Settings, args: argparse.Namespace) -> int:
         pack = ctx.model_pack
         for rec in ctx.celebrities.list_celebrities():
             other = (
-                ""
-                if (rec.pack, rec.face_model_version) == (pack.name, pack.face_model_version)
-                else " (re-import: other pack)"
+                "" if rec.pack == pack.name and pack.searches(rec.face_model_version) else " (re-import: other pack)"
             )
             cells = (rec.celebrity_id, rec.name, f"{rec.photos} photos", rec.known_gender or "-")
             print("\t".join((*cells, f"{rec.pack} {rec.face_model_version}{other}", " ".join(rec.urls))))

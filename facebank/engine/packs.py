@@ -67,8 +67,8 @@ class Recognizer:
 class Pack:
     name: str
     # Rekognition's form ("7.0"; IndexFacesModelVersion must match [0-9.]+): the major number names
-    # the pack, the minor one changes with its models or calibration. Vectors of two versions are
-    # never compared (a collection records its pack).
+    # the pack, the minor one changes with its models, its face pipeline or its maps. A collection
+    # records the version it was created with (and answers with it in FaceModelVersion).
     face_model_version: str
     detector: str  # manifest path
     recognizers: tuple[Recognizer, ...]
@@ -76,10 +76,22 @@ class Pack:
     licence: str
     calibration: Calibration
     attributes: tuple[str, ...] = ()  # manifest paths of attribute models
+    # Earlier versions of this pack whose stored vectors today's vectors are compared with: the same
+    # recognisers with the same weights, so the same vector space (what changed is a map, or how a
+    # face is cut out, which moves a photo's vector far less than another photo of the person
+    # does: docs/collections.md, "Old collections"). A collection or celebrity of such a version
+    # keeps answering, scored on today's maps: a refit corrects what a cosine means, for vectors
+    # stored before it too. A version not listed (other recognisers or weights) is refused with
+    # the fix (operations.collections.get_collection).
+    compatible: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not math.isclose(sum(r.weight for r in self.recognizers), 1.0, abs_tol=1e-9):
             raise ValueError(f"pack {self.name}: recogniser weights must sum to 1 (unit-norm fused vectors)")
+
+    def searches(self, face_model_version: str) -> bool:
+        """Whether vectors stored under ``face_model_version`` are compared with this pack's."""
+        return face_model_version == self.face_model_version or face_model_version in self.compatible
 
     @property
     def files(self) -> list[str]:
@@ -111,35 +123,38 @@ PACKS = {
     for p in (
         Pack(
             name="open",
-            face_model_version="1.2",
+            face_model_version="1.3",
+            compatible=("1.0", "1.1", "1.2"),
             detector=YUNET,
             recognizers=(Recognizer("dlib-resnet", DLIB),),
             dimension=128,
             licence="detection and recognition permissive: YuNet MIT; dlib ResNet and 5-point predictor CC0 "
             f"(public domain); {FACEAPI_LICENCE}",
-            calibration=Calibration(at_80=0.9442, at_99=0.9679),
+            calibration=Calibration(at_80=0.9297, at_99=0.9562),
             attributes=ATTRIBUTE_FILES,
         ),
         Pack(
             name="fused",
-            face_model_version="2.2",
+            face_model_version="2.3",
+            compatible=("2.0", "2.1", "2.2"),
             detector=YUNET,
             # Weights: inverse impostor-cosine spread on the tuning half (z-score fusion), not searched;
             # this linear fusion is exactly score fusion of the two cosines (see Recognizer.weight).
             recognizers=(Recognizer("dlib-resnet", DLIB, 0.758), Recognizer("mobilefacenet", MOBILEFACENET, 0.242)),
             dimension=256,
             licence=f"YuNet MIT; dlib CC0; {MOBILEFACENET_LICENCE}; {FACEAPI_LICENCE}",
-            calibration=Calibration(at_80=0.7953, at_99=0.8432),
+            calibration=Calibration(at_80=0.7748, at_99=0.8250),
             attributes=ATTRIBUTE_FILES,
         ),
         Pack(
             name="mobile",
-            face_model_version="3.2",
+            face_model_version="3.3",
+            compatible=("3.0", "3.1", "3.2"),
             detector=YUNET,
             recognizers=(Recognizer("mobilefacenet", MOBILEFACENET),),
             dimension=128,
             licence=f"YuNet MIT; {MOBILEFACENET_LICENCE}; {FACEAPI_LICENCE}",
-            calibration=Calibration(at_80=0.3836, at_99=0.5146),
+            calibration=Calibration(at_80=0.3470, at_99=0.4818),
             attributes=ATTRIBUTE_FILES,
         ),
     )

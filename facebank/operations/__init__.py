@@ -168,7 +168,8 @@ class Context:
         from facebank.storage.celebrities import CelebrityIndex
 
         p = self.model_pack
-        return self._once("celebrity_index", lambda: CelebrityIndex(self.celebrities, p.name, p.face_model_version))
+        versions = (p.face_model_version, *p.compatible)
+        return self._once("celebrity_index", lambda: CelebrityIndex(self.celebrities, p.name, versions))
 
     def collection_arn(self, collection_id: str) -> str:
         return f"arn:aws:rekognition:{self.settings.region}:{self.settings.account_id}:collection/{collection_id}"

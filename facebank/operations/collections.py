@@ -37,10 +37,17 @@ def not_found(collection_id: str) -> ResourceNotFoundException:
 
 
 def get_collection(ctx: Context, collection_id: str, *, check_pack: bool = False) -> CollectionRecord:
-    """The collection's record; with check_pack, refuse to mix its embeddings with this engine's."""
+    """The collection's record; with check_pack, refuse to mix its embeddings with this engine's
+    (another pack, or a version of this one whose vectors live in another space: Pack.compatible)."""
     rec = ctx.metadata.get_collection(collection_id)
     if rec is None:
         raise not_found(collection_id)
+    if check_pack and rec.pack == ctx.model_pack.name and not ctx.model_pack.searches(rec.face_model_version):
+        raise InvalidParameterException(
+            f"Collection {collection_id} holds faces of FaceModelVersion {rec.face_model_version}, whose vectors "
+            f"this server's model pack '{rec.pack}' ({ctx.model_pack.face_model_version}) cannot compare with "
+            "its own: index the faces into a new collection"
+        )
     if check_pack and rec.pack != ctx.model_pack.name:
         raise InvalidParameterException(
             f"Collection {collection_id} holds faces of model pack '{rec.pack}' ({rec.face_model_version}); "

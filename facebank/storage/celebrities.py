@@ -76,8 +76,9 @@ class CelebrityIndex:
     FaceModelVersion are left out (their vectors live in another space); ``skipped`` counts them so
     the operator can be told to re-import."""
 
-    def __init__(self, gallery: CelebrityGallery, pack: str, face_model_version: str):
-        self.gallery, self.pack, self.face_model_version = gallery, pack, face_model_version
+    def __init__(self, gallery: CelebrityGallery, pack: str, face_model_versions: tuple[str, ...]):
+        # the pack's version and the earlier ones it still compares with (packs.Pack.compatible)
+        self.gallery, self.pack, self.face_model_versions = gallery, pack, face_model_versions
         self._lock = threading.Lock()
         self._snapshot: GallerySnapshot | None = None
         self.skipped = 0
@@ -90,7 +91,7 @@ class CelebrityIndex:
         import numpy as np
 
         every = self.gallery.list_celebrities()
-        records = tuple(r for r in every if (r.pack, r.face_model_version) == (self.pack, self.face_model_version))
+        records = tuple(r for r in every if r.pack == self.pack and r.face_model_version in self.face_model_versions)
         matrix = np.stack([r.unit_vector() for r in records]) if records else None
         snapshot = GallerySnapshot(generation, records, matrix)
         with self._lock:

@@ -109,7 +109,7 @@ def test_concurrent_imports_all_land(opener):
 
 
 def test_index_sees_another_writers_change_on_the_next_call(opener):
-    reader = CelebrityIndex(opener(), "open", "1.2")
+    reader = CelebrityIndex(opener(), "open", ("1.2",))
     assert reader.current().records == () and reader.current().matrix is None
     writer = opener()
     writer.put_celebrity(record("Blythe Danner"))
