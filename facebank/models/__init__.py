@@ -125,6 +125,15 @@ CONVERSIONS: dict[str, Conversion | Derived] = {
         "facebank.engine.faceapi_convert",
         companions=("faceapi/face_expression_model.bin",),
     ),
+    # The Eyeglasses/Sunglasses/Beard/Mustache/FaceOccluded heads (engine/appearance.py): facebank's own
+    # coefficients, fitted by bench/appearance.py on hand-labelled LFW faces, built into ONNX here.
+    "appearance-heads": Conversion(
+        "facebank",
+        "facebank.engine",
+        "appearance_heads.json",
+        "f7fa9083fbe1990e53367567fbd9abf3cf67624722a2984e737264e6db29f438",
+        "facebank.engine.appearance_convert",
+    ),
     # Google's MoveNet MultiPose Lightning (Apache-2.0), a tfjs graph model, translated op by op to
     # ONNX at a fixed 384 x 384 input (engine/movenet_convert.py); its weights binary sits beside it.
     "movenet-multipose": Derived(

@@ -1,0 +1,100 @@
+"""Eyeglasses, Sunglasses, Beard, Mustache and FaceOccluded: small heads on features the engine
+already has for a face under ALL (the Face Mesh's 468 points and the pixels around them).
+
+``pixel_features`` is the one feature function: ``bench/appearance.py`` fits the heads on it over
+hand-labelled LFW faces (tests/data/lfw_attributes.tsv) and the engine calls the same function at
+request time, so training and serving cannot drift apart. The fitted heads (standardisation,
+logistic weights, calibration) are committed as numbers in ``appearance_heads.json`` and turned into
+an ONNX file by the fetch step (``appearance_convert.py``, manifest row ``convert:appearance-heads``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from facebank.engine.onnx import session
+
+if TYPE_CHECKING:
+    from facebank.engine import Face
+
+GREY = np.array([0.299, 0.587, 0.114])
+MARGIN = 0.15  # of the mesh's extent: the region the features read, beyond the mesh's bounding box
+
+
+def _region(rgb: np.ndarray, mesh: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """(grey crop around the mesh, the mesh in that crop's pixels, the mesh's width in pixels)."""
+    h, w = rgb.shape[:2]
+    low, high = mesh[:, :2].min(0), mesh[:, :2].max(0)
+    extent = float(max(high - low))
+    x0, y0 = np.clip(np.floor(low - MARGIN * extent).astype(int), 0, [w, h])
+    x1, y1 = np.clip(np.ceil(high + MARGIN * extent).astype(int) + 1, 0, [w, h])
+    crop = rgb[y0:y1, x0:x1].astype(np.float64) @ GREY
+    return crop, mesh[:, :2] - [x0, y0], float(high[0] - low[0])
+
+
+def _at_vertices(image: np.ndarray, points: np.ndarray, radius: int) -> np.ndarray:
+    """Mean of ``image`` in a (2 radius + 1) square around each point (clipped to the image)."""
+    h, w = image.shape
+    integral = np.pad(image, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    x = np.clip(np.round(points[:, 0]).astype(int), 0, w - 1)
+    y = np.clip(np.round(points[:, 1]).astype(int), 0, h - 1)
+    x0, x1 = np.clip(x - radius, 0, w), np.clip(x + radius + 1, 0, w)
+    y0, y1 = np.clip(y - radius, 0, h), np.clip(y + radius + 1, 0, h)
+    sums = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
+    return sums / np.maximum((x1 - x0) * (y1 - y0), 1)
+
+
+def pixel_features(rgb: np.ndarray, mesh: np.ndarray) -> np.ndarray:
+    """936 numbers for one face from its Face Mesh (468 x 3 image pixels): the grey level at each
+    vertex (a box 1/40 of the face wide), standardised within the face (dark lenses, hair on the
+    jaw, a hand or a microphone), then the grey-level gradient magnitude at each vertex, blurred the
+    same way, over its mean on the face (glasses frames, beard texture, an outline across the face)."""
+    if not rgb.size or mesh.shape[0] != 468:
+        return np.zeros(936)
+    crop, points, width = _region(rgb, mesh)
+    if crop.shape[0] < 3 or crop.shape[1] < 3:
+        return np.zeros(936)
+    radius = max(1, int(round(width / 40)))
+    luminance = _at_vertices(crop, points, radius)
+    dy, dx = np.gradient(crop)
+    edges = _at_vertices(np.hypot(dx, dy), points, radius)
+    return np.concatenate([(luminance - luminance.mean()) / (luminance.std() + 1e-6), edges / (edges.mean() + 1e-6)])
+
+
+# Head order in the ONNX file's output (botocore Attribute name, FaceDetail member).
+HEADS = (
+    ("EYEGLASSES", "Eyeglasses"),
+    ("SUNGLASSES", "Sunglasses"),
+    ("BEARD", "Beard"),
+    ("MUSTACHE", "Mustache"),
+    ("FACE_OCCLUDED", "FaceOccluded"),
+)
+
+
+class AppearanceHeads:
+    """The fetched heads (``appearance_convert.py``): features in, P(true) per head out. Only the
+    heads that met their target (the file's ``shipped`` metadata) are run and returned (``provides``)."""
+
+    def __init__(self, path: Path, threads: int = 1):
+        self.session = session(path, threads)
+        shipped = self.session.get_modelmeta().custom_metadata_map.get("shipped", "").split(",")
+        self.members = {name: member for name, member in HEADS if name in shipped}
+        self.provides = frozenset(self.members)
+
+    def infer(self, features: np.ndarray) -> dict[str, float]:
+        if not self.members:
+            return {}
+        outputs = self.session.run(list(self.members), {"features": features.astype(np.float32)[None]})
+        return {name: float(p[0, 0]) for name, p in zip(self.members, outputs, strict=True)}
+
+    def postprocess(self, probabilities: dict[str, float]) -> dict[str, Any]:
+        return {
+            self.members[n]: {"Value": p >= 0.5, "Confidence": 100.0 * max(p, 1.0 - p)}
+            for n, p in probabilities.items()
+        }
+
+    def describe(self, rgb: np.ndarray, face: Face, mesh: np.ndarray) -> dict[str, Any]:
+        return self.postprocess(self.infer(pixel_features(rgb, mesh)))
