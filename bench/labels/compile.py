@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 from pathlib import Path
 
 ATTRS = {"g": "eyeglasses", "s": "sunglasses", "b": "beard", "m": "mustache", "o": "face_occluded"}
@@ -48,23 +49,76 @@ def rows(images: list[str], marks: dict[int, dict[str, str]], source: str, upto:
     return out
 
 
+def read_tsv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader((line for line in f if not line.startswith("#")), delimiter="\t"))
+
+
+def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a proportion."""
+    if n == 0:
+        return math.nan, math.nan
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def _people(rows: list[dict[str, str]], attr: str, value: str) -> tuple[int, int]:
+    """Rows with ``attr == value`` and the distinct people among them."""
+    hit = [r for r in rows if r[attr] == value]
+    return len(hit), len({r["image"].split("/")[0] for r in hit})
+
+
+def counts(table: list[dict[str, str]]) -> str:
+    """Markdown table: per attribute, positives (distinct people), negatives, unknown; overall and random only."""
+    out = [
+        "| attribute | positives (people) | negatives (people) | `?` | random sample: positives / labelled (rate) |",
+        "|---|---|---|---|---|",
+    ]
+    for attr in ATTRS.values():
+        pos, neg, unk = (_people(table, attr, v) for v in "10?")
+        rnd = [r for r in table if r["source"] == "random"]
+        rpos, rlab = _people(rnd, attr, "1")[0], sum(r[attr] != "?" for r in rnd)
+        lo, hi = wilson(rpos, rlab)
+        rate = f"{rpos / rlab:.3f}, 95% CI {lo:.3f}-{hi:.3f}" if rlab else "-"
+        out.append(f"| {attr} | {pos[0]} ({pos[1]}) | {neg[0]} ({neg[1]}) | {unk[0]} | {rpos} / {rlab} ({rate}) |")
+    sources: dict[str, int] = {}
+    for r in table:
+        sources[r["source"]] = sources.get(r["source"], 0) + 1
+    out.append("")
+    out.append("rows per source: " + ", ".join(f"{k} {v}" for k, v in sorted(sources.items())))
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--list", type=Path, required=True, dest="list_file")
-    parser.add_argument("--notes", type=Path, required=True)
-    parser.add_argument("--source", required=True, help="random or screen:<attr>")
-    parser.add_argument("--upto", type=int, required=True, help="label lines 1..UPTO of the list")
     parser.add_argument("--tsv", type=Path, required=True, help="merged into: rows for other images are kept")
+    parser.add_argument("--counts", action="store_true", help="only print counts per attribute and source")
+    parser.add_argument("--list", type=Path, dest="list_file")
+    parser.add_argument("--notes", type=Path)
+    parser.add_argument("--source", help="random, screen:<attr>, or screen (attribute letter in the list column 2)")
+    parser.add_argument("--upto", type=int, help="label lines 1..UPTO of the list (default: all)")
     args = parser.parse_args(argv)
+    if args.counts:
+        print(counts(read_tsv(args.tsv)))
+        return
+    if not (args.list_file and args.notes and args.source):
+        parser.error("--list, --notes and --source are needed unless --counts")
 
-    images = [line.strip() for line in args.list_file.read_text().splitlines() if line.strip()]
-    new = rows(images, parse_notes(args.notes.read_text()), args.source, args.upto)
-    kept: list[dict[str, str]] = []
-    if args.tsv.exists():
-        with args.tsv.open(newline="") as f:
-            lines = [line for line in f if not line.startswith("#")]
-        fresh = {r["image"] for r in new}
-        kept = [r for r in csv.DictReader(lines, delimiter="\t") if r["image"] not in fresh]
+    lines = [line.split() for line in args.list_file.read_text().splitlines() if line.strip()]
+    images = [line[0] for line in lines]
+    new = rows(images, parse_notes(args.notes.read_text()), args.source, args.upto or len(images))
+    if args.source == "screen":  # list lines "<image> <code>": the attribute the photo was screened for
+        for row, line in zip(new, lines, strict=False):
+            row["source"] = f"screen:{ATTRS[line[1][0]]}"
+    unique: dict[str, dict[str, str]] = {}
+    for row in new:  # a photo listed twice (two screens flagged it) must have been labelled the same
+        if unique.setdefault(row["image"], row) != row:
+            raise SystemExit(f"{row['image']}: listed twice with different labels")
+    new = list(unique.values())
+    fresh = set(unique)
+    kept = [r for r in read_tsv(args.tsv) if r["image"] not in fresh] if args.tsv.exists() else []
     merged = sorted(kept + new, key=lambda r: r["image"])
     with args.tsv.open("w", newline="") as f:
         writer = csv.DictWriter(f, HEADER, delimiter="\t", lineterminator="\n")

@@ -7,6 +7,7 @@ Images are written outside the repository (default ``/work/cache/l-labels``); ne
     python bench/labels/sheets.py render --list random.txt --out DIR --name random
     python bench/labels/sheets.py rank-dark > sunglasses.txt             # darkest eye band first
     python bench/labels/sheets.py persons --exclude random.txt > rest.txt  # one photo per other person
+    python bench/labels/sheets.py persons --skip random.txt --skip rest.txt --seed 25  # another photo each
 
 ``render`` numbers crops 1..N in list order across sheets (sheet k holds numbers (k-1)*rows*cols+1 ...),
 so a note "37 g b" on a sheet refers to line 37 of the list.  Lists hold ``<Name>/<Name>_<NNNN>.jpg`` lines.
@@ -100,7 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n", type=int, default=700)
     p.add_argument("--seed", type=int, default=24)
     p = sub.add_parser("persons", help="one photo per person, people not in --exclude lists")
-    p.add_argument("--exclude", type=Path, action="append", default=[])
+    p.add_argument("--exclude", type=Path, action="append", default=[], help="skip the people in this list")
+    p.add_argument("--skip", type=Path, action="append", default=[], help="skip the photos in this list/TSV")
     p.add_argument("--seed", type=int, default=24)
     p = sub.add_parser("rank-dark", help="all photos, darkest eye band first (sunglasses screen)")
     p.add_argument("--top", type=int, default=300)
@@ -119,7 +121,8 @@ def main(argv: list[str] | None = None) -> None:
         print("\n".join(sample(args.lfw, args.n, args.seed)))
     elif args.cmd == "persons":
         excluded = {image.split("/")[0] for f in args.exclude for image in read_list(f)}
-        images = [i for i in all_images(args.lfw) if i.split("/")[0] not in excluded]
+        skipped = {image for f in args.skip for image in read_list(f)}
+        images = [i for i in all_images(args.lfw) if i.split("/")[0] not in excluded and i not in skipped]
         print("\n".join(one_per_person(images, random.Random(args.seed))))
     elif args.cmd == "rank-dark":
         scored = sorted((eye_band_darkness(args.lfw / i), i) for i in all_images(args.lfw))
