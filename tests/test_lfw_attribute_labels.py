@@ -1,4 +1,4 @@
-"""tests/data/lfw_attributes.tsv (issue 24): the hand labels of Eyeglasses, Sunglasses, Beard, Mustache and
+"""tests/data/lfw_attributes.tsv (issue 24): the labels, made by eye, of Eyeglasses, Sunglasses, Beard, Mustache and
 FaceOccluded on LFW photos that the attribute heads are fitted and measured on. These tests keep the file what
 tests/data/lfw_attributes.md says it is: complete rows, the stated value set and sources, the rules that tie
 columns together, and enough distinct people per attribute for identity-disjoint folds.

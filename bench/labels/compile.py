@@ -91,10 +91,34 @@ def counts(table: list[dict[str, str]]) -> str:
     return "\n".join(out)
 
 
+def amend(tsv: Path, list_file: Path, notes: Path) -> str:
+    """Apply a review pass's codes to rows already in ``tsv`` (sources and unnamed attributes unchanged)."""
+    table = read_tsv(tsv)
+    by_image = {r["image"]: r for r in table}
+    images = [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
+    changed = []
+    for number, codes in parse_notes(notes.read_text()).items():
+        row = by_image[images[number - 1]]
+        for attr, value in codes.items():
+            if row[attr] != value:
+                changed.append(f"{row['image']} {attr} {row[attr]}->{value}")
+                row[attr] = value
+        if row["sunglasses"] == "1":
+            row["eyeglasses"] = "1"
+    with tsv.open("w", newline="") as f:
+        writer = csv.DictWriter(f, HEADER, delimiter="\t", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(table)
+    return "\n".join([f"{tsv}: {len(changed)} labels changed", *changed])
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tsv", type=Path, required=True, help="merged into: rows for other images are kept")
     parser.add_argument("--counts", action="store_true", help="only print counts per attribute and source")
+    parser.add_argument(
+        "--amend", action="store_true", help="review pass: apply the notes' codes to existing rows, keep the rest"
+    )
     parser.add_argument("--list", type=Path, dest="list_file")
     parser.add_argument("--notes", type=Path)
     parser.add_argument("--source", help="random, screen:<attr>, or screen (attribute letter in the list column 2)")
@@ -103,8 +127,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.counts:
         print(counts(read_tsv(args.tsv)))
         return
+    if args.amend:
+        if not (args.list_file and args.notes):
+            parser.error("--amend needs --list and --notes")
+        print(amend(args.tsv, args.list_file, args.notes))
+        return
     if not (args.list_file and args.notes and args.source):
-        parser.error("--list, --notes and --source are needed unless --counts")
+        parser.error("--list, --notes and --source are needed unless --counts or --amend")
 
     lines = [line.split() for line in args.list_file.read_text().splitlines() if line.strip()]
     images = [line[0] for line in lines]
