@@ -131,7 +131,7 @@ CONVERSIONS: dict[str, Conversion | Derived] = {
         "facebank",
         "facebank.engine",
         "appearance_heads.json",
-        "f7fa9083fbe1990e53367567fbd9abf3cf67624722a2984e737264e6db29f438",
+        "d64772f07588ba376f74295a08bce1d51c253c2c0651e412050d2aaab105564e",
         "facebank.engine.appearance_convert",
     ),
     # Google's MoveNet MultiPose Lightning (Apache-2.0), a tfjs graph model, translated op by op to
