@@ -131,7 +131,7 @@ CONVERSIONS: dict[str, Conversion | Derived] = {
         "facebank",
         "facebank.engine",
         "appearance_heads.json",
-        "d64772f07588ba376f74295a08bce1d51c253c2c0651e412050d2aaab105564e",
+        "4f5855ac58a6a9839eb2fc3c39ab233813e0a8784b1bbd218e9f718a6192681a",
         "facebank.engine.appearance_convert",
     ),
     # Google's MoveNet MultiPose Lightning (Apache-2.0), a tfjs graph model, translated op by op to
