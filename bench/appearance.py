@@ -41,7 +41,7 @@ os.environ.setdefault("FACEBANK_ORT_THREADS", "1")
 import numpy as np
 from common import ROOT, dev_images, load_engine, shared_dir
 
-from facebank.engine.appearance import HEADS, pixel_features
+from facebank.engine.appearance import FEATURES, HEADS, pixel_features
 from facebank.engine.image import decode
 
 LFW_LABELS = ROOT / "tests" / "data" / "lfw_attributes.tsv"
@@ -51,7 +51,7 @@ COLUMNS = {"eyeglasses": "EYEGLASSES", "sunglasses": "SUNGLASSES", "beard": "BEA
 COLUMNS["face_occluded"] = "FACE_OCCLUDED"
 TARGETS = {"EYEGLASSES": 0.90, "SUNGLASSES": 0.90, "BEARD": 0.90, "MUSTACHE": 0.90, "FACE_OCCLUDED": 0.80}
 RIDGE = 30.0  # L2 penalty on the whitened components' weights (summed log loss)
-COMPONENTS = 80  # principal components of the features the heads see
+COMPONENTS = 80  # principal components per block of features (two blocks of pixel features)
 FOLDS = 10
 BOOT = 1000
 SEED = 0
@@ -84,6 +84,8 @@ def load_cache(cache: Path) -> dict[str, dict[str, np.ndarray]]:
     for chunk in sorted(cache.glob("chunk*.npz")):
         with np.load(chunk) as npz:
             data = {k: npz[k] for k in ("paths", "found", *SETS)}  # each npz[k] reads the file again
+        if data["pix"].shape[1] != FEATURES:  # made by an earlier feature function: computed again
+            continue
         for i, path in enumerate(data["paths"].tolist()):
             out[path] = {k: data[k][i] for k in ("found", *SETS)}
     return out
@@ -128,7 +130,8 @@ def extract(paths: list[str], cache: Path, chunk_size: int = 300) -> None:
             rows["paths"].append(rel)
             rows["found"].append(bool(faces))
             if not faces:
-                rows["pix"].append(np.zeros(936)), rows["ag"].append(np.zeros(512)), rows["ex"].append(np.zeros(256))
+                for name, size in (("pix", FEATURES), ("ag", 512), ("ex", 256)):
+                    rows[name].append(np.zeros(size))
                 continue
             centre = np.array(rgb.shape[1::-1]) / 2
             face = faces[0]
@@ -197,12 +200,18 @@ class Basis:
         return ((x - self.mean) / self.scale) @ self.directions
 
 
-def fit_basis(x: np.ndarray, components: int = 0) -> Basis:
+def fit_basis(x: np.ndarray, components: int = 0, blocks: tuple[int, ...] = ()) -> Basis:
+    """Principal components of each block of columns (split at ``blocks``) apart, side by side."""
     components = components or COMPONENTS
     mean, scale = x.mean(0), x.std(0) + 1e-6
-    _, singular, vt = np.linalg.svd((x - mean) / scale, full_matrices=False)
-    spread = singular[:components] / np.sqrt(len(x))
-    return Basis(mean, scale, vt[:components].T / spread)
+    edges = [0, *blocks, x.shape[1]]
+    directions = np.zeros((x.shape[1], components * (len(edges) - 1)))
+    for b, (start, stop) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+        part = (x[:, start:stop] - mean[start:stop]) / scale[start:stop]
+        _, singular, vt = np.linalg.svd(part, full_matrices=False)
+        spread = singular[:components] / np.sqrt(len(x))
+        directions[start:stop, b * components : (b + 1) * components] = vt[:components].T / spread
+    return Basis(mean, scale, directions)
 
 
 def person_folds(people: np.ndarray, folds: int = FOLDS, seed: int = SEED) -> np.ndarray:
@@ -320,7 +329,11 @@ def bases_of(features) -> dict[str, Basis]:
     faces_dir = shared_dir() / "faces"
     paths = sorted({*read_lfw_labels(), *(str(p.relative_to(faces_dir)) for p, _ in dev_images())})
     found = [features[p] for p in paths if p in features and features[p]["found"]]
-    return {name: fit_basis(np.array([f[name] for f in found], dtype=np.float64)) for name in SETS}
+    blocks = {"pix": (2 * 468,)}  # the fine-scale vertex features, then the coarse ones and the rings
+    return {
+        name: fit_basis(np.array([f[name] for f in found], dtype=np.float64), blocks=blocks.get(name, ()))
+        for name in SETS
+    }
 
 
 def evaluate(labels, features, bases: dict[str, Basis], feature_set: str = "pix") -> list[Result]:
@@ -355,7 +368,7 @@ def evaluate(labels, features, bases: dict[str, Basis], feature_set: str = "pix"
 
 def final_heads(labels, features, names: list[str]) -> dict:
     """Every shipped head fitted on all labelled faces, with the Platt map of its out-of-fold logits."""
-    spec: dict = {"features": 936, "heads": {}}
+    spec: dict = {"features": FEATURES, "heads": {}}
     basis = bases_of(features)["pix"]
     spec["mean"], spec["scale"] = basis.mean.tolist(), basis.scale.tolist()
     for column, name in COLUMNS.items():

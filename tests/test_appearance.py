@@ -14,7 +14,7 @@ from support import ROOT, image_bytes, require_faces
 
 from facebank import models
 from facebank.engine import attributes as fa
-from facebank.engine.appearance import HEADS, AppearanceHeads, pixel_features
+from facebank.engine.appearance import FEATURES, HEADS, AppearanceHeads, pixel_features
 from facebank.engine.appearance_convert import convert, folded
 from facebank.engine.packs import APPEARANCE_HEADS
 
@@ -52,7 +52,7 @@ def test_pixel_features_of_a_face_at_or_beyond_the_edge_are_finite():
     mesh = np.random.default_rng(2).normal(size=(468, 3)) * 20 + [70, 10, 0]  # half outside the image
     assert np.isfinite(pixel_features(rgb, mesh)).all()
     outside = mesh + [500, 500, 0]
-    assert pixel_features(rgb, outside).shape == (936,) and np.isfinite(pixel_features(rgb, outside)).all()
+    assert pixel_features(rgb, outside).shape == (FEATURES,) and np.isfinite(pixel_features(rgb, outside)).all()
 
 
 # --- the API --------------------------------------------------------------------------------------

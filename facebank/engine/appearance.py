@@ -62,21 +62,46 @@ def _at_vertices(image: np.ndarray, points: np.ndarray, radius: int) -> np.ndarr
     return sums / np.maximum((x1 - x0) * (y1 - y0), 1)
 
 
+# MediaPipe's face oval (FACEMESH_FACE_OVAL, in order round the face): rings of points outside it, at
+# RINGS times their distance from the mesh's centre, read the jaw's edge and below the chin.
+OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148,
+        176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)  # fmt: skip
+RINGS = (1.1, 1.2)
+FINE, COARSE = 40, 12  # box sides: the face's width over these
+POINTS = 468 + len(OVAL) * len(RINGS)
+FEATURES = 2 * 468 + 2 * POINTS + 2 * (POINTS - 468)  # 2,160
+
+
 def pixel_features(rgb: np.ndarray, mesh: np.ndarray) -> np.ndarray:
-    """936 numbers for one face from its Face Mesh (468 x 3 image pixels): the grey level at each
-    vertex (a box 1/40 of the face wide), standardised within the face (dark lenses, hair on the
-    jaw, a hand or a microphone), then the grey-level gradient magnitude at each vertex, blurred the
-    same way, over its mean on the face (glasses frames, beard texture, an outline across the face)."""
+    """FEATURES numbers for one face from its Face Mesh (468 x 3 image pixels). At each vertex, in a box
+    1/40 of the face wide: the grey level, standardised within the face (dark lenses, hair on the jaw, a
+    hand or a microphone), and the grey-level gradient magnitude over its mean on the face (frames,
+    beard texture, an outline across the face). Then the same two at the vertices and at two rings
+    outside the face oval, in a box 1/12 of the face wide (a frame's outline, the jaw's edge), and the
+    fine-scale pair at the rings alone."""
     if not rgb.size or mesh.shape[0] != 468:
-        return np.zeros(936)
+        return np.zeros(FEATURES)
     crop, points, width = _region(rgb, mesh)
     if crop.shape[0] < 3 or crop.shape[1] < 3:
-        return np.zeros(936)
-    radius = max(1, int(round(width / 40)))
-    luminance = _at_vertices(crop, points, radius)
+        return np.zeros(FEATURES)
+    fine, coarse = max(1, int(round(width / FINE))), max(1, int(round(width / COARSE)))
     dy, dx = np.gradient(crop)
-    edges = _at_vertices(np.hypot(dx, dy), points, radius)
-    return np.concatenate([(luminance - luminance.mean()) / (luminance.std() + 1e-6), edges / (edges.mean() + 1e-6)])
+    gradient = np.hypot(dx, dy)
+    luminance, edges = _at_vertices(crop, points, fine), _at_vertices(gradient, points, fine)
+    centre = points.mean(0)
+    ring = np.vstack([centre + scale * (points[list(OVAL)] - centre) for scale in RINGS])
+    everywhere = np.vstack([points, ring])
+    wide_luminance, wide_edges = _at_vertices(crop, everywhere, coarse), _at_vertices(gradient, everywhere, coarse)
+    ring_fine = np.concatenate([_at_vertices(crop, ring, fine), _at_vertices(gradient, ring, fine)])
+    return np.concatenate(
+        [
+            (luminance - luminance.mean()) / (luminance.std() + 1e-6),
+            edges / (edges.mean() + 1e-6),
+            (wide_luminance - wide_luminance.mean()) / (wide_luminance.std() + 1e-6),
+            wide_edges / (wide_edges.mean() + 1e-6),
+            ring_fine / (np.abs(ring_fine).mean() + 1e-6),
+        ]
+    )
 
 
 # Head order in the ONNX file's output (botocore Attribute name, FaceDetail member).

@@ -131,7 +131,7 @@ CONVERSIONS: dict[str, Conversion | Derived] = {
         "facebank",
         "facebank.engine",
         "appearance_heads.json",
-        "4f5855ac58a6a9839eb2fc3c39ab233813e0a8784b1bbd218e9f718a6192681a",
+        "f58874b682b37405b91c68a79967c241d47a29dedc21b31ae9cb585328ba77b7",
         "facebank.engine.appearance_convert",
     ),
     # Google's MoveNet MultiPose Lightning (Apache-2.0), a tfjs graph model, translated op by op to
