@@ -8,13 +8,16 @@ hand-labelled LFW faces, scored on people the fit never saw.
 
 Labels: tests/data/lfw_attributes.tsv (its header says how they were made): one row per LFW photo,
 the face nearest the photo's centre, each attribute 1, 0 or ? (not scored). Features: the engine's own
-``appearance.pixel_features`` (grey level and gradient at the 468 Face Mesh vertices), computed once
-per photo and kept in ``--cache`` (default ~/.cache/facebank/bench/appearance). Also kept, for the
+``appearance.pixel_features`` (grey level and gradient at the 468 Face Mesh vertices and at rings
+outside the face oval, at two scales), computed once per photo and kept in ``--cache`` (default
+~/.cache/facebank/bench/appearance). Also kept, for the
 comparison printed with ``--compare``: face-api's pooled features (AgeGenderNet 512, FaceExpressionNet
 256), which serving could only give by changing those networks' files.
 
-Head: L2-regularised logistic regression (Newton's method, numpy) on standardised features, ``RIDGE``
-fixed in advance, then Platt scaling (Confidence). Scoring is identity-disjoint: people are split into
+Head: the top ``COMPONENTS`` principal components of each scale's features (whitened; over the labelled
+and faces/dev faces, no labels used), an L2-regularised logistic regression on them (Newton's method,
+numpy; ``RIDGE``), then Platt scaling (Confidence). ``COMPONENTS`` and ``RIDGE`` were chosen among a few
+values on the same folds (docs/faces.md). Scoring is identity-disjoint: people are split into
 ``FOLDS`` folds (GroupKFold by person), each fold predicted by a head fitted on the others; the Platt map
 for a fold's predictions is fitted on the other folds' out-of-fold predictions, so neither the head
 nor its calibration ever saw the person scored. Value = calibrated P(true) >= 0.5, Confidence =
