@@ -1,7 +1,7 @@
-"""tests/data/appearance_labels.tsv (issue 14): the hand labels bench/appearance.py measures
-Eyeglasses, Sunglasses, Beard, Mustache and FaceOccluded on. None of the five passed (docs/faces.md
-"Left out"), so no code path returns them: tests/test_attributes.py and test_age_gender_emotions.py
-check that; this file checks the labels stay what the measurement was made on.
+"""tests/data/appearance_labels.tsv (issue 14): hand labels of Eyeglasses, Sunglasses, Beard, Mustache
+and FaceOccluded on faces/dev, the independent check bench/appearance.py scores the heads fitted on LFW
+against (tests/test_appearance.py tests the heads); this file checks the labels stay what the
+measurement was made on.
 """
 
 from __future__ import annotations

@@ -49,3 +49,10 @@ def movenet_model(source: Path, out: Path) -> Stats:
     from facebank.convert import movenet
 
     return movenet.convert(source, out)
+
+
+def appearance_model(source: Path, out: Path) -> Stats:
+    """The appearance heads from their committed coefficients (``appearance.py``)."""
+    from facebank.convert import appearance
+
+    return appearance.convert(source, out)

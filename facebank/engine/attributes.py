@@ -9,13 +9,14 @@ on tests/data/attribute_labels.tsv by ``python bench/attributes.py --fit`` (READ
 
 Attributes no geometry can give come only from an ``AttributeModel`` a pack supplies: AgeRange,
 Gender and Emotions from face-api.js's networks (``faceapi.py``). Eyeglasses, Sunglasses, Beard,
-Mustache and FaceOccluded have none, so they are never returned: a classifier on the engine's own
-features was measured leave-one-identity-out on hand labels and fell short (``bench/appearance.py``,
-docs/faces.md "Left out").
+Mustache and FaceOccluded come from small heads on the mesh's pixels (``appearance.py``), fitted on
+hand-labelled LFW faces by ``bench/appearance.py``; only the heads that met their accuracy target on
+people the fit never saw are in the pack's file, so the others are never returned (docs/faces.md).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +24,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from facebank.engine.appearance import HEADS, AppearanceHeads
 from facebank.engine.faceapi import AgeGenderNet, FaceExpressionNet
 from facebank.engine.geometry import fit_similarity, pose_angles, pose_rotation
 from facebank.engine.iris import LOWER_LID, UPPER_LID, Eye, Iris
 from facebank.engine.mesh import FaceMesh
-from facebank.engine.packs import FACEAPI_AGE_GENDER, FACEAPI_EXPRESSION, MESH_FILES
+from facebank.engine.packs import APPEARANCE_HEADS, FACEAPI_AGE_GENDER, FACEAPI_EXPRESSION, MESH_FILES
 
 if TYPE_CHECKING:
     from facebank.engine import Face
@@ -53,6 +55,7 @@ FACE_DETAIL = (
     "EyeDirection",
 )
 GEOMETRY = ("EYES_OPEN", "MOUTH_OPEN", "SMILE", "EYE_DIRECTION")  # botocore Attribute names measured here
+APPEARANCE = tuple(name for name, _ in HEADS)  # from appearance.AppearanceHeads, on the same mesh
 MODELLED = ("AGE_RANGE", "GENDER", "EMOTIONS", "EYEGLASSES", "SUNGLASSES", "BEARD", "MUSTACHE", "FACE_OCCLUDED")
 # The FaceDetail member each modelled Attribute name asks for (a model may measure more at once).
 MEMBERS = {
@@ -220,11 +223,23 @@ class Measurement:
 
 class FaceAttributes:
     def __init__(
-        self, mesh: Path, iris: Path, canonical: Path, models: Iterable[AttributeModel] = (), threads: int = 1
+        self,
+        mesh: Path,
+        iris: Path,
+        canonical: Path,
+        models: Iterable[AttributeModel] = (),
+        threads: int = 1,
+        appearance: Path | None = None,
     ):
         self.mesh, self.iris = FaceMesh(mesh, threads), Iris(iris, threads)
         self.canonical = canonical_face(canonical)
         self.models = list(models)
+        self.appearance_path, self.threads = appearance, threads
+
+    @functools.cached_property
+    def appearance(self) -> AppearanceHeads | None:
+        """The appearance heads, loaded when one of APPEARANCE is first asked for (a race loads twice, harmlessly)."""
+        return AppearanceHeads(self.appearance_path, self.threads) if self.appearance_path else None
 
     def measure(self, rgb: np.ndarray, face: Face, eyes: bool = True) -> Measurement:
         """The mesh of ``face`` and, with ``eyes``, the iris model's view of each eye."""
@@ -240,9 +255,19 @@ class FaceAttributes:
         (CompareFaces' ComparedFace keeps Rekognition's 5 points) the detector's landmarks stay, and
         Smile or MouthOpen alone need no iris model. Pose is never changed here: the engine measured
         it on the same mesh (``face.mesh``), so every request gives the same Pose."""
-        if names & set(GEOMETRY):
-            with_eyes = refine or bool(names & {"EYES_OPEN", "EYE_DIRECTION"})
+        appearance = names & set(APPEARANCE)
+        if appearance and self.appearance is not None:
+            appearance &= self.appearance.provides
+        else:
+            appearance = set()
+        geometry = names & set(GEOMETRY)
+        if geometry or appearance:
+            with_eyes = bool(geometry) and (refine or bool(names & {"EYES_OPEN", "EYE_DIRECTION"}))
             m = self.measure(rgb, face, eyes=with_eyes)
+            if appearance and self.appearance is not None:
+                found = self.appearance.describe(rgb, face, m.mesh)
+                face.attributes.update((MEMBERS[n], found[MEMBERS[n]]) for n in sorted(appearance))
+        if geometry:
             mouth_ratio, width_ratio = m.mouth(self.canonical)
             measured = {
                 "MOUTH_OPEN": ("MouthOpen", _binary(_probability(mouth_ratio, MOUTH_OPEN))),
@@ -269,4 +294,5 @@ def load(files: Iterable[str], resolve: Callable[[str], Path], threads: int = 1)
         return None
     extra = [MODELS[f](resolve(f), threads) for f in files if f in MODELS]
     mesh, iris, canonical = (resolve(f) for f in MESH_FILES)
-    return FaceAttributes(mesh, iris, canonical, models=extra, threads=threads)
+    appearance = resolve(APPEARANCE_HEADS) if APPEARANCE_HEADS in files else None
+    return FaceAttributes(mesh, iris, canonical, models=extra, threads=threads, appearance=appearance)

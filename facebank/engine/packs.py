@@ -112,10 +112,14 @@ MESH_FILES = ("mediapipe/face_landmark.onnx", "mediapipe/iris_landmark.onnx", "m
 # and face-api.js's AgeRange/Gender and Emotions networks (attributes.MODELS), converted at fetch time.
 FACEAPI_AGE_GENDER = "faceapi/age_gender_net.onnx"
 FACEAPI_EXPRESSION = "faceapi/face_expression_net.onnx"
-ATTRIBUTE_FILES = (*MESH_FILES, FACEAPI_AGE_GENDER, FACEAPI_EXPRESSION)
+# and the Eyeglasses/Sunglasses/Beard/Mustache/FaceOccluded heads (engine/appearance.py), built at fetch
+# time from coefficients fitted on hand-labelled LFW faces (appearance_heads.json).
+APPEARANCE_HEADS = "facebank/appearance_heads.onnx"
+ATTRIBUTE_FILES = (*MESH_FILES, FACEAPI_AGE_GENDER, FACEAPI_EXPRESSION, APPEARANCE_HEADS)
 FACEAPI_LICENCE = (
     "AgeRange, Gender, Emotions: face-api.js MIT code and weights, trained on research-use datasets "
-    "(UTK, IMDB-WIKI, ...)"
+    "(UTK, IMDB-WIKI, ...); Eyeglasses, Sunglasses, Beard, Mustache, FaceOccluded: facebank's heads "
+    "fitted on hand-labelled LFW photos (research/benchmark use)"
 )
 
 PACKS = {

@@ -128,6 +128,15 @@ CONVERSIONS: dict[str, Conversion | Derived] = {
         convert.faceapi_model,
         companions=("faceapi/face_expression_model.bin",),
     ),
+    # The Eyeglasses/Sunglasses/Beard/Mustache/FaceOccluded heads (engine/appearance.py): facebank's own
+    # coefficients, fitted by bench/appearance.py on hand-labelled LFW faces, built into ONNX here.
+    "appearance-heads": Conversion(
+        "facebank",
+        "facebank.engine",
+        "appearance_heads.json",
+        "f58874b682b37405b91c68a79967c241d47a29dedc21b31ae9cb585328ba77b7",
+        convert.appearance_model,
+    ),
     # Google's MoveNet MultiPose Lightning (Apache-2.0), a tfjs graph model, translated op by op to
     # ONNX at a fixed 384 x 384 input (convert/movenet.py); its weights binary sits beside it.
     "movenet-multipose": Derived(
