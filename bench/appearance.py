@@ -118,7 +118,7 @@ def extract(paths: list[str], cache: Path, chunk_size: int = 300) -> None:
     if not todo:
         return
     engine = load_engine()
-    mesh_model = engine.attribute_models.mesh
+    attribute_models = engine.attribute_models
     nets = {
         "ag": pooled_session(models.resolve(FACEAPI_AGE_GENDER, engine.model_dir)),
         "ex": pooled_session(models.resolve(FACEAPI_EXPRESSION, engine.model_dir)),
@@ -143,7 +143,8 @@ def extract(paths: list[str], cache: Path, chunk_size: int = 300) -> None:
             blob = faceapi.to_blob(faceapi.face_crop(rgb, face))
             for name, net in nets.items():
                 rows[name].append(net.run(["features"], {"image": blob})[0][0])
-            rows["pix"].append(pixel_features(rgb, mesh_model.run(rgb, face.box, face.landmarks[:2]).points))
+            mesh = attribute_models.measure(rgb, face, eyes=False).mesh  # serving's mesh: face.mesh from the Pose
+            rows["pix"].append(pixel_features(rgb, mesh))
         digest = hashlib.sha1("\n".join(batch).encode()).hexdigest()[:12]
         np.savez(cache / f"chunk-{digest}.npz", **{k: np.array(v) for k, v in rows.items()})
         print(f"  features: {start + len(batch)} of {len(todo)} photos ({time.time() - began:.0f} s)", flush=True)
@@ -470,7 +471,7 @@ def latency(spec_path: Path, cache: Path, photos: int = 100) -> None:
         if not faces:
             continue
         face = faces[0]
-        mesh = engine.attribute_models.mesh.run(rgb, face.box, face.landmarks[:2]).points
+        mesh = engine.attribute_models.measure(rgb, face, eyes=False).mesh
         began = time.process_time()
         heads.describe(rgb, face, mesh)
         added.append(time.process_time() - began)

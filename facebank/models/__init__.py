@@ -134,7 +134,7 @@ CONVERSIONS: dict[str, Conversion | Derived] = {
         "facebank",
         "facebank.engine",
         "appearance_heads.json",
-        "f58874b682b37405b91c68a79967c241d47a29dedc21b31ae9cb585328ba77b7",
+        "ceb99b4a49696f2bcefec4106827dcfcf8248694ead82c1b579a6e9154f8e631",
         convert.appearance_model,
     ),
     # Google's MoveNet MultiPose Lightning (Apache-2.0), a tfjs graph model, translated op by op to
