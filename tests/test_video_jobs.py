@@ -543,6 +543,7 @@ def test_each_segment_is_logged_and_progress_is_in_the_status_message(ctx, two_p
     assert len(segments) == 3
     assert call(ctx, "GetFaceDetection", JobId=job_id)["StatusMessage"] == "0 of 3 segments analysed"
     with caplog.at_level(logging.INFO, logger="facebank.video"):
+        caplog.clear()  # only what follows (an earlier test may have set the root logger to INFO)
         video_jobs.plan(job, ctx)  # again: planning is idempotent
         video_jobs.analyse_segment(job, 0, *segments[0], ctx)
     pending = call(ctx, "GetFaceDetection", JobId=job_id)
