@@ -40,6 +40,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from facebank import sigv4
 from facebank.errors import ImageTooLargeException, RekognitionError, SerializationException
+from facebank.models import ModelError
 from facebank.operations import Context
 from facebank.protocol import WireResponse, dispatch, error_response, operation_name
 
@@ -121,7 +122,10 @@ class Facebank:
             elif self.load_error:
                 status, body = 503, {"status": "error", "message": self.load_error}
             else:
-                status, body = 200, {"status": "ok", "pack": self.ctx.engine.pack.name}
+                try:
+                    status, body = 200, {"status": "ok", "pack": self.ctx.engine.pack.name}
+                except ModelError as exc:  # models gone or corrupt since start: say so, not a 500
+                    status, body = 503, {"status": "error", "message": str(exc)}
             return WireResponse(status, json.dumps(body).encode(), {"Content-Type": "application/json"})
         if path == "/" or path.startswith("/console/"):
             try:

@@ -4,6 +4,7 @@ short request deadline, so a drop happens within the socket timeouts (nothing he
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import select
@@ -12,6 +13,7 @@ import sys
 import threading
 import time
 import types
+from collections.abc import Iterator
 
 import pytest
 from support import embedded_ctx
@@ -26,6 +28,13 @@ MAX_CONNECTIONS = 4
 def live(tmp_path):
     app = Facebank(embedded_ctx(tmp_path / "data"), workers=4)
     app.ready.set()  # no model is needed by the requests below
+    with serving(app) as port:
+        yield port
+
+
+@contextlib.contextmanager
+def serving(app: Facebank) -> Iterator[int]:
+    """``app`` on uvicorn on a free loopback port, as ``facebank serve`` runs it; yields the port."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = http_server(app, deadline=DEADLINE, max_connections=MAX_CONNECTIONS)
@@ -35,10 +44,12 @@ def live(tmp_path):
     while not server.started and time.monotonic() < limit:
         time.sleep(0.01)  # readiness polling, bounded
     assert server.started
-    yield sock.getsockname()[1]
-    server.should_exit = True
-    thread.join(30)
-    app.pool.shutdown()
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        app.pool.shutdown()
 
 
 def connect(port: int) -> socket.socket:
@@ -140,7 +151,7 @@ def test_connections_over_the_cap_are_refused(live):
     try:
         for _ in range(MAX_CONNECTIONS):
             conn = connect(live)
-            conn.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # the console page: no models needed
             assert read_response(conn)[0] == 200  # open and counted (keep-alive)
             held.append(conn)
         with connect(live) as extra:
@@ -150,7 +161,7 @@ def test_connections_over_the_cap_are_refused(live):
         held.pop().close()
         for _ in range(100):  # the server notices the close
             with connect(live) as again:
-                again.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                again.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
                 if read_response(again)[0] == 200:
                     break
             time.sleep(0.05)
@@ -191,3 +202,16 @@ def test_console_hook(live, monkeypatch):
     assert (status, headers["content-type"], body) == (200, "text/html", b"<p>hi</p>")
     assert request("/")[0] == 200 and seen == ["/console/app.js?v=1", "/"]
     assert request("/other")[0] == 404
+
+
+def test_health_says_so_when_the_models_cannot_be_loaded(tmp_path):
+    """/health answers 503 with the model error (not a 500 and a traceback) when the models are gone."""
+    ctx = embedded_ctx(tmp_path / "data", model_dir=tmp_path / "no-models", model_mirror=None)
+    app = Facebank(ctx, workers=1)
+    app.ready.set()
+    with serving(app) as port, connect(port) as conn:
+        conn.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, _, body = read_response(conn)
+    assert status == 503
+    answer = json.loads(body)
+    assert answer["status"] == "error" and "is missing from" in answer["message"], answer
