@@ -118,6 +118,7 @@ def test_create_index_search_in_the_console(browser, server):
     expect(page.locator("#status")).to_contain_text("ResourceAlreadyExistsException")
 
     page.get_by_role("link", name="Try it").click()
+    expect(page.get_by_role("heading", name="Try it")).to_be_visible()  # not the last page's "New collection"
     page.get_by_label("Collection").select_option("console-tour")
     page.locator('input[name="Photo A"]').set_input_files(photo(paths[0], f"{person}-1.jpg"))
     page.get_by_role("button", name="IndexFaces (A)").click()
@@ -154,6 +155,7 @@ def test_create_index_search_in_the_console(browser, server):
     shot(page, "collection")
 
     page.get_by_role("link", name="Try it").click()
+    expect(page.get_by_role("heading", name="Try it")).to_be_visible()  # not the last page's "New collection"
     page.get_by_label("Collection").select_option("console-tour")
     page.locator('input[name="Photo A"]').set_input_files(photo(paths[1], f"{person}-2.jpg"))
     page.locator('input[name="Photo B"]').set_input_files(photo(paths[0], f"{person}-1.jpg"))
@@ -244,6 +246,7 @@ def test_a_video_job_started_in_the_console_ends_in_a_timeline(browser, server, 
 
     page = browser.new_page()
     page.goto(f"{server.url}/#videos")
+    expect(page.get_by_role("heading", name="Video jobs")).to_be_visible()
     page.get_by_label("Start").select_option("FaceSearch")
     page.locator('input[name="bucket"]').fill("console-videos")
     page.locator('input[name="name"]').fill("clip.mp4")
