@@ -145,7 +145,7 @@ class Settings:
         env="FACEBANK_NOTIFICATION_TOPICS",
         context="facebank:notificationTopics",
     )
-    # Sharded search (facebank/storage/shards.py, facebank/aws/shard_search.py)
+    # Sharded search (facebank/search/shards.py, facebank/aws/shard_search.py)
     shard_rows: int = setting(
         500_000,
         "most rows per shard (compaction and rebalancing)",

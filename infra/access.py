@@ -83,7 +83,7 @@ def _a(collections=(), faces=(), users=(), vectors=(), *, images=False, heavy=Fa
 
 # Deleting a collection (and re-creating one whose delete was interrupted) purges its faces and users.
 _PURGE = {"faces": {QUERY, BATCH_WRITE}, "users": {QUERY, BATCH_WRITE}, "vectors": {LIST, DELETE_OBJECT}}
-# Searches read the collection's shard map (a users-table item, facebank/storage/shards.py), list
+# Searches read the collection's shard map (a users-table item, facebank/search/shards.py), list
 # the segments, fan out to the shard function, then read the merged candidates' metadata.
 _SEARCH = {"collections": {GET}, "faces": {BATCH_GET}, "users": {GET}, "vectors": {LIST, GET_OBJECT}}
 # User search reads the user's faces' vectors (face segments) and the user-vector segments
