@@ -52,6 +52,10 @@ def _no_video_runner(job_id: str) -> None:
     raise RuntimeError("no video runner in this Context (build it with facebank.wiring)")
 
 
+def _no_stream_runtime(name: str) -> None:
+    raise RuntimeError("no stream processor runtime in this Context (build it with facebank.wiring)")
+
+
 def _default_sns() -> Any:
     import boto3  # only video jobs with a NotificationChannel publish
 
@@ -78,6 +82,10 @@ class Context:
     # facebank.video_runner; AWS: the video queue). Set by facebank.wiring.
     submit_video_job: Callable[[str], None] = field(default=_no_video_runner, repr=False)
     open_sns: Callable[[], Any] = field(default=_default_sns, repr=False)
+    # Hands a stream processor whose status just became STARTING to the runtime that runs it
+    # (embedded: facebank serve's stream runner; AWS: an asynchronous invocation of the stream
+    # consumer function). Stop needs no hook: the runtime watches the record's status/session.
+    start_stream_processor: Callable[[str], None] = field(default=_no_stream_runtime, repr=False)
     # Who searches a collection's shards: None is this process (facebank/search/shards.py).
     open_searcher: Callable[[], ShardSearcher | None] = field(default=lambda: None, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)

@@ -45,6 +45,8 @@ from facebank.storage.ports import (
     JobStore,
     MetadataStore,
     RequestLedger,
+    StreamProcessorRecord,
+    StreamProcessorStore,
     UserRecord,
     VectorStore,
 )
@@ -74,6 +76,8 @@ __all__ = [
     "ShardFailed",
     "ShardThrottled",
     "Storage",
+    "StreamProcessorRecord",
+    "StreamProcessorStore",
     "StorageBusy",
     "StorageError",
     "UnsupportedSchemaVersion",
@@ -99,6 +103,8 @@ class Storage:
     # Stored-video jobs: their records and their result blobs (pages, segment partials).
     jobs: JobStore = field(default_factory=lambda: _unavailable("video job store"))
     results: JobResults = field(default_factory=lambda: _unavailable("video job results"))
+    # Stream processors (issue 26): their records and their runs' checkpoints.
+    streams: StreamProcessorStore = field(default_factory=lambda: _unavailable("stream processor store"))
 
 
 class _Unavailable:

@@ -124,3 +124,11 @@ class CelebrityIdConflict(StorageError):
     def __init__(self, celebrity_id: str, name: str, existing: str):
         super().__init__(f"celebrity Id {celebrity_id} of {name!r} is already taken by {existing!r}")
         self.celebrity_id, self.name, self.existing = celebrity_id, name, existing
+
+
+class StreamProcessorExists(StorageError):
+    """A stream processor of that name exists already."""
+
+
+class StreamProcessorLimit(StorageError):
+    """The deployment holds the most stream processors it allows."""

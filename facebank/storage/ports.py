@@ -355,3 +355,79 @@ class CelebrityGallery(Protocol):
     def list_celebrities(self) -> list[CelebrityRecord]: ...
     def generation(self) -> int: ...
     def close(self) -> None: ...
+
+
+# --- stream processors (issue 26: CreateStreamProcessor ... and the runtimes that run them)
+
+# Rekognition's StreamProcessorStatus values; a processor moves
+# STOPPED -> STARTING -> RUNNING -> STOPPING -> STOPPED, or to FAILED (with a status message).
+STREAM_STATUSES = ("STOPPED", "STARTING", "RUNNING", "FAILED", "STOPPING", "UPDATING")
+
+
+@dataclass
+class StreamProcessorRecord:
+    """One stream processor, as CreateStreamProcessor / UpdateStreamProcessor left it, plus the
+    state of its current run. ``session`` grows by one at every StartStreamProcessor: a runtime
+    works for one session and stops as soon as the record's session is another (a lease)."""
+
+    name: str
+    arn: str
+    status: str  # one of STREAM_STATUSES
+    input_arn: str  # Input.KinesisVideoStream.Arn
+    output_arn: str  # Output.KinesisDataStream.Arn
+    role_arn: str
+    collection_id: str  # Settings.FaceSearch.CollectionId
+    face_match_threshold: float  # Settings.FaceSearch.FaceMatchThreshold (default 80)
+    created: float  # epoch seconds
+    updated: float  # LastUpdateTimestamp
+    status_message: str | None = None
+    notification_sns_arn: str | None = None  # NotificationChannel.SNSTopicArn
+    kms_key_id: str | None = None
+    data_sharing_opt_in: bool = False  # DataSharingPreference.OptIn
+    tags: dict[str, str] = field(default_factory=dict)
+    session: int = 0
+    start_selector: dict | None = None  # StartStreamProcessor's StartSelector of the current session
+    stop_selector: dict | None = None  # its StopSelector
+
+
+@runtime_checkable
+class StreamProcessorStore(Protocol):
+    """Stream processors and their runs' checkpoints. Every state change is a conditional write on
+    the current status (and session), so concurrent Start/Stop/Delete calls and runtimes never
+    interleave: exactly one of two racing callers wins, the other gets False/None."""
+
+    def create(self, rec: StreamProcessorRecord, max_processors: int) -> None:
+        """Store a new processor. Raises StreamProcessorExists for a taken name, StreamProcessorLimit
+        when max_processors exist already (atomically)."""
+
+    def get(self, name: str) -> StreamProcessorRecord | None: ...
+
+    def list(self, limit: int, token: str | None = None) -> tuple[list[StreamProcessorRecord], str | None]:
+        """Processors in name order, at most ``limit``; an opaque token for the rest
+        (InvalidPaginationToken for a malformed one)."""
+
+    def transition(
+        self,
+        name: str,
+        expect: tuple[str, ...],
+        status: str,
+        message: str | None = None,
+        *,
+        session: int | None = None,
+        new_session: bool = False,
+        changes: dict | None = None,
+    ) -> StreamProcessorRecord | None:
+        """Move to ``status`` (with ``message``; None clears it) only if the current status is one
+        of ``expect`` (and the session is ``session`` when given); ``new_session`` adds one to the
+        session in the same write; ``changes`` sets other fields of the record (UpdateStreamProcessor,
+        the selectors of a Start, tags) in the same write. Returns the new record, or None (nothing
+        written) when the processor is missing or the condition failed."""
+
+    def delete(self, name: str, expect: tuple[str, ...]) -> bool:
+        """Delete the processor and its checkpoint if its status is one of ``expect``."""
+
+    def put_checkpoint(self, name: str, session: int, data: dict) -> bool:
+        """Replace the run's checkpoint (JSON-serialisable: last fragment done, tracker state) only
+        while the processor's session is ``session``; False when another session owns it now."""
+
+    def get_checkpoint(self, name: str) -> dict | None: ...
