@@ -40,6 +40,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 
 os.environ.setdefault("FACEBANK_ORT_THREADS", "1")
@@ -70,7 +71,7 @@ def camera_file(seconds: int) -> Path:
     """asl-book at 1280x720, 30 fps, looped to ``seconds``: a keyframe a second, no B-frames."""
     import av
 
-    out = CACHE / f"stream-720p30-asl-{seconds}s.mp4"
+    out = CACHE / f"camera-720p30-asl-{seconds}s.mp4"
     if out.is_file():
         return out
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -83,7 +84,7 @@ def camera_file(seconds: int) -> Path:
         stream.options = {"preset": "veryfast", "crf": "23", "g": "30", "bf": "0"}
         for i in range(seconds * 30):
             frame = frames[i % len(frames)]
-            frame.pts = None
+            frame.pts, frame.time_base = i, Fraction(1, 30)  # the camera's clock: frame i at i/30 s
             for packet in stream.encode(frame):
                 dst.mux(packet)
         for packet in stream.encode():
