@@ -413,11 +413,13 @@ def test_tables_match_the_dynamodb_adapter_and_are_protected(template):
             self.calls[TableName] = kwargs
 
     from facebank.storage.dynamodb_jobs import create_jobs_table
+    from facebank.storage.dynamodb_streams import create_streams_table
 
     recorder = Recorder()
     create_tables(recorder, TableNames.with_prefix("facebank-"), wait=False)
     create_celebrity_table(recorder, "facebank-celebrities", wait=False)
     create_jobs_table(recorder, "facebank-jobs", wait=False)
+    create_streams_table(recorder, "facebank-streams", wait=False)
     tables = {t["Properties"]["TableName"]: t for t in resources(template, "AWS::DynamoDB::Table").values()}
     assert set(tables) == set(recorder.calls) | {"facebank-ingest"}
     for name, table in tables.items():
@@ -696,6 +698,7 @@ def test_context_selects_architecture_memory_retention_removal(variant):
         ("videoSegmentSeconds", 5, "videoSegmentSeconds must be 10..600"),
         ("facebank:notificationTopics", "arn:aws:sqs:us-east-1:123456789012:q", "SNS topic ARN patterns"),
         ("maxVideoJobs", "many", "maxVideoJobs='many' is not an integer"),
+        ("maxStreamProcessors", 0, "maxStreamProcessors must be at least 1"),
     ],
 )
 def test_bad_settings_are_refused(key, value, message):
@@ -1226,6 +1229,17 @@ def test_function_environment_names_are_declared_settings(template, variant):
         for fn in resources(t, "AWS::Lambda::Function").values():
             env = fn["Properties"].get("Environment", {}).get("Variables", {})
             assert {k for k in env if k.startswith("FACEBANK_")} <= names, fn["Properties"].get("Handler")
+
+
+def test_create_stream_processor_gets_the_deployment_limit(template):
+    from facebank.settings import Settings
+
+    limits = {}
+    for operation in sorted(OPERATIONS):
+        env = function(template, op_handler(operation))[1]["Properties"]["Environment"]["Variables"]
+        if "FACEBANK_MAX_STREAM_PROCESSORS" in env:
+            limits[operation] = env["FACEBANK_MAX_STREAM_PROCESSORS"]
+    assert limits == {"CreateStreamProcessor": str(Settings().max_stream_processors)}
 
 
 def test_deploy_docs_list_every_context_key():
