@@ -218,3 +218,43 @@ def test_a_source_that_cannot_be_opened_says_which_without_its_password(tmp_path
     (tmp_path / "noise.mp4").write_bytes(b"not a video" * 100)
     with pytest.raises(SourceError, match="cannot be opened"):
         next(open_source(str(tmp_path / "noise.mp4")))
+
+
+# --- the embedded runner: threads
+
+
+def wait_for(check, timeout: float = 30.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)  # polling a thread's progress, bounded by the deadline
+    return value
+
+
+def stream_threads() -> list:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name.startswith("stream-")]
+
+
+def test_runner_threads_end_on_shutdown_and_stop_and_processors_resume(ctx, kinesis):
+    from facebank.stream_runner import StreamRunner
+
+    store = ctx.storage.streams
+    runner = StreamRunner(ctx, {"cam": str(require_clip())}, lambda: kinesis, lambda url: open_source(url))
+    runner.start("door")
+    runner.start("door")  # once per session, however often it is called
+    wait_for(lambda: store.get("door").status == "RUNNING")
+    assert runner.running() == ["door"] and len(stream_threads()) == 1
+    runner.stop()  # facebank serve stopping: threads end between fragments, the processor stays RUNNING
+    assert stream_threads() == [] and store.get("door").status == "RUNNING"
+
+    again = StreamRunner(ctx, {"cam": str(require_clip())}, lambda: kinesis, lambda url: open_source(url))
+    assert again.resume() == 1
+    wait_for(lambda: read_all(kinesis))  # records of the resumed run
+    OPERATIONS["StopStreamProcessor"]({"Name": "door"}, ctx)
+    wait_for(lambda: store.get("door").status == "STOPPED", timeout=10)
+    wait_for(lambda: stream_threads() == [], timeout=5)
+    again.stop()
