@@ -258,3 +258,80 @@ def test_runner_threads_end_on_shutdown_and_stop_and_processors_resume(ctx, kine
     wait_for(lambda: store.get("door").status == "STOPPED", timeout=10)
     wait_for(lambda: stream_threads() == [], timeout=5)
     again.stop()
+
+
+# --- network sources
+
+
+class _Clip:
+    """A loopback HTTP server for one file; ``stall_after`` bytes: then it stops sending (a camera
+    that goes silent) without closing the connection."""
+
+    def __init__(self, body: bytes, stall_after: int | None = None):
+        import http.server
+        import threading
+
+        clip = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                self.send_response(200)
+                self.send_header("Content-Type", "video/mp2t")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: clip.stall_after] if clip.stall_after else body)
+                self.wfile.flush()
+                if clip.stall_after:
+                    clip.release.wait(30)
+
+            def log_message(self, *args):
+                pass
+
+        self.stall_after, self.release = stall_after, threading.Event()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/live.ts"
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def as_mpegts(clip: Path) -> bytes:
+    """The clip remuxed to MPEG-TS: what a camera or an encoder serves live over HTTP (no seeking)."""
+    import io
+
+    import av
+
+    out = io.BytesIO()
+    with av.open(str(clip)) as src, av.open(out, "w", format="mpegts") as dst:
+        stream = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                dst.mux(packet)
+    return out.getvalue()
+
+
+def test_an_http_source_is_read_and_a_silent_one_times_out():
+    body = as_mpegts(require_clip())
+    served = _Clip(body)
+    try:
+        fragments = open_source(served.url)
+        frames = 0
+        with pytest.raises(SourceError, match="ended after 4.4 s"):
+            for fragment in fragments:
+                frames += sum(1 for _ in fragment.frames)
+        assert frames == 56  # every frame of the 4.5 s clip at 12.5 fps
+    finally:
+        served.close()
+    silent = _Clip(body, stall_after=len(body) // 2)
+    try:
+        with pytest.raises(SourceError, match=r"stopped after \d+\.\d s of video"):
+            for fragment in open_source(silent.url, timeout_s=1):
+                for _ in fragment.frames:
+                    pass
+    finally:
+        silent.close()
