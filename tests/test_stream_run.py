@@ -335,3 +335,37 @@ def test_an_http_source_is_read_and_a_silent_one_times_out():
                     pass
     finally:
         silent.close()
+
+
+def test_an_hls_source_is_read(tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    import av
+
+    clip = require_clip()
+    with av.open(str(clip)) as src, av.open(str(tmp_path / "live.m3u8"), "w", format="hls") as dst:
+        stream = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                dst.mux(packet)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/live.m3u8"
+        frames = 0
+        with pytest.raises(SourceError, match="ended after 4.4 s"):
+            for fragment in open_source(url):
+                frames += sum(1 for _ in fragment.frames)
+        assert frames == 56
+    finally:
+        server.shutdown()
+        server.server_close()
