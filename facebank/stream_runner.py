@@ -72,7 +72,7 @@ class StreamRunner:
         self,
         ctx: Context,
         sources: dict[str, str],
-        open_kinesis: Callable[[], Any],
+        open_kinesis: Callable[[str], Any],
         open_fragments: Callable[[str], Iterable[Fragment]] | None = None,
     ):
         self.ctx, self.sources, self.open_kinesis = ctx, sources, open_kinesis
@@ -80,7 +80,7 @@ class StreamRunner:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._threads: dict[tuple[str, int], threading.Thread] = {}
-        self._kinesis: Any = None
+        self._kinesis: dict[str, Any] = {}  # a client per region of the output streams
 
     def start(self, name: str) -> None:
         """Run the processor's current session in a thread (once, however often it is called)."""
@@ -100,10 +100,11 @@ class StreamRunner:
     def _sink(self, rec: Any) -> Any:
         from facebank.storage.kinesis import KinesisSink
 
+        region = rec.output_arn.split(":")[3] or self.ctx.settings.region  # the output stream's own region
         with self._lock:
-            if self._kinesis is None:
-                self._kinesis = self.open_kinesis()
-        return KinesisSink(self._kinesis, rec.output_arn, rec.name)
+            if region not in self._kinesis:
+                self._kinesis[region] = self.open_kinesis(region)
+        return KinesisSink(self._kinesis[region], rec.output_arn, rec.name)
 
     def _run(self, name: str, session: int) -> None:
         store = self.ctx.storage.streams

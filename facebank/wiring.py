@@ -51,7 +51,7 @@ def embedded_context(settings: Settings) -> Context:
     from facebank.stream_runner import StreamRunner, kinesis_client, parse_streams  # threads start on Start
 
     ctx.start_stream_processor = StreamRunner(
-        ctx, parse_streams(settings.streams), lambda: kinesis_client(settings.kinesis_endpoint_url, settings.region)
+        ctx, parse_streams(settings.streams), lambda region: kinesis_client(settings.kinesis_endpoint_url, region)
     ).start
     return ctx
 

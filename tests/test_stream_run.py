@@ -243,7 +243,7 @@ def test_runner_threads_end_on_shutdown_and_stop_and_processors_resume(ctx, kine
     from facebank.stream_runner import StreamRunner
 
     store = ctx.storage.streams
-    runner = StreamRunner(ctx, {"cam": str(require_clip())}, lambda: kinesis, lambda url: open_source(url))
+    runner = StreamRunner(ctx, {"cam": str(require_clip())}, lambda region: kinesis, lambda url: open_source(url))
     runner.start("door")
     runner.start("door")  # once per session, however often it is called
     wait_for(lambda: store.get("door").status == "RUNNING")
@@ -251,7 +251,7 @@ def test_runner_threads_end_on_shutdown_and_stop_and_processors_resume(ctx, kine
     runner.stop()  # facebank serve stopping: threads end between fragments, the processor stays RUNNING
     assert stream_threads() == [] and store.get("door").status == "RUNNING"
 
-    again = StreamRunner(ctx, {"cam": str(require_clip())}, lambda: kinesis, lambda url: open_source(url))
+    again = StreamRunner(ctx, {"cam": str(require_clip())}, lambda region: kinesis, lambda url: open_source(url))
     assert again.resume() == 1
     wait_for(lambda: read_all(kinesis))  # records of the resumed run
     OPERATIONS["StopStreamProcessor"]({"Name": "door"}, ctx)
