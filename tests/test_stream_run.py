@@ -369,3 +369,14 @@ def test_an_hls_source_is_read(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_start_selector_skips_fragments_before_it():
+    from facebank.stream_runner import selected
+
+    fragments = [Fragment(str(100 + i), 1000.0 + i, 1000.0 + i, []) for i in range(5)]
+    by_time = selected(iter(fragments), {"KVSStreamStartSelector": {"ProducerTimestamp": 1_002_000}})
+    assert [f.number for f in by_time] == ["102", "103", "104"]
+    by_number = selected(iter(fragments), {"KVSStreamStartSelector": {"FragmentNumber": "103"}})
+    assert [f.number for f in by_number] == ["103", "104"]
+    assert len(list(selected(iter(fragments), None))) == 5
