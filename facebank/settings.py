@@ -130,6 +130,12 @@ class Settings:
         env="FACEBANK_MAX_VIDEO_JOBS",
         context="maxVideoJobs",
     )
+    max_stream_processors: int = setting(
+        100,
+        "stream processors one deployment holds (CreateStreamProcessor: LimitExceededException above)",
+        env="FACEBANK_MAX_STREAM_PROCESSORS",
+        context="maxStreamProcessors",
+    )
     sns_endpoint_url: str | None = setting(
         None,
         "SNS endpoint for video job notifications",

@@ -44,20 +44,26 @@ class Access:
     video_queue: bool = False
     celebrities: frozenset[str] = frozenset()  # the celebrity gallery table (infra/celebrities.py)
     shards: bool = False  # fans out to the shard-search function: lambda:InvokeFunction on it (infra/shards.py)
+    # Stream processors (issue 26): the streams table, and lambda:InvokeFunction on the stream
+    # consumer function (StartStreamProcessor hands the processor to it; infra/streams.py).
+    streams: frozenset[str] = frozenset()
+    stream_consumer: bool = False
 
     @property
     def storage(self) -> bool:
-        return bool(self.collections or self.faces or self.users or self.vectors or self.jobs or self.results)
+        stores = (self.collections, self.faces, self.users, self.vectors, self.jobs, self.results, self.streams)
+        return any(stores)
 
     @property
     def read_only(self) -> bool:
-        tables = self.collections | self.faces | self.users | self.jobs | self.celebrities
+        tables = self.collections | self.faces | self.users | self.jobs | self.celebrities | self.streams
         objects = self.vectors | self.results
-        return tables <= READ_ACTIONS and objects <= {LIST, GET_OBJECT} and not self.video_queue
+        invokes = self.video_queue or self.stream_consumer
+        return tables <= READ_ACTIONS and objects <= {LIST, GET_OBJECT} and not invokes
 
     def tables(self) -> dict[str, frozenset[str]]:
         named = (("collections", self.collections), ("faces", self.faces), ("users", self.users), ("jobs", self.jobs))
-        return {t: a for t, a in (*named, ("celebrities", self.celebrities)) if a}
+        return {t: a for t, a in (*named, ("celebrities", self.celebrities), ("streams", self.streams)) if a}
 
     def __or__(self, other: Access) -> Access:
         # Field by field, by name: a positional call breaks silently when a field is inserted.
@@ -236,3 +242,49 @@ VIDEO_WORKER_ACCESS = Access(
 # grants above; its model file ships in the model layer (layers/build.py models).
 for _persons, _faces in (("StartPersonTracking", "StartFaceDetection"), ("GetPersonTracking", "GetFaceDetection")):
     OPERATION_ACCESS[_persons] = OPERATION_ACCESS[_faces]
+
+# --- stream processors (issue 26; facebank/operations/stream_processors.py, their own nested
+# stack "StreamProcessors"). The streams table (facebank/storage/dynamodb_streams.py): Create is a
+# transaction (Put of the processor + Update of the "#count" item), Delete likewise (Delete +
+# Update); transitions read the item (GetItem) and write it conditionally (UpdateItem); listing
+# Scans. Create and Start read the collection (it must exist and be of this pack); no model files
+# (the pack's description only). Start hands the processor to the stream consumer function: an
+# asynchronous lambda:InvokeFunction on it (Platform.stream_consumer, set by infra/streams.py).
+# TagResource & co. reach a processor through its ARN (facebank/operations/collections.TAGGABLE).
+STREAM_OPERATIONS = frozenset(
+    {
+        "CreateStreamProcessor",
+        "DescribeStreamProcessor",
+        "ListStreamProcessors",
+        "StartStreamProcessor",
+        "StopStreamProcessor",
+        "DeleteStreamProcessor",
+        "UpdateStreamProcessor",
+    }
+)
+
+
+def _streams(streams=(), collections=(), *, stream_consumer=False) -> Access:
+    return Access(
+        collections=frozenset(collections),
+        streams=frozenset(streams),
+        models=False,
+        stream_consumer=stream_consumer,
+    )
+
+
+OPERATION_ACCESS |= {
+    "CreateStreamProcessor": _streams({PUT, UPDATE}, {GET}),
+    "DescribeStreamProcessor": _streams({GET}),
+    "ListStreamProcessors": _streams({SCAN}),
+    "StartStreamProcessor": _streams({GET, UPDATE}, {GET}, stream_consumer=True),
+    "StopStreamProcessor": _streams({GET, UPDATE}),
+    "DeleteStreamProcessor": _streams({GET, DELETE, UPDATE}),
+    "UpdateStreamProcessor": _streams({GET, UPDATE}),
+}
+for _tagging, _actions in (
+    ("TagResource", {GET, UPDATE}),
+    ("UntagResource", {GET, UPDATE}),
+    ("ListTagsForResource", {GET}),
+):
+    OPERATION_ACCESS[_tagging] = OPERATION_ACCESS[_tagging] | Access(streams=frozenset(_actions))

@@ -12,7 +12,7 @@ from aws_cdk import Duration
 from aws_cdk import aws_lambda as lambda_
 
 from facebank.operations import OPERATIONS
-from infra.access import Access, access_for
+from infra.access import STREAM_OPERATIONS, Access, access_for
 from infra.layers import ROOT, LayerError
 from infra.platform import FeatureStack, Platform
 
@@ -23,6 +23,7 @@ FEATURES = {
     "collections": ("CollectionsAndUsers", "facebank: collections, faces, search and users"),
     "celebrities": ("Celebrities", "facebank: RecognizeCelebrities and GetCelebrityInfo"),
     "video": ("Video", "facebank: stored-video jobs"),
+    "streams": ("StreamProcessors", "facebank: stream processors (Create/Describe/List/Start/Stop/Delete/Update)"),
 }
 
 
@@ -51,7 +52,9 @@ def operations_of(feature: str) -> list[str]:
             access = access_for(operation)
         except KeyError as exc:
             raise LayerError(exc.args[0]) from None
-        if feature_of(access) == feature:
+        # The stream processor operations are a feature of their own: by name, as their access
+        # (the streams table, a collection read) resembles the tag operations'.
+        if ("streams" if operation in STREAM_OPERATIONS else feature_of(access)) == feature:
             out.append(operation)
     return out
 

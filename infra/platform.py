@@ -228,6 +228,16 @@ class ShardFanOut:
     function_arns: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class StreamConsumer:
+    """What StartStreamProcessor's function gets (``Access.stream_consumer``): lambda:InvokeFunction
+    on the stream consumer function and the environment that names it. Set on the Platform by the
+    stream consumer's stack (infra/streams.py) before the stream processor operations are built."""
+
+    function_arn: str
+    environment: dict[str, str]
+
+
 @dataclass
 class Platform:
     """What the root stack shares with every feature stack."""
@@ -243,6 +253,7 @@ class Platform:
     model_layer: lambda_.ILayerVersion
     layer_sizes: dict[str, int]
     shard_fan_out: ShardFanOut | None = None
+    stream_consumer: StreamConsumer | None = None
     # Every function, by name, with its role, access and memory (tests and the API read them).
     functions: dict[str, lambda_.Function] = field(default_factory=dict)
     roles: dict[str, iam.Role] = field(default_factory=dict)
@@ -350,6 +361,8 @@ class Platform:
         fan_out = self.shard_fan_out
         if access.shards and fan_out is not None:
             env |= variables(shard_function=fan_out.prefix, shard_slots=fan_out.slots)
+        if access.stream_consumer and self.stream_consumer is not None:
+            env |= self.stream_consumer.environment
         return env
 
     def function(
@@ -382,6 +395,10 @@ class Platform:
         if access.shards and fan_out is not None:
             role.add_to_policy(
                 iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=list(fan_out.function_arns))
+            )
+        if access.stream_consumer and self.stream_consumer is not None:
+            role.add_to_policy(
+                iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[self.stream_consumer.function_arn])
             )
         memory = self.memory(memory_key or name, access)
         fn = lambda_.Function(

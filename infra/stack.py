@@ -112,6 +112,10 @@ class FacebankStack(Stack):
         self.shards = ShardSearch(platform)  # first: the searches' fan-out names its functions
         self.features = [OperationFunctions(platform, f) for f in ("images", "collections", "celebrities")]
         self.video = VideoJobs(platform)
+        # The stream consumer's stack (infra/streams.py, issue 26) goes here, before the stream
+        # processor operations: it sets platform.stream_consumer, which StartStreamProcessor's
+        # function is granted lambda:InvokeFunction on.
+        self.stream_processors = OperationFunctions(platform, "streams")
         self.ingest = Ingest(platform)
         if self.own_ingest_bucket is not None:
             notify_ingest_queue(self.own_ingest_bucket, self.ingest, params.runtime.ingest_prefix)
@@ -145,6 +149,8 @@ class FacebankStack(Stack):
             "ingest": table(self, "IngestLedgerTable", f"{prefix}ingest", "object_key", removal=removal, ttl="expires"),
             "jobs": table(self, "JobsTable", f"{prefix}jobs", "job_id", removal=removal),
             "celebrities": celebrity_table(self, prefix, removal),
+            # facebank/storage/dynamodb_streams.py: the stream processors and their runs' checkpoints
+            "streams": table(self, "StreamsTable", f"{prefix}streams", "name", removal=removal),
         }
         self.access_logs = bucket(
             self,
@@ -250,4 +256,5 @@ class FacebankStack(Stack):
         CfnOutput(self, "TablePrefix", value=self.table_prefix)
         CfnOutput(self, "VideoQueueUrl", value=self.video.queue.queue_url)
         CfnOutput(self, "JobsTableName", value=self.tables["jobs"].table_name)
+        CfnOutput(self, "StreamsTableName", value=self.tables["streams"].table_name)
         celebrity_outputs(self, self.tables["celebrities"], self.model_pack.name)

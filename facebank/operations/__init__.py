@@ -184,4 +184,12 @@ class Context:
 
 
 # Importing the modules registers their operations.
-from facebank.operations import celebrities, collections, faces, person_tracking, users, video  # noqa: E402, F401
+from facebank.operations import (  # noqa: E402, F401
+    celebrities,
+    collections,
+    faces,
+    person_tracking,
+    stream_processors,
+    users,
+    video,
+)

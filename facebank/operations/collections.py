@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+from collections.abc import Callable
 
 from facebank.errors import (
     InvalidParameterException,
@@ -154,15 +155,25 @@ def delete_collection(request: Request, ctx: Context) -> Response:
     return {"StatusCode": 200}
 
 
-# --- tags (Rekognition tags collections and stream processors; facebank has collections only)
+# --- tags (Rekognition tags collections and stream processors)
 
 MAX_TAGS = 50  # Rekognition's limit of tags per resource
+
+# Other taggable resources, by the marker in their ARN (":streamprocessor/": registered by
+# facebank.operations.stream_processors): (tag(ctx, arn, put, remove_keys), list_tags(ctx, arn)).
+TagWriter = Callable[[Context, str, dict[str, str], list[str]], None]
+TagReader = Callable[[Context, str], dict[str, str]]
+TAGGABLE: dict[str, tuple[TagWriter, TagReader]] = {}
+
+
+def _other_resource(arn: str) -> tuple[TagWriter, TagReader] | None:
+    return next((handlers for marker, handlers in TAGGABLE.items() if marker in arn), None)
 
 
 def _collection_of(arn: str, ctx: Context) -> str:
     prefix, _, collection_id = arn.partition(":collection/")
     if not collection_id or not prefix.startswith("arn:"):
-        raise InvalidParameterException(f"{arn} is not a collection ARN")
+        raise InvalidParameterException(f"{arn} is not a collection or stream processor ARN")
     rec = ctx.metadata.get_collection(collection_id)
     if rec is None or rec.arn != arn:
         raise ResourceNotFoundException(f"The resource {arn} does not exist")
@@ -171,8 +182,11 @@ def _collection_of(arn: str, ctx: Context) -> str:
 
 @operation("TagResource")
 def tag_resource(request: Request, ctx: Context) -> Response:
-    collection_id = _collection_of(request["ResourceArn"], ctx)
     put = request["Tags"]
+    if other := _other_resource(request["ResourceArn"]):
+        other[0](ctx, request["ResourceArn"], put, [])
+        return {}
+    collection_id = _collection_of(request["ResourceArn"], ctx)
     current = get_collection(ctx, collection_id).tags
     if len(current.keys() | put.keys()) > MAX_TAGS:
         raise ServiceQuotaExceededException(f"A resource can have at most {MAX_TAGS} tags")
@@ -182,12 +196,17 @@ def tag_resource(request: Request, ctx: Context) -> Response:
 
 @operation("UntagResource")
 def untag_resource(request: Request, ctx: Context) -> Response:
+    if other := _other_resource(request["ResourceArn"]):
+        other[0](ctx, request["ResourceArn"], {}, request["TagKeys"])
+        return {}
     ctx.metadata.update_tags(_collection_of(request["ResourceArn"], ctx), {}, request["TagKeys"])
     return {}
 
 
 @operation("ListTagsForResource")
 def list_tags_for_resource(request: Request, ctx: Context) -> Response:
+    if other := _other_resource(request["ResourceArn"]):
+        return {"Tags": other[1](ctx, request["ResourceArn"])}
     return {"Tags": get_collection(ctx, _collection_of(request["ResourceArn"], ctx)).tags}
 
 

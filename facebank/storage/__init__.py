@@ -123,13 +123,14 @@ def _unavailable(what: str) -> Any:
 
 
 def open_embedded(data_dir: str | os.PathLike) -> Storage:
-    """SQLite at data_dir/metadata.sqlite3 (metadata, request ledger, video jobs), segment files
+    """SQLite at data_dir/metadata.sqlite3 (metadata, request ledger, video jobs, stream processors), segment files
     under data_dir/vectors/ and video job results under data_dir/jobs/. Raises
     UnsupportedSchemaVersion for a database this version cannot read."""
     from facebank.storage.files import FileVectorStore
     from facebank.storage.job_files import FileJobResults
     from facebank.storage.sqlite import SqliteDatabase, SqliteMetadataStore, SqliteRequestLedger
     from facebank.storage.sqlite_jobs import SqliteJobStore
+    from facebank.storage.sqlite_streams import SqliteStreamProcessorStore
 
     root = Path(data_dir)
     database = SqliteDatabase(root / "metadata.sqlite3")
@@ -139,6 +140,7 @@ def open_embedded(data_dir: str | os.PathLike) -> Storage:
         ledger=SqliteRequestLedger(database),
         jobs=SqliteJobStore(database),
         results=FileJobResults(root / "jobs"),
+        streams=SqliteStreamProcessorStore(database),
     )
 
 
@@ -155,7 +157,8 @@ def open_aws(
 ) -> Storage:
     """DynamoDB tables <table_prefix>{collections,faces,users} and s3://bucket/<s3_prefix>; the
     request ledger lives in the users table, the ingest ledger (if ingest_table) in its own; video
-    jobs in <table_prefix>jobs, their results under s3://bucket/<results_prefix>.
+    jobs in <table_prefix>jobs, their results under s3://bucket/<results_prefix>; stream processors
+    in <table_prefix>streams.
 
     Pass boto3 clients (or resources) to control sessions/endpoints; otherwise default ones are
     made. Tables are not created here (that is the CDK stack's job; see dynamodb.create_tables).
@@ -166,6 +169,7 @@ def open_aws(
     from facebank.storage.dynamodb import DynamoMetadataStore
     from facebank.storage.dynamodb_jobs import DynamoJobStore
     from facebank.storage.dynamodb_ledgers import DynamoIngestLedger, DynamoRequestLedger
+    from facebank.storage.dynamodb_streams import DynamoStreamProcessorStore
     from facebank.storage.dynamodb_tables import TableNames
     from facebank.storage.s3 import S3VectorStore
     from facebank.storage.s3_jobs import S3JobResults
@@ -182,4 +186,5 @@ def open_aws(
         ingest=DynamoIngestLedger(dynamodb, ingest_table) if ingest_table else None,
         jobs=DynamoJobStore(dynamodb, f"{table_prefix}jobs"),
         results=S3JobResults(s3, bucket, results_prefix),
+        streams=DynamoStreamProcessorStore(dynamodb, f"{table_prefix}streams"),
     )

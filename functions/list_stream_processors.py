@@ -1,0 +1,3 @@
+from facebank.aws.apigw import handler_for
+
+handler = handler_for("ListStreamProcessors")
