@@ -74,18 +74,32 @@ def _serve(host: str, port: int, ctx, credentials: dict[str, str]) -> None:
     jobs stop at their next frame and stay IN_PROGRESS for the next start."""
     from facebank.maintenance import Compactor
     from facebank.server import serve as run_server
-    from facebank.wiring import video_runner
+    from facebank.wiring import stream_runner, video_runner
 
     runner = video_runner(ctx)
     if runner is not None:
         runner.resume()
+    streams = stream_runner(ctx)
+    if streams is not None:
+        _resume_streams(streams)
     compactor = Compactor(ctx).start()  # small segments merged in the background (docs/server.md)
     try:
         run_server(host, port, ctx, credentials)
     finally:
         compactor.stop()
+        if streams is not None:
+            streams.stop()
         if runner is not None:
             runner.stop()
+
+
+def _resume_streams(streams) -> None:
+    """Stream processors left RUNNING/STARTING restart, STOPPING ones become STOPPED (docs/streams.md);
+    a storage without stream processors (none stored yet) has nothing to resume."""
+    try:
+        streams.resume()
+    except AttributeError as exc:  # the stand-in store (storage.Storage) before an adapter sets it
+        log.warning("stream processors not resumed: %s", exc)
 
 
 def _check_address(host: str, port: int) -> None:

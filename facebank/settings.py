@@ -151,6 +151,24 @@ class Settings:
         env="FACEBANK_NOTIFICATION_TOPICS",
         context="facebank:notificationTopics",
     )
+    # Stream processors (docs/streams.md)
+    streams: tuple[str, ...] = setting(
+        (),
+        "a stream processor input: NAME=URL, NAME the Kinesis video stream named in its Input ARN, URL a file, "
+        "RTSP, HTTP or HLS source (repeat the flag; the variable: comma-separated)",
+        env="FACEBANK_STREAMS",
+        flag="--stream",
+    )
+    kinesis_endpoint_url: str | None = setting(
+        None,
+        "Kinesis Data Streams endpoint stream processors write their records to",
+        env="FACEBANK_KINESIS_ENDPOINT_URL",
+        flag="--kinesis-endpoint-url",
+        shown_default="boto3's own",
+    )
+    stream_sample_fps: float = setting(
+        4.0, "frames analysed per second of a live stream (docs/streams.md)", env="FACEBANK_STREAM_SAMPLE_FPS"
+    )
     # Sharded search (facebank/search/shards.py, facebank/aws/shard_search.py)
     shard_rows: int = setting(
         500_000,
@@ -276,6 +294,9 @@ def add_flags(parser: argparse.ArgumentParser, names: Iterable[str] | None = Non
         if spec.flag is None or (chosen is not None and f.name not in chosen):
             continue
         kind = types[f.name]
+        if kind == tuple[str, ...]:  # repeatable: each occurrence adds a value
+            parser.add_argument(spec.flag, action="append", default=None, metavar="VALUE", help=help_text(f.name))
+            continue
         parser.add_argument(
             spec.flag,
             default=None if spec.env else f.default,
@@ -287,11 +308,13 @@ def add_flags(parser: argparse.ArgumentParser, names: Iterable[str] | None = Non
 
 def with_flags(settings: Settings, args: argparse.Namespace) -> Settings:
     """Command-line flags over the environment's settings (a flag left out keeps the env value)."""
-    values = {}
+    values: dict[str, Any] = {}
     for f, spec in declared():
         if spec.flag is None:
             continue
         value = getattr(args, spec.flag.lstrip("-").replace("-", "_"), None)
-        if value is not None:
+        if isinstance(value, list):  # a repeatable flag: its values, not split further
+            values[f.name] = tuple(value)
+        elif value is not None:
             values[f.name] = parse(f.name, value, spec.flag) if isinstance(value, str) else value
     return replace(settings, **values)

@@ -16,6 +16,7 @@ from facebank.storage import Storage, open_aws, open_embedded
 
 if TYPE_CHECKING:
     from facebank.storage.celebrities import CelebrityGallery
+    from facebank.stream_runner import StreamRunner
     from facebank.video_runner import VideoRunner
 
 
@@ -47,6 +48,11 @@ def embedded_context(settings: Settings) -> Context:
     from facebank.video_runner import VideoRunner  # threads start only when a job is submitted
 
     ctx.submit_video_job = VideoRunner(ctx, settings.video_workers).submit
+    from facebank.stream_runner import StreamRunner, kinesis_client, parse_streams  # threads start on Start
+
+    ctx.start_stream_processor = StreamRunner(
+        ctx, parse_streams(settings.streams), lambda: kinesis_client(settings.kinesis_endpoint_url, settings.region)
+    ).start
     return ctx
 
 
@@ -57,6 +63,14 @@ def video_runner(ctx: Context) -> VideoRunner | None:
     from facebank.video_runner import VideoRunner
 
     return runner if isinstance(runner, VideoRunner) else None
+
+
+def stream_runner(ctx: Context) -> StreamRunner | None:
+    """The embedded Context's stream runner (for ``facebank serve`` to resume and stop it)."""
+    runner = getattr(ctx.start_stream_processor, "__self__", None)
+    from facebank.stream_runner import StreamRunner
+
+    return runner if isinstance(runner, StreamRunner) else None
 
 
 def sns_client(endpoint_url: str | None = None, region: str | None = None) -> Any:

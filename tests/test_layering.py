@@ -28,6 +28,7 @@ LAYERS = [
             "facebank.wiring",
             "facebank.api_client",
             "facebank.video_runner",
+            "facebank.stream_runner",
         ],
     ),
     ("protocol", ["facebank.protocol", "facebank.validation", "facebank.sigv4"]),

@@ -156,6 +156,7 @@ class Tracker:
 
     rule: LinkRule = field(default_factory=LinkRule)
     _tracks: list[_Track] = field(default_factory=list)
+    _next_index: int = 0  # tracks are numbered in order of appearance, also after prune()
 
     def update(self, timestamp_ms: int, boxes: list, embeddings: list | None = None) -> list[int]:
         """The track Index of each detection of this frame (boxes x1, y1, x2, y2 as ratios)."""
@@ -180,8 +181,9 @@ class Tracker:
                     track.embedding_sum = emb.copy() if track.embedding_sum is None else track.embedding_sum + emb
             else:
                 track = _Track(
-                    len(self._tracks), timestamp_ms, timestamp_ms, box, box, None if emb is None else emb.copy()
+                    self._next_index, timestamp_ms, timestamp_ms, box, box, None if emb is None else emb.copy()
                 )
+                self._next_index += 1
                 self._tracks.append(track)
             if emb is not None:
                 track.embedded_ms = timestamp_ms
@@ -214,6 +216,48 @@ class Tracker:
 
     def summaries(self) -> list[TrackSummary]:
         return [t.summary() for t in self._tracks]
+
+    def prune(self, before_ms: int) -> None:
+        """Forget the tracks last seen before ``before_ms`` (a live stream, which never ends, keeps
+        its memory bounded this way; their Indexes are not reused)."""
+        self._tracks = [t for t in self._tracks if t.last_ms >= before_ms]
+
+    def to_state(self) -> dict:
+        """Everything update() needs, JSON-serialisable (a stream processor's checkpoint)."""
+        return {
+            "next_index": self._next_index,
+            "tracks": [
+                {
+                    "index": t.index,
+                    "first_ms": t.first_ms,
+                    "last_ms": t.last_ms,
+                    "first_box": [float(v) for v in t.first_box],
+                    "last_box": [float(v) for v in t.last_box],
+                    "embedding_sum": None if t.embedding_sum is None else [float(v) for v in t.embedding_sum],
+                    "count": t.count,
+                    "embedded_ms": t.embedded_ms,
+                }
+                for t in self._tracks
+            ],
+        }
+
+    @classmethod
+    def from_state(cls, rule: LinkRule, state: dict) -> Tracker:
+        """The tracker ``to_state`` saved, continuing exactly where it was."""
+        tracks = [
+            _Track(
+                index=int(t["index"]),
+                first_ms=int(t["first_ms"]),
+                last_ms=int(t["last_ms"]),
+                first_box=np.asarray(t["first_box"], dtype=np.float64),
+                last_box=np.asarray(t["last_box"], dtype=np.float64),
+                embedding_sum=None if t["embedding_sum"] is None else np.asarray(t["embedding_sum"], dtype=np.float64),
+                count=int(t["count"]),
+                embedded_ms=None if t["embedded_ms"] is None else int(t["embedded_ms"]),
+            )
+            for t in state.get("tracks", [])
+        ]
+        return cls(rule, tracks, int(state.get("next_index", len(tracks))))
 
 
 def join_segments(

@@ -300,10 +300,16 @@ def _require_collection(job: JobRecord, ctx: Context) -> None:
 
 
 def _search(job: JobRecord, ctx: Context, embedding: Any) -> list[dict]:
-    threshold = float(job.params.get("FaceMatchThreshold", 80.0))
-    hits = ctx.index.search_records(
-        job.params["CollectionId"], embedding, MAX_MATCHES_PER_FACE, cosine_floor(ctx, threshold)
+    return search_collection(
+        ctx, job.params["CollectionId"], float(job.params.get("FaceMatchThreshold", 80.0)), embedding
     )
+
+
+def search_collection(ctx: Context, collection_id: str, threshold: float, embedding: Any) -> list[dict]:
+    """FaceMatches of one face's embedding, as SearchFacesByImage finds them (the index searches
+    the collection's shards, fanned out when the Context has a shard searcher); stream processors
+    search with this too."""
+    hits = ctx.index.search_records(collection_id, embedding, MAX_MATCHES_PER_FACE, cosine_floor(ctx, threshold))
     return face_matches(ctx, hits, threshold)
 
 
