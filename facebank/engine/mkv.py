@@ -25,7 +25,7 @@ import math
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING
 
-from facebank.engine.stream_media import Fragment
+from facebank.engine.stream_media import Fragment, SourceError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -66,7 +66,7 @@ RECONNECT_ERRORS = frozenset({"4003", "5000", "MAX_CONNECTION_DURATION_REACHED",
 ERROR_MESSAGES = ("AWS_KINESISVIDEO_ERROR_MESSAGE", "AWS_KINESISVIDEO_EXCEPTION_MESSAGE")
 
 
-class MkvError(Exception):
+class MkvError(SourceError):
     """The media cannot be read; the message is user-facing (the processor's StatusMessage)."""
 
 
