@@ -174,6 +174,7 @@ class FakeStream:
     error_code: str = "STREAM_NOT_ACTIVE"
     error_id: str = "4008"
     unknown_cluster_sizes: bool = False
+    delete_after: str | None = None  # a fragment number after which the stream is deleted (mid-payload)
     get_media_calls: list[dict] = field(default_factory=list)
 
     @property
@@ -319,6 +320,8 @@ class FakeKinesisVideo:
                     break
                 behind = int((last - f.producer_timestamp) * 1000)
                 send(f.chunk(behind, unknown_cluster_size=stream.unknown_cluster_sizes))
+                if stream.delete_after == f.number:
+                    stream.deleted = True
                 if stream.error_after == f.number:
                     send(
                         tags(

@@ -170,6 +170,8 @@ class KinesisVideoReader:
         self.last, self.failures = after, 0
         opened = False
         while True:
+            if self.last is not None:  # resume: the checkpointed fragment (served again, skipped) on
+                selector = {"StartSelectorType": "FRAGMENT_NUMBER", "AfterFragmentNumber": self.last}
             payload = self._connect(selector)
             got = False
             if payload is not None:
@@ -177,8 +179,6 @@ class KinesisVideoReader:
                     opened = True
                     on_open()
                 got = yield from self._read(payload)
-            if self.last is not None:
-                selector = {"StartSelectorType": "FRAGMENT_NUMBER", "AfterFragmentNumber": self.last}
             if not keep_going():
                 return
             if not got:
@@ -375,6 +375,11 @@ def dead_letter(ctx: Context, record: dict) -> None:
     Consumer._end(ctx.storage.streams, name, session, message[:1000])
 
 
+def idle_sleep(seconds: float) -> None:
+    """The consumer's wait between GetMedia connections that brought nothing."""
+    time.sleep(seconds)
+
+
 @lambda_entry()
 def handler(event: dict, context: Any) -> dict:
     ctx = shared_context()
@@ -388,6 +393,7 @@ def handler(event: dict, context: Any) -> dict:
         ctx,
         should_yield=lambda: context.get_remaining_time_in_millis() < YIELD_MARGIN_MS,
         invoke=lambda name, session, hop: stream_client.invoke(settings, name, session, hop),
+        sleep=lambda seconds: idle_sleep(seconds),
     )
     name, session, hop = str(event["name"]), int(event["session"]), int(event.get("hop", 0))
     why = consumer.run(name, session, hop)
