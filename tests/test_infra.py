@@ -422,11 +422,13 @@ def test_tables_match_the_dynamodb_adapter_and_are_protected(template):
             self.calls[TableName] = kwargs
 
     from facebank.storage.dynamodb_jobs import create_jobs_table
+    from facebank.storage.dynamodb_streams import create_streams_table
 
     recorder = Recorder()
     create_tables(recorder, TableNames.with_prefix("facebank-"), wait=False)
     create_celebrity_table(recorder, "facebank-celebrities", wait=False)
     create_jobs_table(recorder, "facebank-jobs", wait=False)
+    create_streams_table(recorder, "facebank-streams", wait=False)
     tables = {t["Properties"]["TableName"]: t for t in resources(template, "AWS::DynamoDB::Table").values()}
     assert set(tables) == set(recorder.calls) | {"facebank-ingest"}
     for name, table in tables.items():

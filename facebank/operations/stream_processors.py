@@ -112,7 +112,12 @@ def _face_search(settings: dict, ctx: Context) -> tuple[str, float]:
     face_search = settings.get("FaceSearch")
     if not face_search or not face_search.get("CollectionId"):
         raise InvalidParameterException("Settings.FaceSearch with a CollectionId is required")
-    collection = get_collection(ctx, face_search["CollectionId"], check_pack=True)
+    try:
+        collection = get_collection(ctx, face_search["CollectionId"], check_pack=True)
+    except ResourceNotFoundException as exc:
+        # CreateStreamProcessor declares no ResourceNotFoundException: a missing collection is a
+        # bad parameter here (Start, which declares it, answers ResourceNotFoundException).
+        raise InvalidParameterException(f"Settings.FaceSearch.CollectionId: {exc.message}") from None
     threshold = float(face_search.get("FaceMatchThreshold", DEFAULT_THRESHOLD))
     return collection.collection_id, max(threshold, DEFAULT_THRESHOLD)
 

@@ -32,10 +32,13 @@ class Stores:
     ledger: RequestLedger
     jobs: Any = None  # JobStore, or a stand-in where the adapter set has none
     results: Any = None  # JobResults, likewise
+    streams: Any = None  # StreamProcessorStore, likewise
 
     @classmethod
     def of(cls, kind: str, storage: Storage) -> Stores:
-        return cls(kind, storage.metadata, storage.vectors, storage.ledger, storage.jobs, storage.results)
+        return cls(
+            kind, storage.metadata, storage.vectors, storage.ledger, storage.jobs, storage.results, storage.streams
+        )
 
 
 @dataclass
@@ -112,10 +115,12 @@ def aws_stores(aws) -> Stores:
     from facebank.storage import open_aws
     from facebank.storage.dynamodb import TableNames, create_tables
     from facebank.storage.dynamodb_jobs import create_jobs_table
+    from facebank.storage.dynamodb_streams import create_streams_table
 
     prefix = f"t{next(_test_ids)}-"
     create_tables(aws.dynamodb, TableNames.with_prefix(prefix))
     create_jobs_table(aws.dynamodb, f"{prefix}jobs")
+    create_streams_table(aws.dynamodb, f"{prefix}streams")
     storage = open_aws(
         bucket=aws.bucket,
         table_prefix=prefix,
