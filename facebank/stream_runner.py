@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from facebank.operations import Context
+from facebank.operations.stream_processors import kinesis_video_stream_name
 from facebank.operations.stream_run import failure_message, run_stream
+
+if TYPE_CHECKING:
+    from facebank.engine.stream_media import Fragment
 
 log = logging.getLogger("facebank.streams")
 
@@ -35,11 +39,24 @@ def parse_streams(values: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def video_stream_name(arn: str) -> str:
-    """arn:aws:kinesisvideo:<region>:<account>:stream/<name>/<creation time> -> <name>."""
-    resource = arn.split(":", 5)[-1]
-    parts = resource.split("/")
-    return parts[1] if len(parts) > 1 else resource
+def selected(fragments: Iterable[Fragment], start_selector: dict | None) -> Iterator[Fragment]:
+    """The fragments from StartSelector.KVSStreamStartSelector on: ProducerTimestamp (ms) or
+    FragmentNumber (this source's synthesised numbers) at or after it. A live source has nothing
+    older, so a past selector changes nothing."""
+    kvs = (start_selector or {}).get("KVSStreamStartSelector") or {}
+    after_ms, after_number = kvs.get("ProducerTimestamp"), kvs.get("FragmentNumber")
+    iterator = iter(fragments)
+    try:
+        for fragment in iterator:
+            if after_ms is not None and fragment.producer_timestamp * 1000 < float(after_ms):
+                continue
+            if after_number is not None and int(fragment.number) < int(after_number):
+                continue
+            yield fragment
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
 
 
 def kinesis_client(endpoint_url: str | None, region: str) -> Any:
@@ -56,7 +73,7 @@ class StreamRunner:
         ctx: Context,
         sources: dict[str, str],
         open_kinesis: Callable[[], Any],
-        open_fragments: Callable[[str], Iterable[Any]] | None = None,
+        open_fragments: Callable[[str], Iterable[Fragment]] | None = None,
     ):
         self.ctx, self.sources, self.open_kinesis = ctx, sources, open_kinesis
         self.open_fragments = open_fragments or _open_source
@@ -94,7 +111,7 @@ class StreamRunner:
             rec = store.get(name)
             if rec is None or rec.session != session:
                 return
-            stream = video_stream_name(rec.input_arn)
+            stream = kinesis_video_stream_name(rec.input_arn)
             url = self.sources.get(stream)
             if url is None:
                 message = (
@@ -103,7 +120,7 @@ class StreamRunner:
                 )
                 self._fail(name, session, message)
                 return
-            fragments = self.open_fragments(url)
+            fragments = selected(self.open_fragments(url), rec.start_selector)
             why = run_stream(name, session, self.ctx, fragments, self._sink(rec), should_yield=self._stopping.is_set)
             if why == "ended":
                 self._fail(name, session, f"The input {stream} ended")
@@ -158,7 +175,7 @@ class StreamRunner:
             thread.join(timeout)
 
 
-def _open_source(url: str) -> Iterable[Any]:
+def _open_source(url: str) -> Iterable[Fragment]:
     from facebank.engine.stream_media import open_source
 
     return open_source(url)

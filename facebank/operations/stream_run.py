@@ -226,8 +226,9 @@ def failure_message(exc: BaseException) -> str:
     from facebank.engine.stream_media import SourceError
     from facebank.errors import RekognitionError
     from facebank.storage import CollectionNotFound
+    from facebank.storage.kinesis import KinesisWriteError
 
-    if isinstance(exc, SourceError):
+    if isinstance(exc, SourceError | KinesisWriteError):
         return str(exc)
     if isinstance(exc, CollectionNotFound):
         return f"The collection {exc.collection_id} was deleted while the stream processor ran"

@@ -1,0 +1,186 @@
+"""The stream processor loop (operations.stream_run.run_stream) over the SQLite store with a real
+clip read by engine.stream_media, and the Kinesis sink (storage.kinesis) against moto and a
+stubbed partial failure. The whole runtime through `facebank serve`: tests/test_streams_server.py."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from support import SHARED, embedded_ctx, serialised_moto
+
+from facebank.engine.stream_media import Fragment, SourceError, open_source
+from facebank.operations import OPERATIONS
+from facebank.operations.stream_run import run_stream
+from facebank.storage.kinesis import KinesisSink, KinesisWriteError
+
+CLIP = SHARED / "videos" / "intel_head-pose-face-detection-female-and-male.mp4"  # 2 faces, 4.5 s, 12.5 fps
+KVS = "arn:aws:kinesisvideo:us-east-1:000000000000:stream/cam/1700000000000"
+KDS = "arn:aws:kinesis:us-east-1:123456789012:stream/out"
+
+
+def require_clip() -> Path:
+    if not CLIP.is_file():
+        pytest.skip(f"{CLIP.name} not found in {CLIP.parent} (set FACEBANK_SHARED to the shared/ folder)")
+    return CLIP
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.records: list[dict] = []
+
+    def put(self, records: list[dict]) -> None:
+        self.records += records
+
+
+class Uncloseable:
+    """One source read by two runs in turn (run_stream closes what it is given when it ends)."""
+
+    def __init__(self, fragments: Iterator[Fragment]):
+        self.fragments = fragments
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Fragment:
+        return next(self.fragments)
+
+
+class Yield:
+    """should_yield: True once ``after`` fragments have been asked for."""
+
+    def __init__(self, after: int):
+        self.calls, self.after = 0, after
+
+    def __call__(self) -> bool:
+        self.calls += 1
+        return self.calls > self.after
+
+
+@pytest.fixture
+def ctx(model_env, tmp_path):
+    ctx = embedded_ctx(tmp_path / "data")
+    OPERATIONS["CreateCollection"]({"CollectionId": "people"}, ctx)
+    OPERATIONS["CreateStreamProcessor"](
+        {
+            "Name": "door",
+            "Input": {"KinesisVideoStream": {"Arn": KVS}},
+            "Output": {"KinesisDataStream": {"Arn": KDS}},
+            "RoleArn": "arn:aws:iam::000000000000:role/r",
+            "Settings": {"FaceSearch": {"CollectionId": "people"}},
+        },
+        ctx,
+    )
+    ctx.start_stream_processor = lambda name: None  # the test runs the loop itself
+    OPERATIONS["StartStreamProcessor"]({"Name": "door"}, ctx)
+    return ctx
+
+
+def test_a_run_resumed_from_its_checkpoint_continues_its_tracks_and_sampling(ctx):
+    fragments = Uncloseable(open_source(str(require_clip()), realtime=False))
+    store = ctx.storage.streams
+    session = store.get("door").session
+    first, second = ListSink(), ListSink()
+    assert run_stream("door", session, ctx, fragments, first, should_yield=Yield(2)) == "yield"
+    assert store.get("door").status == "RUNNING"
+    checkpoint = store.get_checkpoint("door")
+    tracker = checkpoint["analyzer"]["tracker"]
+    assert checkpoint["session"] == session and checkpoint["fragment"].isdigit()
+    assert tracker["next_index"] == 2 and len(tracker["tracks"]) == 2  # the clip's two people
+    # Picked up from the checkpoint (as after a restart or a hand-over): the same two tracks go on.
+    with pytest.raises(SourceError, match="ended after 4.4 s"):
+        run_stream("door", session, ctx, fragments, second)
+    assert store.get_checkpoint("door")["analyzer"]["tracker"]["next_index"] == 2
+    records = first.records + second.records
+    times = [
+        r["InputInformation"]["KinesisVideo"]["ProducerTimestamp"]
+        + r["InputInformation"]["KinesisVideo"]["FrameOffsetInSeconds"]
+        for r in records
+    ]
+    gaps = [round(b - a, 2) for a, b in zip(times, times[1:], strict=False)]
+    assert len(records) == 18 and set(gaps) == {0.24, 0.32}  # 4 fps on a 12.5 fps clip, across both runs
+    assert all(
+        len(r["FaceSearchResponse"]) == 2 and not any(f["MatchedFaces"] for f in r["FaceSearchResponse"])
+        for r in records
+    )
+
+
+def test_stop_lost_lease_and_max_duration(ctx):
+    store = ctx.storage.streams
+    session = store.get("door").session
+    clip = str(require_clip())
+    # Stop: STOPPING -> STOPPED by the runtime, before the next fragment is analysed.
+    OPERATIONS["StopStreamProcessor"]({"Name": "door"}, ctx)
+    sink = ListSink()
+    assert run_stream("door", session, ctx, open_source(clip, realtime=False), sink) == "stopped"
+    assert store.get("door").status == "STOPPED" and sink.records == []
+    # Started again: a runtime still working for the old session stops at once.
+    OPERATIONS["StartStreamProcessor"]({"Name": "door", "StopSelector": {"MaxDurationInSeconds": 2}}, ctx)
+    assert run_stream("door", session, ctx, open_source(clip, realtime=False), sink) == "lost"
+    # MaxDurationInSeconds on the runtime's clock: a fake one, a second per call.
+    ticks = iter(range(1000))
+    why = run_stream("door", session + 1, ctx, open_source(clip, realtime=False), sink, clock=lambda: next(ticks))
+    assert why == "stopped" and store.get("door").status == "STOPPED"
+    assert 0 < len(sink.records) <= 8  # at most 2 fragments analysed
+
+
+# --- the sink
+
+
+@pytest.fixture
+def kinesis():
+    from moto import mock_aws
+
+    with pytest.MonkeyPatch.context() as mp:
+        serialised_moto(mp)
+        with mock_aws():
+            client = boto3.client("kinesis", region_name="us-east-1")
+            client.create_stream(StreamName="out", ShardCount=1)
+            yield client
+
+
+def read_all(client) -> list[dict]:
+    shard = client.list_shards(StreamName="out")["Shards"][0]["ShardId"]
+    iterator = client.get_shard_iterator(StreamName="out", ShardId=shard, ShardIteratorType="TRIM_HORIZON")
+    records = client.get_records(ShardIterator=iterator["ShardIterator"], Limit=10000)["Records"]
+    return [json.loads(r["Data"]) for r in records]
+
+
+def test_sink_writes_every_record_in_batches_of_at_most_500(kinesis):
+    calls = []
+    kinesis.meta.events.register("provide-client-params.kinesis.PutRecords", lambda params, **_: calls.append(params))
+    KinesisSink(kinesis, KDS, "door").put([{"n": i} for i in range(1201)])
+    assert [len(c["Records"]) for c in calls] == [500, 500, 201]
+    assert {r["PartitionKey"] for c in calls for r in c["Records"]} == {"door"}
+    assert read_all(kinesis) == [{"n": i} for i in range(1201)]
+
+
+def test_sink_retries_only_the_failed_entries_then_gives_up_with_the_reason():
+    client = boto3.client("kinesis", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    slept: list[float] = []
+    sink = KinesisSink(client, KDS, "door", attempts=3, sleep=slept.append)
+    throttled = {"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "Rate exceeded for shard"}
+    ok = {"SequenceNumber": "1", "ShardId": "shardId-000000000000"}
+    with Stubber(client) as stub:
+        stub.add_response("put_records", {"FailedRecordCount": 1, "Records": [ok, throttled, ok]})
+        stub.add_response(
+            "put_records",
+            {"Records": [ok]},
+            {"StreamARN": KDS, "Records": [{"Data": b'{"n":1}', "PartitionKey": "door"}]},
+        )
+        sink.put([{"n": 0}, {"n": 1}, {"n": 2}])
+        stub.assert_no_pending_responses()
+        for _ in range(3):
+            stub.add_response("put_records", {"FailedRecordCount": 1, "Records": [throttled]})
+        with pytest.raises(KinesisWriteError, match="1 record.* after 3 attempts: ProvisionedThroughputExceeded"):
+            sink.put([{"n": 3}])
+    assert slept == [0.1, 0.1, 0.2]  # backoff doubles per attempt, bounded
+
+
+def test_sink_refuses_a_record_over_kinesis_limit():
+    with pytest.raises(KinesisWriteError, match="1 MB"):
+        KinesisSink(object(), KDS, "door").put([{"x": "a" * (1024 * 1024)}])
