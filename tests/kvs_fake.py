@@ -104,29 +104,41 @@ def _elements(data: bytes) -> Iterator[tuple[int, bytes, bytes]]:
 
 
 @functools.cache
-def make_fragments(clip: Path, fragment_seconds: float = 1.0, max_seconds: float | None = None) -> tuple:
-    """The clip re-encoded to H.264 (a key frame every ``fragment_seconds``) and cut into one
-    Kinesis Video fragment per key frame."""
+def make_fragments(
+    clip: Path,
+    fragment_seconds: float = 1.0,
+    max_seconds: float | None = None,
+    *,
+    size: tuple[int, int] | None = None,
+    repeat: int = 1,
+) -> tuple:
+    """The clip re-encoded to H.264 (a key frame every ``fragment_seconds``; scaled to ``size``;
+    played ``repeat`` times in a row) and cut into one Kinesis Video fragment per key frame."""
     import av
 
-    with av.open(str(clip)) as src:
-        vin = src.streams.video[0]
+    with av.open(str(clip)) as probe:
+        vin = probe.streams.video[0]
         rate = vin.average_rate or 25
-        out_buf = io.BytesIO()
-        with av.open(out_buf, mode="w", format="matroska") as out:
-            vout = out.add_stream("libx264", rate=rate)
-            vout.width, vout.height, vout.pix_fmt = vin.codec_context.width, vin.codec_context.height, "yuv420p"
-            gop = max(1, round(float(rate) * fragment_seconds))
-            vout.codec_context.gop_size = gop
-            vout.codec_context.time_base = fractions.Fraction(1, 1) / rate
-            vout.codec_context.options = {"bf": "0", "sc_threshold": "0", "keyint_min": str(gop), "preset": "veryfast"}
-            for n, frame in enumerate(src.decode(vin)):
-                if max_seconds is not None and frame.time is not None and frame.time > max_seconds:
-                    break
-                frame = frame.reformat(format="yuv420p")
-                frame.pts, frame.time_base = n, vout.codec_context.time_base
-                out.mux(vout.encode(frame))
-            out.mux(vout.encode(None))
+        width, height = size or (vin.codec_context.width, vin.codec_context.height)
+    out_buf = io.BytesIO()
+    with av.open(out_buf, mode="w", format="matroska") as out:
+        vout = out.add_stream("libx264", rate=rate)
+        vout.width, vout.height, vout.pix_fmt = width, height, "yuv420p"
+        gop = max(1, round(float(rate) * fragment_seconds))
+        vout.codec_context.gop_size = gop
+        vout.codec_context.time_base = fractions.Fraction(1, 1) / rate
+        vout.codec_context.options = {"bf": "0", "sc_threshold": "0", "keyint_min": str(gop), "preset": "veryfast"}
+        n = 0
+        for _ in range(repeat):
+            with av.open(str(clip)) as src:
+                for frame in src.decode(src.streams.video[0]):
+                    if max_seconds is not None and frame.time is not None and frame.time > max_seconds:
+                        break
+                    frame = frame.reformat(width=width, height=height, format="yuv420p")
+                    frame.pts, frame.time_base = n, vout.codec_context.time_base
+                    out.mux(vout.encode(frame))
+                    n += 1
+        out.mux(vout.encode(None))
     data = out_buf.getvalue()
     ebml_header = b""
     children = b""
@@ -210,7 +222,11 @@ class FakeKinesisVideo:
                 else:
                     fake._error(self, 400, "InvalidArgumentException", f"unsupported path {self.path}")
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: object, client_address: object) -> None:
+                pass  # a consumer hanging up mid-payload or between requests is normal here
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
