@@ -125,6 +125,8 @@ class StackParameters:
             raise ValueError(f"ingestPrefix must be a key prefix ending in '/', not {rt.ingest_prefix!r}")
         if not 10 <= rt.video_segment_s <= 600:
             raise ValueError(f"videoSegmentSeconds must be 10..600, not {rt.video_segment_s}")
+        if rt.max_stream_processors < 1:
+            raise ValueError(f"maxStreamProcessors must be at least 1, not {rt.max_stream_processors}")
         for topic in rt.notification_topics:
             if not re.fullmatch(r"arn:[a-z-*]+:sns:[a-z0-9-*]+:[0-9*]+:[A-Za-z0-9_*?-]+", topic):
                 raise ValueError(f"facebank:notificationTopics must be SNS topic ARN patterns, not {topic!r}")

@@ -361,6 +361,8 @@ class Platform:
         fan_out = self.shard_fan_out
         if access.shards and fan_out is not None:
             env |= variables(shard_function=fan_out.prefix, shard_slots=fan_out.slots)
+        if "PutItem" in access.streams:  # CreateStreamProcessor: the deployment's limit
+            env |= self.params.runtime.environment("max_stream_processors")
         if access.stream_consumer and self.stream_consumer is not None:
             env |= self.stream_consumer.environment
         return env

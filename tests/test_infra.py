@@ -711,6 +711,7 @@ def test_context_selects_architecture_memory_retention_removal(variant):
         ("videoSegmentSeconds", 5, "videoSegmentSeconds must be 10..600"),
         ("facebank:notificationTopics", "arn:aws:sqs:us-east-1:123456789012:q", "SNS topic ARN patterns"),
         ("maxVideoJobs", "many", "maxVideoJobs='many' is not an integer"),
+        ("maxStreamProcessors", 0, "maxStreamProcessors must be at least 1"),
     ],
 )
 def test_bad_settings_are_refused(key, value, message):
@@ -1246,6 +1247,17 @@ def test_function_environment_names_are_declared_settings(template, variant):
         for fn in resources(t, "AWS::Lambda::Function").values():
             env = fn["Properties"].get("Environment", {}).get("Variables", {})
             assert {k for k in env if k.startswith("FACEBANK_")} <= names, fn["Properties"].get("Handler")
+
+
+def test_create_stream_processor_gets_the_deployment_limit(template):
+    from facebank.settings import Settings
+
+    limits = {}
+    for operation in sorted(OPERATIONS):
+        env = function(template, op_handler(operation))[1]["Properties"]["Environment"]["Variables"]
+        if "FACEBANK_MAX_STREAM_PROCESSORS" in env:
+            limits[operation] = env["FACEBANK_MAX_STREAM_PROCESSORS"]
+    assert limits == {"CreateStreamProcessor": str(Settings().max_stream_processors)}
 
 
 def test_deploy_docs_list_every_context_key():

@@ -18,7 +18,7 @@ the other re-reads, finds the new status and writes nothing. ``put_checkpoint`` 
 conditioned on the session: a runtime whose session was replaced (a new Start) can no longer write.
 
 Listing scans the table (ConsistentRead) and pages by name: a deployment holds at most
-``max_stream_processors`` items (100 by default), one or two scan pages.
+``max_stream_processors`` items, a scan page or a few.
 """
 
 from __future__ import annotations

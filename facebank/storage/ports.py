@@ -430,4 +430,6 @@ class StreamProcessorStore(Protocol):
         """Replace the run's checkpoint (JSON-serialisable: last fragment done, tracker state) only
         while the processor's session is ``session``; False when another session owns it now."""
 
-    def get_checkpoint(self, name: str) -> dict | None: ...
+    def get_checkpoint(self, name: str) -> dict | None:
+        """The current session's checkpoint: None until it puts one (a transition with
+        ``new_session`` clears the previous session's; deleting the processor deletes it)."""

@@ -176,3 +176,30 @@ def test_pagination_in_name_order(streams):
     with pytest.raises(InvalidPaginationToken):
         streams.list(2, "not-a-token")
     assert streams.list(2, streams.list(5)[1]) == ([streams.get("z_9")], None)
+
+
+def test_embedded_data_dir_from_before_stream_processors_gains_the_table(tmp_path):
+    """The table is added to a database at the current schema version without changing it
+    (CREATE TABLE IF NOT EXISTS, as the jobs table), and processors survive a reopen (a restart)."""
+    import sqlite3
+
+    from facebank.storage import open_embedded
+    from facebank.storage.sqlite import SCHEMA_VERSION
+
+    first = open_embedded(tmp_path)
+    first.metadata.close()
+    db = sqlite3.connect(tmp_path / "metadata.sqlite3")
+    db.execute("DROP TABLE stream_processors")  # as a data dir written before issue 26
+    db.commit()
+    db.close()
+    again = open_embedded(tmp_path)
+    again.streams.create(processor("p1"), 10)
+    again.streams.transition("p1", ("STOPPED",), "STARTING", new_session=True)
+    again.streams.put_checkpoint("p1", 1, {"fragment": "7"})
+    again.metadata.close()
+    reopened = open_embedded(tmp_path)
+    assert (reopened.streams.get("p1").status, reopened.streams.get_checkpoint("p1")) == ("STARTING", {"fragment": "7"})
+    reopened.metadata.close()
+    db = sqlite3.connect(tmp_path / "metadata.sqlite3")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    db.close()
