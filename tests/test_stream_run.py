@@ -184,3 +184,37 @@ def test_sink_retries_only_the_failed_entries_then_gives_up_with_the_reason():
 def test_sink_refuses_a_record_over_kinesis_limit():
     with pytest.raises(KinesisWriteError, match="1 MB"):
         KinesisSink(object(), KDS, "door").put([{"x": "a" * (1024 * 1024)}])
+
+
+# --- the serve settings
+
+
+def test_stream_sources_from_repeated_flags_or_the_environment():
+    import argparse
+
+    from facebank.settings import Settings, add_flags, with_flags
+    from facebank.stream_runner import parse_streams
+
+    parser = argparse.ArgumentParser()
+    add_flags(parser)
+    env = Settings.from_env({"FACEBANK_STREAMS": "door=rtsp://cam/1, yard=/clips/yard.mp4"})
+    assert parse_streams(env.streams) == {"door": "rtsp://cam/1", "yard": "/clips/yard.mp4"}
+    args = parser.parse_args(["--stream", "door=rtsp://u:p@cam/a?x=1,2", "--stream", "gate=http://h/live.m3u8"])
+    flagged = with_flags(env, args)  # flags replace the variable's list; a flag's URL may hold a comma
+    assert parse_streams(flagged.streams) == {"door": "rtsp://u:p@cam/a?x=1,2", "gate": "http://h/live.m3u8"}
+    with pytest.raises(ValueError, match="expected NAME=URL"):
+        parse_streams(["door"])
+
+
+def test_a_source_that_cannot_be_opened_says_which_without_its_password(tmp_path):
+    from support import free_port
+
+    with pytest.raises(SourceError) as refused:
+        next(open_source(f"rtsp://admin:secret@127.0.0.1:{free_port()}/stream1", timeout_s=2))
+    assert "cannot be opened" in str(refused.value) and "secret" not in str(refused.value)
+    assert "rtsp://127.0.0.1:" in str(refused.value)
+    with pytest.raises(SourceError, match="does not exist"):
+        next(open_source(str(tmp_path / "missing.mp4")))
+    (tmp_path / "noise.mp4").write_bytes(b"not a video" * 100)
+    with pytest.raises(SourceError, match="cannot be opened"):
+        next(open_source(str(tmp_path / "noise.mp4")))

@@ -118,7 +118,11 @@ class _Reader:
                 path, mode="r", timeout=(self.timeout_s, self.timeout_s) if self.network else None, options=options
             )
         except (av.error.FFmpegError, OSError, ValueError) as exc:
-            raise SourceError(f"The input {describe(self.url)} cannot be opened: {exc}") from None
+            raise SourceError(f"The input {describe(self.url)} cannot be opened: {self._reason(exc)}") from None
+
+    def _reason(self, exc: BaseException) -> str:
+        """FFmpeg's message, without the URL's credentials (its errors quote the URL)."""
+        return str(exc).replace(self.url, describe(self.url))
 
     def fragments(self) -> Iterator[Fragment]:
         import av
@@ -148,7 +152,7 @@ class _Reader:
                         pass
             except av.error.FFmpegError as exc:
                 raise SourceError(
-                    f"The input {describe(self.url)} stopped after {self.read_time:.1f} s of video: {exc}"
+                    f"The input {describe(self.url)} stopped after {self.read_time:.1f} s of video: {self._reason(exc)}"
                 ) from None
             raise SourceError(f"The input {describe(self.url)} ended after {self.read_time:.1f} s of video")
         finally:
