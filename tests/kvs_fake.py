@@ -187,6 +187,7 @@ class FakeStream:
     error_id: str = "4008"
     unknown_cluster_sizes: bool = False
     delete_after: str | None = None  # a fragment number after which the stream is deleted (mid-payload)
+    throttle: int = 0  # GetMedia calls still to refuse with ClientLimitExceededException
     get_media_calls: list[dict] = field(default_factory=list)
 
     @property
@@ -317,6 +318,10 @@ class FakeKinesisVideo:
             return
         selector = body.get("StartSelector") or {}
         stream.get_media_calls.append(selector)
+        if stream.throttle > 0:
+            stream.throttle -= 1
+            self._error(handler, 400, "ClientLimitExceededException", "GetMedia is limited to 5 calls per second")
+            return
         start = self._start(stream, selector)
         if start is None:
             self._error(handler, 400, "InvalidArgumentException", f"StartSelector {selector} names no fragment")

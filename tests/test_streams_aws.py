@@ -393,3 +393,26 @@ def test_a_crashed_chain_ends_failed_from_the_failure_queue_and_stop_is_honoured
     assert twin.put_checkpoint("garage", session, {"session": session, "fragment": "1"})
     assert store.get_checkpoint("garage")["fragment"] == "1"
     assert env.consume({**env.lam.events[-1], "hop": 0})["result"] == "lost"
+
+
+def test_get_media_limits_are_waited_out(aws_streams, fragments):
+    env = aws_streams
+    env.ok("CreateCollection", {"CollectionId": "busy"})
+    stream = env.kvs.add_stream("driveway", fragments[:2], throttle=2)
+    env.create("driveway", stream, "busy")
+    env.ok(
+        "StartStreamProcessor",
+        {"Name": "driveway", "StartSelector": {"KVSStreamStartSelector": {"FragmentNumber": fragments[0].number}}},
+    )
+    waits: list[str] = []
+    env.idle += [lambda: waits.append("throttled"), lambda: waits.append("throttled")]
+    env.idle.append(lambda: env.ok("StopStreamProcessor", {"Name": "driveway"}))
+    assert env.consume(env.lam.events[-1])["result"] == "stopped"
+    assert waits == ["throttled", "throttled"] and not env.idle
+    assert len(stream.get_media_calls) >= 3
+    done = {
+        r["InputInformation"]["KinesisVideo"]["FragmentNumber"]
+        for r in env.records()
+        if r["InputInformation"]["KinesisVideo"]["StreamArn"] == stream.arn
+    }
+    assert done == {f.number for f in fragments[:2]}

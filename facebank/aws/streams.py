@@ -81,8 +81,12 @@ LIVE = ("STARTING", "RUNNING")
 ACTIVE = ("STARTING", "RUNNING", "STOPPING")
 
 
-class InputError(Exception):
-    """The Kinesis video stream cannot be read; the message is user-facing (StatusMessage)."""
+# GetMedia's limits (5 calls a second per stream, connections per stream): wait and call again.
+THROTTLED = frozenset({"ClientLimitExceededException", "ConnectionLimitExceededException"})
+
+
+class _Throttled(Exception):
+    pass
 
 
 def _source_error(message: str) -> Exception:
@@ -160,7 +164,9 @@ class KinesisVideoReader:
                 ) from None
             if code == "InvalidArgumentException":
                 raise _source_error(f"Kinesis Video refused to read {self.arn}: {message}") from None
-            raise  # throttling and service errors are retried by botocore first; then FAILED
+            if code in THROTTLED:
+                raise _Throttled(f"{code}: {message}") from None
+            raise  # service errors are retried by botocore first; then FAILED
 
     def fragments(
         self, selector: dict, after: str | None, keep_going: Callable[[], bool], on_open: Callable[[], None]
@@ -190,7 +196,7 @@ class KinesisVideoReader:
 
         try:
             return self.open(selector)
-        except BotoCoreError as exc:  # connection refused / reset / timed out before an answer
+        except (BotoCoreError, _Throttled) as exc:  # refused / reset / timed out before an answer; a limit
             self.failures += 1
             if self.failures >= MAX_CONNECTION_FAILURES:
                 raise _source_error(f"Kinesis Video cannot be reached for {self.arn}: {exc}") from None
