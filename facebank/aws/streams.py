@@ -324,7 +324,8 @@ class Consumer:
     def _leased_context(self, leased: LeasedStreams) -> Context:
         storage = replace(self.ctx.storage, streams=leased)
         ctx = replace(self.ctx, open_storage=lambda: storage)
-        ctx._opened = {k: v for k, v in self.ctx._opened.items() if k != "storage"}  # keep the warm caches
+        self.ctx.index  # noqa: B018 - made once per execution environment: its segment cache stays warm across hops
+        ctx._opened = {k: v for k, v in self.ctx._opened.items() if k != "storage"}
         return ctx
 
     def _sink(self, rec: StreamProcessorRecord) -> Any:
