@@ -218,3 +218,154 @@ def test_a_source_that_cannot_be_opened_says_which_without_its_password(tmp_path
     (tmp_path / "noise.mp4").write_bytes(b"not a video" * 100)
     with pytest.raises(SourceError, match="cannot be opened"):
         next(open_source(str(tmp_path / "noise.mp4")))
+
+
+# --- the embedded runner: threads
+
+
+def wait_for(check, timeout: float = 30.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)  # polling a thread's progress, bounded by the deadline
+    return value
+
+
+def stream_threads() -> list:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name.startswith("stream-")]
+
+
+def test_runner_threads_end_on_shutdown_and_stop_and_processors_resume(ctx, kinesis):
+    from facebank.stream_runner import StreamRunner
+
+    store = ctx.storage.streams
+    runner = StreamRunner(ctx, {"cam": str(require_clip())}, lambda: kinesis, lambda url: open_source(url))
+    runner.start("door")
+    runner.start("door")  # once per session, however often it is called
+    wait_for(lambda: store.get("door").status == "RUNNING")
+    assert runner.running() == ["door"] and len(stream_threads()) == 1
+    runner.stop()  # facebank serve stopping: threads end between fragments, the processor stays RUNNING
+    assert stream_threads() == [] and store.get("door").status == "RUNNING"
+
+    again = StreamRunner(ctx, {"cam": str(require_clip())}, lambda: kinesis, lambda url: open_source(url))
+    assert again.resume() == 1
+    wait_for(lambda: read_all(kinesis))  # records of the resumed run
+    OPERATIONS["StopStreamProcessor"]({"Name": "door"}, ctx)
+    wait_for(lambda: store.get("door").status == "STOPPED", timeout=10)
+    wait_for(lambda: stream_threads() == [], timeout=5)
+    again.stop()
+
+
+# --- network sources
+
+
+class _Clip:
+    """A loopback HTTP server for one file; ``stall_after`` bytes: then it stops sending (a camera
+    that goes silent) without closing the connection."""
+
+    def __init__(self, body: bytes, stall_after: int | None = None):
+        import http.server
+        import threading
+
+        clip = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                self.send_response(200)
+                self.send_header("Content-Type", "video/mp2t")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: clip.stall_after] if clip.stall_after else body)
+                self.wfile.flush()
+                if clip.stall_after:
+                    clip.release.wait(30)
+
+            def log_message(self, *args):
+                pass
+
+        self.stall_after, self.release = stall_after, threading.Event()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/live.ts"
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def as_mpegts(clip: Path) -> bytes:
+    """The clip remuxed to MPEG-TS: what a camera or an encoder serves live over HTTP (no seeking)."""
+    import io
+
+    import av
+
+    out = io.BytesIO()
+    with av.open(str(clip)) as src, av.open(out, "w", format="mpegts") as dst:
+        stream = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                dst.mux(packet)
+    return out.getvalue()
+
+
+def test_an_http_source_is_read_and_a_silent_one_times_out():
+    body = as_mpegts(require_clip())
+    served = _Clip(body)
+    try:
+        fragments = open_source(served.url)
+        frames = 0
+        with pytest.raises(SourceError, match="ended after 4.4 s"):
+            for fragment in fragments:
+                frames += sum(1 for _ in fragment.frames)
+        assert frames == 56  # every frame of the 4.5 s clip at 12.5 fps
+    finally:
+        served.close()
+    silent = _Clip(body, stall_after=len(body) // 2)
+    try:
+        with pytest.raises(SourceError, match=r"stopped after \d+\.\d s of video"):
+            for fragment in open_source(silent.url, timeout_s=1):
+                for _ in fragment.frames:
+                    pass
+    finally:
+        silent.close()
+
+
+def test_an_hls_source_is_read(tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    import av
+
+    clip = require_clip()
+    with av.open(str(clip)) as src, av.open(str(tmp_path / "live.m3u8"), "w", format="hls") as dst:
+        stream = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                dst.mux(packet)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/live.m3u8"
+        frames = 0
+        with pytest.raises(SourceError, match="ended after 4.4 s"):
+            for fragment in open_source(url):
+                frames += sum(1 for _ in fragment.frames)
+        assert frames == 56
+    finally:
+        server.shutdown()
+        server.server_close()

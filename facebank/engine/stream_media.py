@@ -125,7 +125,6 @@ class _Reader:
         return str(exc).replace(self.url, describe(self.url))
 
     def fragments(self) -> Iterator[Fragment]:
-        import av
 
         container = self._open()
         try:
@@ -136,43 +135,51 @@ class _Reader:
             self.base = float(stream.time_base)
             self.opened_at, self.opened_mono = self.clock(), time.monotonic()
             self.decoded = self._decode(container, stream)
-            try:
-                self.pending = next(self.decoded, None)
-                if self.pending is None:
-                    raise SourceError(f"The input {describe(self.url)} holds no video frames")
-                while self.pending is not None:
-                    start = self.pending[0]
-                    received = self.clock()
-                    number = max(self.last_number + 1, int(received * 1_000_000))
-                    self.last_number = number
-                    assert self.first_time is not None
-                    frames = self._frames(start)
-                    yield Fragment(str(number), received, self.opened_at + (start - self.first_time), frames)
-                    for _ in frames:  # decode what the consumer left: the decoder needs every packet
-                        pass
-            except av.error.FFmpegError as exc:
-                raise SourceError(
-                    f"The input {describe(self.url)} stopped after {self.read_time:.1f} s of video: {self._reason(exc)}"
-                ) from None
+            self.pending = next(self.decoded, None)
+            if self.pending is None:
+                raise SourceError(f"The input {describe(self.url)} holds no video frames")
+            while self.pending is not None:
+                start = self.pending[0]
+                received = self.clock()
+                number = max(self.last_number + 1, int(received * 1_000_000))
+                self.last_number = number
+                assert self.first_time is not None
+                frames = self._frames(start)
+                yield Fragment(str(number), received, self.opened_at + (start - self.first_time), frames)
+                for _ in frames:  # decode what the consumer left: the decoder needs every packet
+                    pass
             raise SourceError(f"The input {describe(self.url)} ended after {self.read_time:.1f} s of video")
         finally:
             container.close()
 
     def _decode(self, container: Any, stream: Any) -> Iterator[tuple[float, Any]]:
-        """(presentation time s, frame) in presentation order, packets paced when realtime."""
+        """(presentation time s, frame) in presentation order, packets paced when realtime. A
+        packet the decoder rejects is skipped (a live stream loses packets); the input failing
+        (a read timeout, a broken connection) raises SourceError."""
+        import av
+
         codec = stream.codec_context
-        for packet in container.demux(stream):
-            if packet.size == 0 or (packet.pts is None and packet.dts is None):
-                continue  # the demuxer's flush packet, or a packet without time
-            ticks = packet.dts if packet.dts is not None else packet.pts
-            if self.first_time is None:
-                self.first_time = float(packet.pts if packet.pts is not None else ticks) * self.base
-            if self.realtime:  # as a camera delivers it: not before its decode time
-                wait = float(ticks) * self.base - self.first_time - (time.monotonic() - self.opened_mono)
-                if wait > 0:
-                    self.sleep(wait)
-            yield from self._times(codec.decode(packet))
-        yield from self._times(codec.decode(None))  # the frames the decoder held back (reordering)
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0 or (packet.pts is None and packet.dts is None):
+                    continue  # the demuxer's flush packet, or a packet without time
+                ticks = packet.dts if packet.dts is not None else packet.pts
+                if self.first_time is None:
+                    self.first_time = float(packet.pts if packet.pts is not None else ticks) * self.base
+                if self.realtime:  # as a camera delivers it: not before its decode time
+                    wait = float(ticks) * self.base - self.first_time - (time.monotonic() - self.opened_mono)
+                    if wait > 0:
+                        self.sleep(wait)
+                try:
+                    frames = codec.decode(packet)
+                except av.error.InvalidDataError:
+                    continue
+                yield from self._times(frames)
+            yield from self._times(codec.decode(None))  # the frames the decoder held back (reordering)
+        except av.error.FFmpegError as exc:
+            raise SourceError(
+                f"The input {describe(self.url)} stopped after {self.read_time:.1f} s of video: {self._reason(exc)}"
+            ) from None
 
     def _times(self, frames: Iterable[Any]) -> Iterator[tuple[float, Any]]:
         for frame in frames:
