@@ -169,6 +169,11 @@ class Settings:
     stream_sample_fps: float = setting(
         4.0, "frames analysed per second of a live stream (docs/streams.md)", env="FACEBANK_STREAM_SAMPLE_FPS"
     )
+    stream_consumer_function: str | None = setting(
+        None,
+        "the stream consumer Lambda function StartStreamProcessor invokes (AWS; infra/streams.py)",
+        env="FACEBANK_STREAM_CONSUMER_FUNCTION",
+    )
     # Sharded search (facebank/search/shards.py, facebank/aws/shard_search.py)
     shard_rows: int = setting(
         500_000,

@@ -114,7 +114,7 @@ def aws_context(settings: Settings) -> Context:
 
         return LambdaShards.from_settings(settings)
 
-    return Context(
+    ctx = Context(
         settings,
         open_storage=open_storage,
         open_s3=lambda: s3_client(settings.s3_endpoint_url),
@@ -123,6 +123,14 @@ def aws_context(settings: Settings) -> Context:
         open_celebrities=lambda: aws_gallery(settings),
         open_searcher=open_searcher,
     )
+
+    def start_stream_processor(name: str) -> None:
+        from facebank.aws.stream_client import start  # Lambda: only StartStreamProcessor invokes the consumer
+
+        start(settings, ctx.storage.streams, name)
+
+    ctx.start_stream_processor = start_stream_processor
+    return ctx
 
 
 def embedded_gallery(data_dir: Path) -> CelebrityGallery:

@@ -288,3 +288,17 @@ for _tagging, _actions in (
     ("ListTagsForResource", {GET}),
 ):
     OPERATION_ACCESS[_tagging] = OPERATION_ACCESS[_tagging] | Access(streams=frozenset(_actions))
+
+# The stream consumer (infra/streams.py, facebank/aws/streams.py): the processor's record and its
+# checkpoint (GetItem, UpdateItem on the streams table), and the searches of StartFaceSearch's
+# video worker (the collection, its shard map, segments, faces; the shard functions). Its
+# Kinesis Video, Kinesis and self-invoke grants are added in infra/streams.py.
+STREAM_CONSUMER_ACCESS = Access(
+    collections=frozenset({GET}),
+    faces=frozenset({BATCH_GET}),
+    users=frozenset({GET}),
+    vectors=frozenset({LIST, GET_OBJECT}),
+    heavy=True,
+    shards=True,
+    streams=frozenset({GET, UPDATE}),
+)

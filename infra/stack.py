@@ -12,6 +12,8 @@ keeps it: docs/deploy.md), plus the shared layers; every feature is a nested sta
 * ``ImageApi``, ``CollectionsAndUsers``, ``Celebrities``: one function per registered operation
   (infra/operations.py), each with its own role granting exactly what ``infra/access.py`` lists;
 * ``Video``: stored-video queues, Start*/Get* functions and the worker (infra/video.py);
+* ``StreamConsumers``: the stream processors' consumer function and its failure queue
+  (infra/streams.py); ``StreamProcessors``: their seven operations;
 * ``Ingest``: S3 events -> SQS (dead-letter queue, alarm) -> the ingest function (infra/ingest.py);
 * ``Compaction``: scheduled segment compaction (infra/compaction.py);
 * ``Api``: the REST API, ``POST /<Operation>`` with AWS_IAM on every method (infra/api.py).
@@ -58,6 +60,7 @@ from infra.operations import OperationFunctions
 from infra.parameters import StackParameters
 from infra.platform import ARCHITECTURES, PITR_DAYS, Platform, bucket, layer, removal_policy, staged_dir, table
 from infra.shards import ShardSearch
+from infra.streams import StreamConsumerStack
 from infra.video import VideoJobs
 
 __all__ = ["FacebankStack", "LayerError", "StackParameters"]
@@ -112,9 +115,10 @@ class FacebankStack(Stack):
         self.shards = ShardSearch(platform)  # first: the searches' fan-out names its functions
         self.features = [OperationFunctions(platform, f) for f in ("images", "collections", "celebrities")]
         self.video = VideoJobs(platform)
-        # The stream consumer's stack (infra/streams.py, issue 26) goes here, before the stream
-        # processor operations: it sets platform.stream_consumer, which StartStreamProcessor's
-        # function is granted lambda:InvokeFunction on.
+        # The stream consumer's stack (infra/streams.py, issue 26), before the stream processor
+        # operations: it sets platform.stream_consumer, which StartStreamProcessor's function is
+        # granted lambda:InvokeFunction on. It shares the video worker's PyAV layer.
+        self.stream_consumer = StreamConsumerStack(platform, self.video.layer)
         self.stream_processors = OperationFunctions(platform, "streams")
         self.ingest = Ingest(platform)
         if self.own_ingest_bucket is not None:

@@ -144,6 +144,7 @@ class VideoJobs(FeatureStack):
 
     def _worker(self) -> lambda_.Function:
         platform = self.platform
+        self.layer = self._layer()  # also the stream consumer's (infra/streams.py)
         fn = platform.function(
             self,
             "VideoWorker",
@@ -152,7 +153,7 @@ class VideoJobs(FeatureStack):
             description="facebank: stored-video jobs (plan, analyse one segment, assemble) from the video queue",
             timeout=WORKER_TIMEOUT,
             image_resources=platform.image_resources(),
-            layers=[self._layer(), platform.model_layer],
+            layers=[self.layer, platform.model_layer],
         )
         role = platform.roles["VideoWorker"]
         self.wire(fn, role, VIDEO_WORKER_ACCESS)

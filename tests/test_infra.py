@@ -47,6 +47,7 @@ EXTRA_FUNCTIONS = {
     "Ingest": "functions.ingest.handler",
     "Compaction": "functions.compact.handler",
     "VideoWorker": "functions.video_worker.handler",
+    "StreamConsumer": "functions.stream_consumer.handler",
 }
 SHARD_FUNCTIONS = 40  # infra/shards.py, shardFunctions' default: 20M faces in shards of 500K
 VARIANT = {
@@ -203,6 +204,12 @@ def _resource_key(template: dict, resource) -> str:
         return "jobs/*"
     if ":sns:" in text:
         return "sns-topics"
+    if ":kinesisvideo:" in text:
+        return "video-streams"
+    if ":kinesis:" in text:
+        return "data-streams"
+    if ":function:" in text and "-StreamConsumer" in text:
+        return "stream-consumer"
     if "-ingest" in text or "my-photos" in text:
         return "ingest-objects"
     return text
@@ -239,6 +246,8 @@ def expected_grants(access, image_key: str | None = "ingest-objects") -> set[tup
         out |= {("s3:GetObject", image_key), ("s3:GetObjectVersion", image_key)}
     if access.shards:
         out.add(("lambda:InvokeFunction", "shard-function"))
+    if access.stream_consumer:  # StartStreamProcessor hands the processor to the consumer (infra/streams.py)
+        out.add(("lambda:InvokeFunction", "stream-consumer"))
     return out
 
 
@@ -545,7 +554,11 @@ def test_compaction_is_scheduled_without_retries(template):
     [target] = rule["Properties"]["Targets"]
     assert target["Arn"] == {"Fn::GetAtt": [compaction_id, "Arn"]}
     assert target["RetryPolicy"]["MaximumRetryAttempts"] == 0
-    [invoke] = resources(template, "AWS::Lambda::EventInvokeConfig").values()
+    [invoke] = [
+        c
+        for c in resources(template, "AWS::Lambda::EventInvokeConfig").values()
+        if c["Properties"]["FunctionName"] == {"Ref": compaction_id}
+    ]
     assert invoke["Properties"]["MaximumRetryAttempts"] == 0
 
 
@@ -1009,15 +1022,20 @@ def test_shard_functions_read_segments_only_and_only_search_functions_invoke_the
             actions = [st["Action"]] if isinstance(st["Action"], str) else st["Action"]
             if any(a.startswith("lambda:") for a in actions):
                 assert actions == ["lambda:InvokeFunction"]
+                # The stream consumer is invoked by Start and itself (test_only_start_and_the_consumer_...).
+                res = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+                res = [r for r in res if _resource_key(template, r) != "stream-consumer"]
+                if not res:
+                    continue
                 # Exactly the shard functions' ARNs: no wildcard, no other function, no versions.
-                assert sorted(r["Fn::GetAtt"][0] for r in st["Resource"]) == sorted(shard_fns)
+                assert sorted(r["Fn::GetAtt"][0] for r in res) == sorted(shard_fns)
                 invokers |= {r["Ref"] for r in policy["Properties"]["Roles"]}
     searches = sorted(op for op, access in OPERATION_ACCESS.items() if access.shards)
     # The searches, and the membership changes that rebuild a user's vector from its faces'.
     assert searches == ["AssociateFaces", "DisassociateFaces", "SearchFaces", "SearchFacesByImage", "SearchUsers",
                         "SearchUsersByImage"]  # fmt: skip
-    # ... and the video worker, whose StartFaceSearch jobs search the collection the same way.
-    handlers = [op_handler(op) for op in searches] + [EXTRA_FUNCTIONS["VideoWorker"]]
+    # ... and the video worker and the stream consumer, which search the collection the same way.
+    handlers = [op_handler(op) for op in searches] + [EXTRA_FUNCTIONS["VideoWorker"], EXTRA_FUNCTIONS["StreamConsumer"]]
     assert invokers == {function(template, h)[1]["Properties"]["Role"]["Fn::GetAtt"][0] for h in handlers}
     for op in searches:
         env = function(template, op_handler(op))[1]["Properties"]["Environment"]["Variables"]
@@ -1248,3 +1266,60 @@ def test_deploy_docs_list_every_context_key():
     docs = (ROOT / "docs" / "deploy.md").read_text()
     keys = [line.split()[0] for line in describe().splitlines()]
     assert [key for key in keys if f"`{key}`" not in docs] == []
+
+
+# --- stream processors on AWS (infra/streams.py)
+
+
+def test_stream_consumer_role_is_its_access_plus_the_streams_itself_and_its_failure_queue(template):
+    from infra.access import STREAM_CONSUMER_ACCESS
+    from infra.streams import CONSUMER_TIMEOUT, RETRY_ATTEMPTS
+
+    handler = EXTRA_FUNCTIONS["StreamConsumer"]
+    consumer_id, consumer = function(template, handler)
+    props = consumer["Properties"]
+    queues = resources(template, "AWS::SQS::Queue")
+    [(failures_id, failures)] = [(k, q) for k, q in queues.items() if k.startswith("StreamConsumerFailuresQueue")]
+    [dlq_id] = [k for k in queues if k.startswith("StreamConsumerFailuresDeadLetterQueue")]
+    streams = {
+        ("kinesisvideo:GetDataEndpoint", "video-streams"),
+        ("kinesisvideo:GetMedia", "video-streams"),
+        ("kinesis:PutRecords", "data-streams"),
+        ("lambda:InvokeFunction", "stream-consumer"),  # the hand-over to its next invocation
+    }
+    failure_queue = {(f"sqs:{a}", "queue") for a in (*SQS_CONSUME, "SendMessage")}  # destination + consumer
+    assert grants(template, handler) == expected_grants(STREAM_CONSUMER_ACCESS) | streams | failure_queue
+    # The account's and region's streams only (the processors name theirs per request).
+    text = json.dumps(template)
+    assert ":kinesisvideo:" in text and '"arn:aws:kinesisvideo' not in text
+    # 15-minute hops that invoke themselves by name; PyAV and the models; one vCPU.
+    assert props["Timeout"] == CONSUMER_TIMEOUT.to_seconds() == 900 and props["MemorySize"] == 2048
+    assert props["FunctionName"] == "facebank-StreamConsumer"
+    layers = sorted(ref["Ref"].rstrip("0123456789ABCDEF") for ref in props["Layers"])
+    assert layers == ["ModelLayer", "VideoLayer"]
+    assert props["Environment"]["Variables"]["FACEBANK_STREAM_CONSUMER_FUNCTION"] == "facebank-StreamConsumer"
+    # A crashed invocation is retried, then its event ends the processor FAILED through the queue.
+    [config] = [
+        c["Properties"]
+        for c in resources(template, "AWS::Lambda::EventInvokeConfig").values()
+        if c["Properties"]["FunctionName"] == {"Ref": consumer_id}
+    ]
+    assert config["MaximumRetryAttempts"] == RETRY_ATTEMPTS
+    assert config["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": [failures_id, "Arn"]}
+    assert set(_mappings(template, consumer_id)) == {failures_id}
+    assert failures["Properties"]["VisibilityTimeout"] >= props["Timeout"]
+    assert failures["Properties"]["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": [dlq_id, "Arn"]}
+
+
+def test_only_start_and_the_consumer_invoke_the_consumer(template):
+    invokers = set()
+    for policy in resources(template, "AWS::IAM::Policy").values():
+        for st in policy["Properties"]["PolicyDocument"]["Statement"]:
+            res = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+            if any(_resource_key(template, r) == "stream-consumer" for r in res):
+                assert st["Action"] == "lambda:InvokeFunction"
+                invokers |= {r["Ref"] for r in policy["Properties"]["Roles"]}
+    handlers = [op_handler("StartStreamProcessor"), EXTRA_FUNCTIONS["StreamConsumer"]]
+    assert invokers == {function(template, h)[1]["Properties"]["Role"]["Fn::GetAtt"][0] for h in handlers}
+    env = function(template, op_handler("StartStreamProcessor"))[1]["Properties"]["Environment"]["Variables"]
+    assert env["FACEBANK_STREAM_CONSUMER_FUNCTION"] == "facebank-StreamConsumer"
