@@ -116,6 +116,14 @@ def photo(relative: str) -> dict:
     return {"Bytes": image_bytes(relative)}
 
 
+def test_face_detail_order_is_botocores():
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("rekognition")
+    assert list(fa.FACE_DETAIL) == list(model.shape_for("FaceDetail").members)
+    assert {name for name, _ in HEADS} <= set(model.shape_for("Attribute").enum)
+
+
 def test_all_returns_the_shipped_members_in_rekognitions_order(rekognition):
     require_faces()
     face = rekognition.detect_faces(Image=photo("dev/colin_powell/1.jpg"), Attributes=["ALL"])["FaceDetails"][0]
@@ -164,5 +172,11 @@ def test_index_faces_stores_them_with_detection_attributes_all(rekognition):
         )["FaceRecords"][0]["FaceDetail"]
         assert set(detail) >= SHIPPED and not LEFT_OUT & set(detail)
         assert list(detail) == [k for k in fa.FACE_DETAIL if k in detail]
+        default = {"BoundingBox", "Landmarks", "Pose", "Quality", "Confidence"}
+        for name, member in HEADS:  # a granular name stores its member alone (when shipped)
+            detail = rekognition.index_faces(
+                CollectionId=collection, Image=photo("dev/colin_powell/1.jpg"), DetectionAttributes=[name]
+            )["FaceRecords"][0]["FaceDetail"]
+            assert set(detail) == default | ({member} & SHIPPED)
     finally:
         rekognition.delete_collection(CollectionId=collection)
