@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 import pytest
-from support import ROOT, image_bytes, require_faces
+from support import MODEL, ROOT, image_bytes, require_faces
 
 from facebank import models
 from facebank.convert.appearance import convert, folded
@@ -117,11 +117,27 @@ def photo(relative: str) -> dict:
 
 
 def test_face_detail_order_is_botocores():
-    import botocore.session
+    assert list(fa.FACE_DETAIL) == list(MODEL.shape_for("FaceDetail").members)
+    assert {name for name, _ in HEADS} <= set(MODEL.shape_for("Attribute").enum)
 
-    model = botocore.session.get_session().get_service_model("rekognition")
-    assert list(fa.FACE_DETAIL) == list(model.shape_for("FaceDetail").members)
-    assert {name for name, _ in HEADS} <= set(model.shape_for("Attribute").enum)
+
+def test_the_heads_load_only_when_one_of_them_is_asked_for(model_env):
+    from facebank.engine import get_engine
+    from facebank.engine.image import decode
+    from facebank.engine.packs import pack
+    from facebank.settings import Settings
+
+    require_faces()
+    settings = Settings.from_env(model_env)
+    model_dir = settings.resolved_model_dir
+    rgb = decode(image_bytes("dev/colin_powell/1.jpg"))
+    face = get_engine(settings.pack, model_dir).detect(rgb, max_faces=1)[0]
+    attributes = fa.load(pack(settings.pack).attributes, lambda f: models.resolve(f, model_dir))
+    assert attributes is not None
+    attributes.describe(rgb, face, {"EYES_OPEN", "SMILE", "AGE_RANGE", "GENDER", "EMOTIONS"})
+    assert "appearance" not in vars(attributes)  # the heads' file was not opened
+    attributes.describe(rgb, face, {"SUNGLASSES"})
+    assert "appearance" in vars(attributes) and set(face.attributes) >= {MEMBER["SUNGLASSES"]} & SHIPPED
 
 
 def test_all_returns_the_shipped_members_in_rekognitions_order(rekognition):
