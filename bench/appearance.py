@@ -12,7 +12,9 @@ the face nearest the photo's centre, each attribute 1, 0 or ? (not scored). Feat
 outside the face oval, at two scales), computed once per photo and kept in ``--cache`` (default
 ~/.cache/facebank/bench/appearance). Also kept, for the
 comparison printed with ``--compare``: face-api's pooled features (AgeGenderNet 512, FaceExpressionNet
-256), which serving could only give by changing those networks' files.
+256), which serving could only give by changing those networks' files; ``--compare`` also scores the
+variants of ``appearance_variants.py`` (the recogniser's vector, HOG and LBP of the lower face, and
+their combinations with the served features).
 
 Head: the top ``COMPONENTS`` principal components of each scale's features (whitened; over the labelled
 and faces/dev faces, no labels used), an L2-regularised logistic regression on them (Newton's method,
@@ -226,12 +228,12 @@ def person_folds(people: np.ndarray, folds: int = FOLDS, seed: int = SEED) -> np
     return np.array([fold_of[p] for p in people])
 
 
-def out_of_fold(x: np.ndarray, y: np.ndarray, fold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def out_of_fold(x: np.ndarray, y: np.ndarray, fold: np.ndarray, ridge: float = RIDGE) -> tuple[np.ndarray, np.ndarray]:
     """(out-of-fold logits, cross-fitted calibrated P(true)) for every row."""
     logits = np.zeros(len(y))
     for k in np.unique(fold):
         test = fold == k
-        logits[test] = fit_logistic(x[~test], y[~test]).logit(x[test])
+        logits[test] = fit_logistic(x[~test], y[~test], ridge).logit(x[test])
     calibrated = np.zeros(len(y))
     for k in np.unique(fold):
         test = fold == k
@@ -492,7 +494,7 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help=f"write {HEADS_JSON.relative_to(ROOT)}")
     parser.add_argument("--extract", type=int, default=0, help="features of this many more unlabelled LFW photos")
     parser.add_argument("--candidates", type=Path, help="write candidates_<attribute>.txt here")
-    parser.add_argument("--compare", action="store_true", help="also score face-api's pooled features")
+    parser.add_argument("--compare", action="store_true", help="also score the other feature sets and variants")
     parser.add_argument("--latency", action="store_true", help="time the appearance step")
     args = parser.parse_args()
 
@@ -522,6 +524,10 @@ def main() -> None:
             print("\n".join(reliability(results)))
             for r in results:
                 print(f"  {r.name}: " + " ".join(reliability([r])[2:]).replace("|", " "))
+    if args.compare:
+        from appearance_variants import compare
+
+        compare(labels, features, args.cache, COLUMNS)
     if args.write:
         results = evaluate(labels, features, bases)
         spec = final_heads(labels, features, [r.name for r in results])

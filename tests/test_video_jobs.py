@@ -18,9 +18,11 @@ from pathlib import Path
 
 import pytest
 from support import FACES, MODEL, check_shape, dev_people, embedded_ctx, require_faces, serialised_moto
+from test_appearance import SHIPPED  # the appearance heads that met their target
 from video_clips import Shown, make_clip
 
 from facebank import protocol
+from facebank.engine.attributes import FACE_DETAIL
 from facebank.operations import Context, video, video_jobs
 from facebank.storage import CollectionRecord
 from facebank.video_runner import VideoRunner
@@ -161,6 +163,9 @@ def test_face_attributes_all_gives_what_detect_faces_all_gives(ctx, two_people_c
     still = call(ctx, "DetectFaces", Image={"Bytes": people[0][0].read_bytes()}, Attributes=["ALL"])
     assert faces and all(set(f["Face"]) == set(still["FaceDetails"][0]) for f in faces)
     assert "EyeDirection" in faces[0]["Face"] and len(faces[0]["Face"]["Landmarks"]) == 30
+    for f in faces:  # botocore's FaceDetail order, with the appearance heads that met their target
+        assert list(f["Face"]) == [k for k in FACE_DETAIL if k in f["Face"]]
+        assert set(f["Face"]) >= SHIPPED and all(set(f["Face"][m]) == {"Value", "Confidence"} for m in SHIPPED)
 
 
 # --- face search

@@ -40,26 +40,38 @@ def _region(rgb: np.ndarray, mesh: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     if factor > 1 and min(region.shape[:2]) >= 2 * factor:
         rows, cols = (n // factor * factor for n in region.shape[:2])
         half = factor // 2
-        phases = [region[dy:rows:factor, dx:cols:factor].astype(np.float64) for dy in (0, half) for dx in (0, half)]
-        return _grey(np.mean(phases, axis=0)), points / factor, width / factor
-    return _grey(region.astype(np.float64)), points, width
+        # the four phases summed as integers (exact), then luma and the mean in one product
+        total = region[0:rows:factor, 0:cols:factor].astype(np.uint16)
+        for dy, dx in ((0, half), (half, 0), (half, half)):
+            total += region[dy:rows:factor, dx:cols:factor]
+        return _grey(total, GREY / 4), points / factor, width / factor
+    return _grey(region), points, width
 
 
-def _grey(rgb: np.ndarray) -> np.ndarray:
-    """Luma of an H x W x 3 float image (one BLAS product: a 3-D ``@`` loops in Python-speed gufuncs)."""
-    return (np.ascontiguousarray(rgb).reshape(-1, 3) @ GREY).reshape(rgb.shape[:2])
+def _grey(rgb: np.ndarray, weights: np.ndarray = GREY) -> np.ndarray:
+    """Luma of an H x W x 3 image as float64 (one BLAS product: a 3-D ``@`` loops in Python-speed gufuncs)."""
+    return (np.ascontiguousarray(rgb, dtype=np.float64).reshape(-1, 3) @ weights).reshape(rgb.shape[:2])
 
 
-def _at_vertices(image: np.ndarray, points: np.ndarray, radius: int) -> np.ndarray:
-    """Mean of ``image`` in a (2 radius + 1) square around each point (clipped to the image)."""
-    h, w = image.shape
-    integral = np.pad(image, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+def _integral(image: np.ndarray) -> np.ndarray:
+    """Summed-area table of an H x W x C image, with a leading row and column of zeros."""
+    out = np.zeros((image.shape[0] + 1, image.shape[1] + 1, *image.shape[2:]))
+    np.cumsum(image, axis=0, out=out[1:, 1:])
+    np.cumsum(out[1:, 1:], axis=1, out=out[1:, 1:])
+    return out
+
+
+def _box_means(integral: np.ndarray, points: np.ndarray, radius: int) -> np.ndarray:
+    """Mean of the image in a (2 radius + 1) square around each point (clipped to the image), from its
+    summed-area table ``_integral``: one vectorised lookup of four corners per point."""
+    h, w = integral.shape[0] - 1, integral.shape[1] - 1
     x = np.clip(np.round(points[:, 0]).astype(int), 0, w - 1)
     y = np.clip(np.round(points[:, 1]).astype(int), 0, h - 1)
     x0, x1 = np.clip(x - radius, 0, w), np.clip(x + radius + 1, 0, w)
     y0, y1 = np.clip(y - radius, 0, h), np.clip(y + radius + 1, 0, h)
     sums = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
-    return sums / np.maximum((x1 - x0) * (y1 - y0), 1)
+    area = np.maximum((x1 - x0) * (y1 - y0), 1)
+    return sums / area[:, None]
 
 
 # MediaPipe's face oval (FACEMESH_FACE_OVAL, in order round the face): rings of points outside it, at
@@ -86,13 +98,15 @@ def pixel_features(rgb: np.ndarray, mesh: np.ndarray) -> np.ndarray:
         return np.zeros(FEATURES)
     fine, coarse = max(1, int(round(width / FINE))), max(1, int(round(width / COARSE)))
     dy, dx = np.gradient(crop)
-    gradient = np.hypot(dx, dy)
-    luminance, edges = _at_vertices(crop, points, fine), _at_vertices(gradient, points, fine)
+    # grey level and gradient magnitude side by side: one summed-area table serves every box
+    table = _integral(np.stack([crop, np.sqrt(dx * dx + dy * dy)], axis=-1))
     centre = points.mean(0)
     ring = np.vstack([centre + scale * (points[list(OVAL)] - centre) for scale in RINGS])
     everywhere = np.vstack([points, ring])
-    wide_luminance, wide_edges = _at_vertices(crop, everywhere, coarse), _at_vertices(gradient, everywhere, coarse)
-    ring_fine = np.concatenate([_at_vertices(crop, ring, fine), _at_vertices(gradient, ring, fine)])
+    narrow, wide = _box_means(table, everywhere, fine), _box_means(table, everywhere, coarse)
+    luminance, edges = narrow[:468, 0], narrow[:468, 1]
+    wide_luminance, wide_edges = wide[:, 0], wide[:, 1]
+    ring_fine = np.concatenate([narrow[468:, 0], narrow[468:, 1]])
     return np.concatenate(
         [
             (luminance - luminance.mean()) / (luminance.std() + 1e-6),
