@@ -182,8 +182,8 @@ def run_stream(
             if fragment is None:
                 return "ended"
             why = _running(ctx, name, session)
-            if why == "again":
-                continue  # Stop (or Delete) came in between STARTING and RUNNING: the next round sees it
+            while why == "again":  # Stop (or Delete) came in between STARTING and RUNNING: read again
+                why = _running(ctx, name, session)
             if why is not None:
                 return why
             started = clock() if started is None else started
