@@ -53,7 +53,7 @@ class FaceDetector:
         for face in found:
             overlap = iou(face.box, boxes)
             j = int(overlap.argmax())
-            if overlap[j] >= OVERLAP:
+            if overlap[j] >= OVERLAP and not matched[j]:  # each second-pass face stands for one face at most
                 matched[j] = True
                 if face.box[2] - face.box[0] < small and second[j].score > face.score:
                     face = second[j]
