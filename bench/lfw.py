@@ -175,8 +175,70 @@ def _yunet_box(model, rgb: np.ndarray, face) -> np.ndarray:
     return model.postprocess(model.infer(np.stack([blob, blob[:, :, ::-1]])))
 
 
+def _flip_pair(model, chip: np.ndarray) -> np.ndarray:
+    blob = chip.astype(np.float32).transpose(2, 0, 1)
+    return model.postprocess(model.infer(np.stack([blob, blob[:, :, ::-1]])))
+
+
+def _sp_twice(model, rgb: np.ndarray, face) -> np.ndarray:
+    """The shape predictor run a second time, from the start box its own five points place (the
+    HOG box's centre and side in the chip frame, fitted to dlib's template instead of YuNet's)."""
+    from facebank.engine.dlib_align import DLIB5_TEMPLATE, face_chip, similarity_transform
+    from facebank.engine.dlib_shape import HOG_BOX_CENTRE, HOG_BOX_SIDE
+
+    points = model.shapes.from_eye_nose_mouth(rgb, face.landmarks)
+    m, t = similarity_transform(DLIB5_TEMPLATE, points)
+    centre, side = m @ HOG_BOX_CENTRE + t, np.hypot(*m[:, 0]) * HOG_BOX_SIDE
+    points = model.shapes(rgb, np.concatenate([centre - side / 2, centre + side / 2]))
+    return _flip_pair(model, face_chip(rgb, points))
+
+
+def _padding(padding: float) -> Callable:
+    """The chip's scale: dlib's padding around the face square (0.25 as trained)."""
+
+    def embed(model, rgb: np.ndarray, face) -> np.ndarray:
+        from facebank.engine.dlib_align import face_chip
+
+        return _flip_pair(model, face_chip(rgb, model.shapes.from_eye_nose_mouth(rgb, face.landmarks), padding=padding))
+
+    return embed
+
+
+def _bicubic(model, rgb: np.ndarray, face) -> np.ndarray:
+    """The same chip frame sampled bicubically from the full image (no pyramid, no bilinear)."""
+    from PIL import Image
+
+    from facebank.engine.dlib_align import DLIB5_TEMPLATE, _template, similarity_transform
+
+    points = model.shapes.from_eye_nose_mouth(rgb, face.landmarks)
+    m, t = similarity_transform(_template(DLIB5_TEMPLATE, 150, 0.25), points)  # chip -> image
+    coefficients = (m[0, 0], m[0, 1], t[0], m[1, 0], m[1, 1], t[1])
+    chip = Image.fromarray(rgb).transform((150, 150), Image.Transform.AFFINE, coefficients, Image.Resampling.BICUBIC)
+    return _flip_pair(model, np.asarray(chip))
+
+
+def _tta_scales(model, rgb: np.ndarray, face) -> np.ndarray:
+    """Test-time augmentation over the chip's scale: the flip-averaged vectors of chips at padding
+    0.2, 0.25 and 0.3 averaged (three times the served inferences)."""
+    from facebank.engine.dlib_align import face_chip
+
+    points = model.shapes.from_eye_nose_mouth(rgb, face.landmarks)
+    v = sum(_flip_pair(model, face_chip(rgb, points, padding=p)) for p in (0.2, 0.25, 0.3))
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
 # variant -> how the dlib ResNet's vector of a detected face is made (MobileFaceNet's is the API's)
-VARIANTS: dict[str, Callable] = {"api": _api, "no-flip": _no_flip, "template": _template, "yunet-box": _yunet_box}
+VARIANTS: dict[str, Callable] = {
+    "api": _api,
+    "no-flip": _no_flip,
+    "template": _template,
+    "yunet-box": _yunet_box,
+    "sp-twice": _sp_twice,
+    "padding-0.2": _padding(0.2),
+    "padding-0.3": _padding(0.3),
+    "bicubic": _bicubic,
+    "tta-scales": _tta_scales,
+}
 
 
 def _chunks(photos: list[Path], groups: list[int] | None) -> list[tuple[int, int]]:
