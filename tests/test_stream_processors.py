@@ -178,7 +178,7 @@ REFUSED = [
     ({"Settings": {}}, IPE, "FaceSearch"),
     ({"Settings": {"FaceSearch": {}}}, IPE, "CollectionId"),
     ({"Input": {}}, IPE, "KinesisVideoStream"),
-    ({"Input": {"KinesisVideoStream": {"Arn": KVS.rsplit("/", 1)[0]}}}, IPE, "KinesisVideoStream"),
+    ({"Input": {"KinesisVideoStream": {"Arn": KVS.replace("front-door", "front door")}}}, IPE, "KinesisVideoStream"),
     ({"Input": {"KinesisVideoStream": {"Arn": KDS}}}, VE, "kinesisVideoStream"),
     ({"Output": {"KinesisDataStream": {"Arn": KVS}}}, VE, "kinesisDataStream"),
     ({"Output": {"KinesisDataStream": {"Arn": KDS.replace(":stream/", ":deliverystream/")}}}, IPE, "KinesisData"),
@@ -198,6 +198,13 @@ def test_create_refuses_what_rekognition_refuses(api, name, overrides, code, wor
     got_code, message = api.error(create, api=api, name=name, **overrides)
     assert (got_code, words in message) == (code, True), message
     assert api.ctx.storage.streams.get(overrides.get("Name", name)) is None  # nothing stored
+
+
+def test_the_guides_example_arn_without_creation_time_is_accepted(api, name):
+    # The developer guide's CreateStreamProcessor example names its input ".../stream/inputVideo".
+    arn = KVS.rsplit("/", 1)[0]
+    create(api, name, Input={"KinesisVideoStream": {"Arn": arn}})
+    assert api.rek.describe_stream_processor(Name=name)["Input"]["KinesisVideoStream"]["Arn"] == arn
 
 
 def test_empty_regions_of_interest_are_no_regions(api, name):

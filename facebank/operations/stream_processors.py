@@ -55,7 +55,9 @@ IDLE = ("STOPPED", "FAILED")
 
 # The resource part of the ARNs (botocore's patterns only check the prefix): a Kinesis video
 # stream is stream/<name>/<creation time in ms>, a Kinesis data stream stream/<name>.
-KVS_ARN = regex.compile(r"arn:aws[a-z-]*:kinesisvideo:([a-z0-9-]+):(\d{12}):stream/([a-zA-Z0-9_.\-]{1,256})/(\d+)")
+# The creation time is optional: the developer guide's own CreateStreamProcessor example leaves it out
+# (a stream that does not exist fails the run, as Rekognition's does, not the Create).
+KVS_ARN = regex.compile(r"arn:aws[a-z-]*:kinesisvideo:([a-z0-9-]+):(\d{12}):stream/([a-zA-Z0-9_.\-]{1,256})(?:/(\d+))?")
 KDS_ARN = regex.compile(r"arn:aws[a-z-]*:kinesis:([a-z0-9-]+):(\d{12}):stream/([a-zA-Z0-9_.\-]{1,128})")
 SNS_ARN = regex.compile(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[a-zA-Z0-9_\-]{1,256}(\.fifo)?")
 # One namespace for the SessionIds StartStreamProcessor answers (never change it).
@@ -131,7 +133,7 @@ def _arn(value: str | None, pattern: regex.Pattern, what: str, example: str) -> 
 def _io(request: Request) -> tuple[str, str]:
     kvs = (request["Input"].get("KinesisVideoStream") or {}).get("Arn")
     input_arn = _arn(
-        kvs, KVS_ARN, "Input.KinesisVideoStream.Arn", "arn:aws:kinesisvideo:<region>:<account>:stream/<name>/<time>"
+        kvs, KVS_ARN, "Input.KinesisVideoStream.Arn", "arn:aws:kinesisvideo:<region>:<account>:stream/<name>[/<time>]"
     )
     output = request["Output"]
     if "S3Destination" in output:
