@@ -109,6 +109,26 @@ def test_a_run_resumed_from_its_checkpoint_continues_its_tracks_and_sampling(ctx
     )
 
 
+NO_FACES = SHARED / "videos" / "intel_car-detection.mp4"  # cars on a road: no face (docs/video.md)
+
+
+def test_a_frame_without_a_face_still_has_its_record_with_an_empty_face_search_response(ctx):
+    # The guide: "For each analyzed frame, Amazon Rekognition Video outputs a JSON frame record".
+    if not NO_FACES.is_file():
+        pytest.skip(f"{NO_FACES.name} not found in {NO_FACES.parent}")
+    sink = ListSink()
+    session = ctx.storage.streams.get("door").session
+    fragments = open_source(str(NO_FACES), realtime=False)
+    assert run_stream("door", session, ctx, fragments, sink, should_yield=Yield(3)) == "yield"
+    times = [
+        r["InputInformation"]["KinesisVideo"]["ProducerTimestamp"]
+        + r["InputInformation"]["KinesisVideo"]["FrameOffsetInSeconds"]
+        for r in sink.records
+    ]
+    assert len(sink.records) >= 8 and all(0.2 <= b - a <= 0.35 for a, b in zip(times, times[1:], strict=False))
+    assert all(r["FaceSearchResponse"] == [] for r in sink.records)
+
+
 def test_stop_lost_lease_and_max_duration(ctx):
     store = ctx.storage.streams
     session = store.get("door").session

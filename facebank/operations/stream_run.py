@@ -12,7 +12,8 @@ per processor (facebank.stream_runner); on AWS a chain of consumer invocations r
 ``StreamAnalyzer`` samples frames at ``stream_sample_fps`` on the producer's clock, detects
 faces, embeds and tracks them and searches the collection as StartFaceSearch does
 (operations.video_jobs: ``embed_and_track``, ``search_collection``), and writes one record per
-sampled frame with at least one face, shaped as Rekognition's "Kinesis face recognition record".
+sampled frame (``FaceSearchResponse`` empty when it has no face), shaped as Rekognition's "Kinesis
+face recognition record".
 """
 
 from __future__ import annotations
@@ -90,9 +91,10 @@ class StreamAnalyzer:
         records = []
         for offset, rgb in fragment.frames:
             if self._sampled(fragment.producer_timestamp + offset):
+                # One record per analysed frame, FaceSearchResponse [] when it has no face, as the
+                # guide's "Kinesis face recognition JSON frame record" says Rekognition writes.
                 faces = self.frame(int(round((fragment.producer_timestamp + offset) * 1000)), rgb)
-                if faces:
-                    records.append(self.record(fragment, offset, faces))
+                records.append(self.record(fragment, offset, faces))
         return records
 
     def frame(self, timestamp_ms: int, rgb: Any) -> list[dict]:
