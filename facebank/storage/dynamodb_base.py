@@ -53,6 +53,32 @@ def backoff(attempt: int) -> None:
     time.sleep(random.uniform(0, min(1.0, 0.01 * 2**attempt)))
 
 
+def counter_take(table: str, key: dict[str, Any], attribute: str, limit: int) -> dict[str, Any]:
+    """A TransactWriteItems Update adding one to a counter item's ``attribute`` unless it has
+    reached ``limit``: with the write it counts, a limit that holds under concurrent writers."""
+    return {
+        "Update": {
+            "TableName": table,
+            "Key": key,
+            "UpdateExpression": f"ADD {attribute} :one",
+            "ConditionExpression": f"attribute_not_exists({attribute}) OR {attribute} < :max",
+            "ExpressionAttributeValues": {":one": {"N": "1"}, ":max": {"N": str(limit)}},
+        }
+    }
+
+
+def counter_free(table: str, key: dict[str, Any], attribute: str) -> dict[str, Any]:
+    """The TransactWriteItems Update giving back what ``counter_take`` took."""
+    return {
+        "Update": {
+            "TableName": table,
+            "Key": key,
+            "UpdateExpression": f"ADD {attribute} :minus",
+            "ExpressionAttributeValues": {":minus": {"N": "-1"}},
+        }
+    }
+
+
 class Dynamo:
     """The calls every adapter here makes, with this module's rules: strongly consistent reads,
     a failed write condition returned rather than raised, contention retried a bounded number of
@@ -132,25 +158,27 @@ class Dynamo:
         out: list[dict[str, Any]] = []
         for i in range(0, len(keys), BATCH_GET_MAX):
             request = {table: {"Keys": keys[i : i + BATCH_GET_MAX], "ConsistentRead": True}}
-            for attempt in range(self.max_attempts):
-                resp = self.client.batch_get_item(RequestItems=request)
+            for resp in self._until_processed("batch_get_item", "UnprocessedKeys", request, table):
                 out.extend(resp.get("Responses", {}).get(table, []))
-                request = resp.get("UnprocessedKeys") or {}
-                if not request:
-                    break
-                backoff(attempt)  # unprocessed keys: the table is throttling us
-            else:
-                raise StorageBusy(f"BatchGetItem on {table} still unprocessed after {self.max_attempts} attempts")
         return out
 
     def batch_delete(self, table: str, keys: list[dict[str, Any]]) -> None:
         for i in range(0, len(keys), BATCH_WRITE_MAX):
             request = {table: [{"DeleteRequest": {"Key": k}} for k in keys[i : i + BATCH_WRITE_MAX]]}
-            for attempt in range(self.max_attempts):
-                resp = self.client.batch_write_item(RequestItems=request)
-                request = resp.get("UnprocessedItems") or {}
-                if not request:
-                    break
-                backoff(attempt)  # unprocessed items: the table is throttling us
-            else:
-                raise StorageBusy(f"BatchWriteItem on {table} still unprocessed after {self.max_attempts} attempts")
+            for _ in self._until_processed("batch_write_item", "UnprocessedItems", request, table):
+                pass
+
+    def _until_processed(
+        self, method: str, leftover: str, request: dict[str, Any], table: str
+    ) -> Iterator[dict[str, Any]]:
+        """Responses of a batch call, sent again with what it left unprocessed (the table is
+        throttling us) after a backoff, until nothing is left; StorageBusy after max_attempts."""
+        for attempt in range(self.max_attempts):
+            resp = getattr(self.client, method)(RequestItems=request)
+            yield resp
+            request = resp.get(leftover) or {}
+            if not request:
+                return
+            backoff(attempt)
+        operation = "".join(word.title() for word in method.split("_"))  # batch_get_item -> BatchGetItem
+        raise StorageBusy(f"{operation} on {table} still unprocessed after {self.max_attempts} attempts")

@@ -30,7 +30,14 @@ import json
 import time
 from typing import Any
 
-from facebank.storage.dynamodb_base import DEFAULT_MAX_ATTEMPTS, Dynamo, client_of, create_table_specs
+from facebank.storage.dynamodb_base import (
+    DEFAULT_MAX_ATTEMPTS,
+    Dynamo,
+    client_of,
+    counter_free,
+    counter_take,
+    create_table_specs,
+)
 from facebank.storage.errors import JobExists, JobLimit
 from facebank.storage.ports import JobRecord
 
@@ -134,15 +141,7 @@ class DynamoJobStore:
                 "ConditionExpression": "attribute_not_exists(job_id)",
             }
         }
-        count = {
-            "Update": {
-                "TableName": self.table,
-                "Key": _key(COUNTER_ID),
-                "UpdateExpression": "ADD active :one",
-                "ConditionExpression": "attribute_not_exists(active) OR active < :max",
-                "ExpressionAttributeValues": {":one": _n(1), ":max": _n(max_active)},
-            }
-        }
+        count = counter_take(self.table, _key(COUNTER_ID), "active", max_active)
         failed = self._db.transact({_JOB: put, _COUNTER: count})
         if _JOB in failed:  # first: a taken id is the answer even when the limit is reached too
             raise JobExists(rec.job_id)
@@ -211,14 +210,7 @@ class DynamoJobStore:
                 "ExpressionAttributeValues": values,
             }
         }
-        free = {
-            "Update": {
-                "TableName": self.table,
-                "Key": _key(COUNTER_ID),
-                "UpdateExpression": "ADD active :minus",
-                "ExpressionAttributeValues": {":minus": _n(-1)},
-            }
-        }
+        free = counter_free(self.table, _key(COUNTER_ID), "active")
         return not self._db.transact({_JOB: finish, _COUNTER: free})
 
     def active_jobs(self) -> list[JobRecord]:

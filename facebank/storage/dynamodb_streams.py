@@ -27,7 +27,14 @@ import json
 from typing import Any
 
 from facebank.storage import streams
-from facebank.storage.dynamodb_base import DEFAULT_MAX_ATTEMPTS, Dynamo, client_of, create_table_specs
+from facebank.storage.dynamodb_base import (
+    DEFAULT_MAX_ATTEMPTS,
+    Dynamo,
+    client_of,
+    counter_free,
+    counter_take,
+    create_table_specs,
+)
 from facebank.storage.errors import StorageBusy, StreamProcessorExists, StreamProcessorLimit
 from facebank.storage.pagination import check_max_results, decode_token, encode_token
 from facebank.storage.ports import StreamProcessorRecord
@@ -71,15 +78,7 @@ class DynamoStreamProcessorStore:
         }
         put = {"Put": {"TableName": self.table, "Item": item, "ConditionExpression": "attribute_not_exists(#n)"}}
         put["Put"]["ExpressionAttributeNames"] = {"#n": "name"}
-        count = {
-            "Update": {
-                "TableName": self.table,
-                "Key": _key(COUNTER),
-                "UpdateExpression": "ADD processors :one",
-                "ConditionExpression": "attribute_not_exists(processors) OR processors < :max",
-                "ExpressionAttributeValues": {":one": _n(1), ":max": _n(max_processors)},
-            }
-        }
+        count = counter_take(self.table, _key(COUNTER), "processors", max_processors)
         failed = self._db.transact({_PUT: put, _COUNT: count})
         if _PUT in failed:  # first: a taken name is the answer even when the limit is reached too
             raise StreamProcessorExists(f"stream processor {rec.name!r} already exists")
@@ -171,14 +170,7 @@ class DynamoStreamProcessorStore:
                 "ExpressionAttributeValues": values,
             }
         }
-        free = {
-            "Update": {
-                "TableName": self.table,
-                "Key": _key(COUNTER),
-                "UpdateExpression": "ADD processors :minus",
-                "ExpressionAttributeValues": {":minus": _n(-1)},
-            }
-        }
+        free = counter_free(self.table, _key(COUNTER), "processors")
         return not self._db.transact({_DELETE: delete, _COUNT: free})
 
     def put_checkpoint(self, name: str, session: int, data: dict) -> bool:
