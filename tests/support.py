@@ -3,6 +3,7 @@ every response against botocore's model, synthetic images."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -14,6 +15,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -222,3 +224,26 @@ def check_responses(client) -> None:
             assert body["Message"], f"{model.name}: {body['__type']} without a message"
 
     client.meta.events.register("after-call.rekognition", after_call)
+
+
+@contextlib.contextmanager
+def serving(app, **server_options) -> Iterator[int]:
+    """``app`` (a ``facebank.server.Facebank``) on uvicorn on a free loopback port, as ``facebank
+    serve`` runs it, in this process; yields the port. ``server_options`` go to ``http_server``."""
+    from facebank.server import http_server
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = http_server(app, **server_options)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    limit = time.monotonic() + 30
+    while not server.started and time.monotonic() < limit:
+        time.sleep(0.01)  # readiness polling, bounded
+    assert server.started
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        app.pool.shutdown()

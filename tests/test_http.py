@@ -4,21 +4,18 @@ short request deadline, so a drop happens within the socket timeouts (nothing he
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import select
 import socket
 import sys
-import threading
 import time
 import types
-from collections.abc import Iterator
 
 import pytest
-from support import embedded_ctx
+from support import embedded_ctx, serving
 
-from facebank.server import MAX_BODY, Facebank, http_server
+from facebank.server import MAX_BODY, Facebank
 
 DEADLINE = 1.0
 MAX_CONNECTIONS = 4
@@ -28,28 +25,8 @@ MAX_CONNECTIONS = 4
 def live(tmp_path):
     app = Facebank(embedded_ctx(tmp_path / "data"), workers=4)
     app.ready.set()  # no model is needed by the requests below
-    with serving(app) as port:
+    with serving(app, deadline=DEADLINE, max_connections=MAX_CONNECTIONS) as port:
         yield port
-
-
-@contextlib.contextmanager
-def serving(app: Facebank) -> Iterator[int]:
-    """``app`` on uvicorn on a free loopback port, as ``facebank serve`` runs it; yields the port."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = http_server(app, deadline=DEADLINE, max_connections=MAX_CONNECTIONS)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    limit = time.monotonic() + 30
-    while not server.started and time.monotonic() < limit:
-        time.sleep(0.01)  # readiness polling, bounded
-    assert server.started
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        app.pool.shutdown()
 
 
 def connect(port: int) -> socket.socket:
@@ -209,7 +186,7 @@ def test_health_says_so_when_the_models_cannot_be_loaded(tmp_path):
     ctx = embedded_ctx(tmp_path / "data", model_dir=tmp_path / "no-models", model_mirror=None)
     app = Facebank(ctx, workers=1)
     app.ready.set()
-    with serving(app) as port, connect(port) as conn:
+    with serving(app, deadline=DEADLINE, max_connections=MAX_CONNECTIONS) as port, connect(port) as conn:
         conn.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         status, _, body = read_response(conn)
     assert status == 503

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -20,11 +19,11 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from support import check_responses, embedded_ctx
+from support import check_responses, embedded_ctx, serving
 
 from facebank.errors import InvalidParameterException
 from facebank.operations import Context
-from facebank.server import Facebank, http_server
+from facebank.server import Facebank
 
 ACCOUNT = "123456789012"
 KVS = f"arn:aws:kinesisvideo:us-east-1:{ACCOUNT}:stream/front-door/1700000000000"
@@ -56,25 +55,6 @@ class Api:
         with pytest.raises(ClientError) as info:
             call(**kwargs)
         return info.value.response["Error"]["Code"], info.value.response["Error"]["Message"]
-
-
-@contextlib.contextmanager
-def serving(app: Facebank) -> Iterator[int]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = http_server(app)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    limit = time.monotonic() + 30
-    while not server.started and time.monotonic() < limit:
-        time.sleep(0.01)  # readiness polling, bounded
-    assert server.started
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        app.pool.shutdown()
 
 
 @pytest.fixture(scope="module")
