@@ -11,7 +11,7 @@ per processor (facebank.stream_runner); on AWS a chain of consumer invocations r
 
 ``StreamAnalyzer`` samples frames at ``stream_sample_fps`` on the producer's clock, detects
 faces, embeds and tracks them and searches the collection as StartFaceSearch does
-(operations.video_jobs: ``embed_and_track``, ``search_collection``), and writes one record per
+(operations.video_jobs: ``search_tracked``, ``search_collection``), and writes one record per
 sampled frame (``FaceSearchResponse`` empty when it has no face), shaped as Rekognition's "Kinesis
 face recognition record".
 """
@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from facebank.operations import Context
-from facebank.operations.video_jobs import embed_and_track, link_rule, search_collection
+from facebank.operations.video_jobs import link_rule, search_collection, search_tracked
 from facebank.storage import StreamProcessorRecord
 
 if TYPE_CHECKING:
@@ -102,18 +102,17 @@ class StreamAnalyzer:
         engine = self.ctx.engine
         faces = engine.detect(rgb, attributes=["DEFAULT"])
         out = []
-        for face, index, embedding in embed_and_track(engine, self.tracker, timestamp_ms, rgb, faces):
-            if embedding is None and index in self.track_matches:
-                matches = self.track_matches[index]
-            else:
-                vector = engine.embed(rgb, face) if embedding is None else embedding
-                found = search_collection(self.ctx, self.rec.collection_id, self.rec.face_match_threshold, vector)
-                matches = [_matched_face(m) for m in found[:MAX_MATCHED_FACES]]
-                self.track_matches[index] = matches
+        for face, _, matches in search_tracked(
+            engine, self.tracker, self.track_matches, timestamp_ms, rgb, faces, self._search
+        ):
             detail = face.detail()
             out.append({"DetectedFace": {k: detail[k] for k in DETECTED_FACE_KEYS}, "MatchedFaces": matches})
         self.tracker.prune(timestamp_ms - self.tracker.rule.max_gap_ms)  # only live tracks matter here
         return out
+
+    def _search(self, vector: Any) -> list[dict]:
+        found = search_collection(self.ctx, self.rec.collection_id, self.rec.face_match_threshold, vector)
+        return [_matched_face(m) for m in found[:MAX_MATCHED_FACES]]
 
     def record(self, fragment: Fragment, offset: float, faces: list[dict]) -> dict:
         return {

@@ -17,6 +17,7 @@ numbering for the whole video.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -187,12 +188,10 @@ class _Searches:
         assert self.tracker is not None
         items = []
         faces = self.engine.detect(rgb, attributes=["DEFAULT"])
-        for face, index, embedding in embed_and_track(self.engine, self.tracker, timestamp, rgb, faces):
-            if embedding is None and index in self.track_matches:
-                matches = self.track_matches[index]
-            else:
-                matches = _search(self.job, self.ctx, self.engine.embed(rgb, face) if embedding is None else embedding)
-                self.track_matches[index] = matches
+        search = functools.partial(_search, self.job, self.ctx)
+        for face, index, matches in search_tracked(
+            self.engine, self.tracker, self.track_matches, timestamp, rgb, faces, search
+        ):
             if matches:
                 person = {"Index": index, "BoundingBox": face.bounding_box(), "Face": face.detail()}
                 items.append({"Timestamp": timestamp, "Person": person, "FaceMatches": matches})
@@ -291,6 +290,29 @@ def embed_and_track(engine: Any, tracker: Tracker, timestamp: int, rgb: Any, fac
     embeddings = [None if known is not None else engine.embed(rgb, f) for f, known in zip(faces, certain, strict=True)]
     indexes = tracker.update(timestamp, boxes, embeddings)
     return list(zip(faces, indexes, embeddings, strict=True))
+
+
+def search_tracked(
+    engine: Any,
+    tracker: Tracker,
+    track_matches: dict[int, list[dict]],
+    timestamp: int,
+    rgb: Any,
+    faces: list,
+    search: Callable[[Any], list[dict]],
+) -> list[tuple[Any, int, list[dict]]]:
+    """(face, track Index, matches) for the faces of one sampled frame: a face that continues its
+    track beyond doubt reuses the track's last matches (``track_matches``, updated here); any
+    other face is embedded and searched (``search``: embedding -> matches)."""
+    out = []
+    for face, index, embedding in embed_and_track(engine, tracker, timestamp, rgb, faces):
+        if embedding is None and index in track_matches:
+            matches = track_matches[index]
+        else:
+            matches = search(engine.embed(rgb, face) if embedding is None else embedding)
+            track_matches[index] = matches
+        out.append((face, index, matches))
+    return out
 
 
 def _require_collection(job: JobRecord, ctx: Context) -> None:
