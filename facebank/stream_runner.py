@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from facebank.operations import Context
 from facebank.operations.stream_processors import kinesis_video_stream_name
-from facebank.operations.stream_run import failure_message, run_stream
+from facebank.operations.stream_run import end_failed, failure_message, run_stream
 
 if TYPE_CHECKING:
     from facebank.engine.stream_media import Fragment
@@ -136,12 +136,8 @@ class StreamRunner:
                 self._threads.pop((name, session), None)
 
     def _fail(self, name: str, session: int, message: str) -> None:
-        store = self.ctx.storage.streams
         try:
-            if store.transition(name, ("STARTING", "RUNNING"), "FAILED", message, session=session) is not None:
-                log.warning("stream processor %s FAILED: %s", name, message)
-            else:  # Stop came first: it ends as asked
-                store.transition(name, ("STOPPING",), "STOPPED", session=session)
+            end_failed(self.ctx.storage.streams, name, session, message)
         except Exception:
             log.exception("stream processor %s: could not record its failure (%s)", name, message)
 

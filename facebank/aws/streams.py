@@ -169,7 +169,7 @@ class KinesisVideoReader:
             raise  # service errors are retried by botocore first; then FAILED
 
     def fragments(
-        self, selector: dict, after: str | None, keep_going: Callable[[], bool], on_open: Callable[[], None]
+        self, selector: dict, after: str | None, keep_going: Callable[[], bool], on_open: Callable[[], object]
     ) -> Iterator[Fragment]:
         """Fragments numbered above ``after``, from ``selector`` on; between connections, stops
         when ``keep_going()`` says so. ``on_open`` runs once GetMedia first answers."""
@@ -279,7 +279,7 @@ class Consumer:
     sleep: Callable[[float], None] = time.sleep
 
     def run(self, name: str, session: int, hop: int) -> str:
-        from facebank.operations.stream_run import failure_message, run_stream
+        from facebank.operations.stream_run import end_failed, failure_message, mark_running, run_stream
 
         store = self.ctx.storage.streams
         rec = store.get(name)
@@ -299,14 +299,14 @@ class Consumer:
                 first_selector(rec),
                 checkpoint.get("fragment"),
                 keep_going=lambda: self._live(store, name, session) and not self.should_yield(),
-                on_open=lambda: self._running(store, name, session),
+                on_open=lambda: mark_running(store, name, session),  # GetMedia answered: the input is open
             )
             why = run_stream(name, session, ctx, fragments, self._sink(rec), should_yield=self.should_yield)
         except Exception as exc:
             message = failure_message(exc)
             if message.startswith("Internal error"):
                 logger.exception("stream processor %s (session %d) failed", name, session)
-            self._end(store, name, session, message)
+            end_failed(store, name, session, message)
             return "failed"
         if why == "ended":  # the reader stops only when the record or the clock says so
             why = self._settle(store, name, session)
@@ -317,7 +317,7 @@ class Consumer:
                 self.invoke(name, session, hop + 1)
             except Exception as exc:
                 logger.exception("stream processor %s: the hand-over failed", name)
-                self._end(store, name, session, f"The stream consumer could not hand over to its next run: {exc}")
+                end_failed(store, name, session, f"The stream consumer could not hand over to its next run: {exc}")
                 return "failed"
         return why
 
@@ -340,12 +340,6 @@ class Consumer:
         rec = store.get(name)
         return rec is not None and rec.session == session and rec.status in LIVE
 
-    @staticmethod
-    def _running(store: StreamProcessorStore, name: str, session: int) -> None:
-        """GetMedia answered: the input is open."""
-        if store.transition(name, ("STARTING",), "RUNNING", session=session) is not None:
-            logger.info("stream processor %s (session %d) RUNNING", name, session)
-
     def _settle(self, store: StreamProcessorStore, name: str, session: int) -> str:
         rec = store.get(name)
         if rec is None or rec.session != session:
@@ -356,13 +350,6 @@ class Consumer:
         if rec.status in LIVE:
             return "yield"
         return "lost"
-
-    @staticmethod
-    def _end(store: StreamProcessorStore, name: str, session: int, message: str) -> None:
-        if store.transition(name, LIVE, "FAILED", message, session=session) is not None:
-            logger.warning("stream processor %s FAILED: %s", name, message)
-        else:  # Stop came first: it ends as asked
-            store.transition(name, ("STOPPING",), "STOPPED", session=session)
 
 
 def dead_letter(ctx: Context, record: dict) -> None:
@@ -378,8 +365,10 @@ def dead_letter(ctx: Context, record: dict) -> None:
     error = (body.get("responsePayload") or {}).get("errorMessage") or (body.get("responseContext") or {}).get(
         "functionError", ""
     )
+    from facebank.operations.stream_run import end_failed
+
     message = f"The stream consumer stopped unexpectedly ({condition}{': ' + error if error else ''}); start it again"
-    Consumer._end(ctx.storage.streams, name, session, message[:1000])
+    end_failed(ctx.storage.streams, name, session, message[:1000])
 
 
 def idle_sleep(seconds: float) -> None:

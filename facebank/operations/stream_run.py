@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from facebank.operations import Context
 from facebank.operations.video_jobs import link_rule, search_collection, search_tracked
-from facebank.storage import StreamProcessorRecord
+from facebank.storage import StreamProcessorRecord, StreamProcessorStore
 
 if TYPE_CHECKING:
     from facebank.engine.stream_media import Fragment
@@ -215,11 +215,26 @@ def _running(ctx: Context, name: str, session: int) -> str | None:
     if (why := _stop_if_stopping(ctx, rec, session)) is not None:
         return why
     assert rec is not None
-    if rec.status == "STARTING":
-        if store.transition(name, ("STARTING",), "RUNNING", session=session) is None:
-            return "again"
-        log.info("stream processor %s (session %d) RUNNING", name, session)
+    if rec.status == "STARTING" and not mark_running(store, name, session):
+        return "again"
     return None
+
+
+def mark_running(store: StreamProcessorStore, name: str, session: int) -> bool:
+    """STARTING -> RUNNING for this session (its input delivers); False when the move lost a race."""
+    if store.transition(name, ("STARTING",), "RUNNING", session=session) is None:
+        return False
+    log.info("stream processor %s (session %d) RUNNING", name, session)
+    return True
+
+
+def end_failed(store: StreamProcessorStore, name: str, session: int, message: str) -> None:
+    """End a session's run that failed: FAILED with ``message``, or STOPPED when a Stop came first
+    (it ends as asked). Both runtimes end failed runs here."""
+    if store.transition(name, ("STARTING", "RUNNING"), "FAILED", message, session=session) is not None:
+        log.warning("stream processor %s FAILED: %s", name, message)
+    else:
+        store.transition(name, ("STOPPING",), "STOPPED", session=session)
 
 
 def failure_message(exc: BaseException) -> str:
