@@ -24,11 +24,6 @@ class KinesisWriteError(Exception):
     """Records could not be written; the message is user-facing (StatusMessage)."""
 
 
-def stream_name(arn: str) -> str:
-    """arn:aws:kinesis:<region>:<account>:stream/<name> -> <name>."""
-    return arn.rsplit("/", 1)[-1]
-
-
 class KinesisSink:
     def __init__(
         self,
