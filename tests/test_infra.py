@@ -827,12 +827,11 @@ def test_oversized_bundled_layer_is_refused_after_bundling(tmp_path, monkeypatch
         FacebankStack(cdk.App(outdir=str(tmp_path / "out")), "Big", pack="open")
 
 
-def _synth_app(outdir: Path, cache: Path) -> subprocess.CompletedProcess:
-    """`CDK_OUTDIR=outdir python app.py` building real layers (PyPI wheels, the model mirror)."""
-    env = {**os.environ, "CDK_OUTDIR": str(outdir), "FACEBANK_LAYER_CACHE": str(cache)}
+def _synth_app(outdir: Path, cache: Path, model_env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`CDK_OUTDIR=outdir python app.py` building real layers (PyPI wheels; the models from the
+    mirror or the verified cache that ``model_env`` filled)."""
+    env = {**model_env, "CDK_OUTDIR": str(outdir), "FACEBANK_LAYER_CACHE": str(cache)}
     env.pop("FACEBANK_SKIP_LAYER_BUILD", None)
-    shared = Path(os.environ.get("FACEBANK_SHARED", ROOT.parent / "shared"))
-    env.setdefault("FACEBANK_MODEL_MIRROR", str(shared / "models"))
     return subprocess.run(
         [sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False
     )
@@ -848,7 +847,7 @@ def _layer_dirs(outdir: Path, template: dict) -> dict[str, Path]:
     return out
 
 
-def test_synth_from_a_clean_state_builds_the_layers_once(tmp_path):
+def test_synth_from_a_clean_state_builds_the_layers_once(tmp_path, model_env):
     """A fresh clone's `cdk synth`: no layer build beforehand, no Docker. The layers are built by
     layers/build.py at synth (deps: manylinux arm64 wheels from PyPI, ~10 s; models: the mirror),
     hold what the functions import and the pack's verified models, fit Lambda's limit with the
@@ -858,7 +857,7 @@ def test_synth_from_a_clean_state_builds_the_layers_once(tmp_path):
     from infra.layers import code_size, tree_size
 
     cache = tmp_path / "layer-cache"
-    first = _synth_app(tmp_path / "first", cache)
+    first = _synth_app(tmp_path / "first", cache, model_env)
     assert first.returncode == 0, first.stderr[-5000:]
     assert first.stderr.count("facebank: building the") == 3, first.stderr[-5000:]
     template = flatten(tmp_path / "first", json.loads((tmp_path / "first" / "Facebank.template.json").read_text()))
@@ -890,7 +889,7 @@ def test_synth_from_a_clean_state_builds_the_layers_once(tmp_path):
     assert [p["conclusion"] for p in report["pluginReports"]] == ["success"]
     assert_cfn_lint_clean(*map(str, (tmp_path / "first").glob("*.template.json")))
 
-    second = _synth_app(tmp_path / "second", cache)
+    second = _synth_app(tmp_path / "second", cache, model_env)
     assert second.returncode == 0, second.stderr[-5000:]
     assert "facebank: building the" not in second.stderr
     again = flatten(tmp_path / "second", json.loads((tmp_path / "second" / "Facebank.template.json").read_text()))
